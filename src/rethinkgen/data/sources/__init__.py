@@ -1,0 +1,226 @@
+"""Data sources: one loader per dataset, a registry by name, seeded subsets, verified downloads.
+
+>>> ds = load_dataset("synthetic", shape=(1, 40), n_train=100, n_test=50, seed=0)
+>>> ds.layout, tuple(ds.x_train.shape), ds.num_classes
+('signal', (100, 1, 40), 10)
+
+Datasets (``list_datasets()``; each loader module documents its format and checks):
+
+- ``cifar10``: the paper's main dataset (Zhang et al. 2017, §2, Fig. 1, Table 1), from the official
+  ``cifar-10-batches-py`` pickles, read by a restricted unpickler that can only rebuild numpy arrays;
+- ``mnist``: the standard IDX files (plain or .gz), the paper's §5 kernel experiment;
+- ``mnist1d``: generated offline with the ``mnist1d`` package — the CPU-sized default;
+- ``synthetic``: Gaussian inputs of any shape with a planted linear label rule;
+- ``npz``: the user's arrays (``load_dataset("npz", path="data.npz")``).
+
+Every loader returns the full :class:`~rethinkgen.data.dataset.Dataset`; :func:`load_dataset` checks
+the options, then draws seeded subsets (stream "data") when ``n_train``/``n_test`` ask for them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rethinkgen.data.dataset import Dataset
+from rethinkgen.data.sources import arrays, cifar10, mnist, mnist1d, synthetic
+from rethinkgen.data.sources.download import Log, stderr_log
+from rethinkgen.errors import ConfigError
+from rethinkgen.registry import Registry
+from rethinkgen.seeding import rng
+
+__all__ = ["DATASETS", "DatasetSpec", "dataset_layout", "dataset_options", "default_data_dir",
+           "fetch_dataset", "list_datasets", "load_dataset", "take_subset"]
+
+ENV_DATA_DIR = "RETHINKGEN_DATA"
+SIZE_OPTIONS = ("n_train", "n_test")  # loaders that accept these generate exactly that many samples
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: how to load (and fetch) it and its paper defaults."""
+
+    name: str
+    load: Callable[..., Dataset]  # load(data_dir: Path | None, seed: int, **options) -> Dataset (full set)
+    layout: str  # "image" | "signal" | "vector" ("any" for npz: decided by the file; see Dataset.layout)
+    description: str  # one line for `rethinkgen data list`
+    needs_files: bool  # False for generated ones (mnist1d, synthetic)
+    fetch: Callable[[Path], Path] | None  # download + verify into data_dir; returns the folder
+    crop: int | None = None  # paper default centre crop (cifar10: 28, App. A), None for others
+    standardize: str = "none"  # default preprocessing: "per_image" | "per_feature" | "none"
+    defaults: dict = field(default_factory=dict)  # keys among "lr", "epochs", "lr_decay_every"
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def _register(spec: DatasetSpec) -> DatasetSpec:
+    return DATASETS.register(spec.name)(spec)
+
+
+_register(DatasetSpec(
+    name="cifar10", load=cifar10.load, layout="image", needs_files=True, fetch=cifar10.fetch,
+    description="CIFAR-10: 50,000/10,000 32x32 colour images, 10 classes (the paper's main set; "
+                "official cifar-10-batches-py)",
+    crop=28, standardize="per_image", defaults={"epochs": 300, "lr_decay_every": 50_000},
+))
+_register(DatasetSpec(
+    name="mnist", load=mnist.load, layout="image", needs_files=True, fetch=mnist.fetch,
+    description="MNIST: 60,000/10,000 28x28 grey digits from the standard IDX files (paper §5 kernels)",
+    standardize="none", defaults={"epochs": 100, "lr_decay_every": 60_000},
+))
+_register(DatasetSpec(
+    name="mnist1d", load=mnist1d.load, layout="signal", needs_files=False, fetch=None,
+    description="MNIST-1D: 4,000/1,000 signals of length 40, 10 classes, generated offline (CPU default)",
+    standardize="per_feature", defaults={"lr": 0.1, "epochs": 300, "lr_decay_every": 50_000},
+))
+_register(DatasetSpec(
+    name="synthetic", load=synthetic.load, layout="image", needs_files=False, fetch=None,
+    description="Gaussian inputs with a planted linear label rule; option shape: (C,H,W) image "
+                "(default 3x32x32), (C,L) signal or (D,) vector",
+    standardize="per_feature",
+))
+_register(DatasetSpec(
+    name="npz", load=arrays.load, layout="any", needs_files=True, fetch=None,
+    description="your own arrays: a .npz with x, y, x_test, y_test (option path=FILE); layout from x.ndim",
+    standardize="none",
+))
+
+
+def default_data_dir() -> Path:
+    """``$RETHINKGEN_DATA`` if set, else ``~/.cache/rethinkgen``."""
+    env = os.environ.get(ENV_DATA_DIR)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "rethinkgen"
+
+
+def _resolve_dir(data_dir: Path | str | None) -> Path:
+    return default_data_dir() if data_dir is None else Path(data_dir).expanduser()
+
+
+def _keyword_params(spec: DatasetSpec) -> dict[str, Any]:
+    sig = inspect.signature(spec.load)
+    return {p.name: p.default for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """The options ``load_dataset(name, **options)`` accepts, with their defaults."""
+    return {k: v for k, v in _keyword_params(DATASETS.get(name)).items() if k not in SIZE_OPTIONS}
+
+
+def dataset_layout(name: str, options: dict[str, Any] | None = None,
+                   data_dir: Path | str | None = None) -> str:
+    """The layout ``load_dataset(name, data_dir, **options)`` will return, without loading the data.
+
+    Usually ``DATASETS.get(name).layout``; for ``synthetic`` it follows the ``shape`` option and for
+    ``npz`` the header of the file's ``x`` array (the spec says "any"). Validate a config with this
+    rather than the spec's layout.
+    """
+    spec = DATASETS.get(name)
+    options = dict(options or {})
+    if name == "synthetic":
+        return synthetic.layout(**options)
+    if name == "npz":
+        return arrays.layout(_resolve_dir(data_dir), **options)
+    return spec.layout
+
+
+def list_datasets() -> list[tuple[str, str, str, bool]]:
+    """(name, description, layout, needs_files) of every registered dataset, sorted by name."""
+    return [(s.name, s.description, s.layout, s.needs_files) for s in map(DATASETS.get, DATASETS.names())]
+
+
+def _check_count(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"{name} must be a positive int or None (all samples), got {value!r}")
+    return int(value)
+
+
+def take_subset(ds: Dataset, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
+                *, hint: str = "") -> Dataset:
+    """A seeded subset: ``n_train`` training and ``n_test`` test samples (None keeps all).
+
+    Indices are the first n of a permutation drawn from the "data" stream of ``seed`` (train and test
+    from independent sub-streams), then sorted: the same seed gives the same subset, and a smaller
+    subset is contained in a larger one. Not stratified. ``hint`` is appended to the error raised
+    when more samples are asked for than the set has.
+    """
+    parts = {}
+    for split, n, sub in (("train", n_train, 0), ("test", n_test, 1)):
+        x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+        available = int(x.shape[0])
+        if n is not None and n > available:
+            raise ConfigError(f"n_{split}={n} but {ds.name} has only {available} {split}ing samples; "
+                              f"use n_{split} <= {available} (or None for all){hint}")
+        if n is not None and n < available:
+            idx = np.sort(rng(seed, "data", sub).permutation(available)[:n])
+            x, y = x[idx], y[idx]
+        parts[split] = (x, y)
+    meta = {**ds.meta, "n_train_available": ds.n_train, "n_test_available": ds.n_test, "subset_seed": seed}
+    return replace(ds, x_train=parts["train"][0], y_train=parts["train"][1],
+                   x_test=parts["test"][0], y_test=parts["test"][1], meta=meta)
+
+
+def load_dataset(name: str, data_dir: Path | str | None = None, *, n_train: int | None = None,
+                 n_test: int | None = None, seed: int = 0, **options: Any) -> Dataset:
+    """Load dataset ``name`` (float32 inputs, int64 labels, CPU tensors), optionally a seeded subset.
+
+    Parameters
+    ----------
+    name : a registered dataset (``list_datasets()``); unknown names raise UnknownNameError.
+    data_dir : folder with the dataset's files; None: ``$RETHINKGEN_DATA`` or ``~/.cache/rethinkgen``.
+    n_train, n_test : sample counts. For file datasets, a subset drawn with the "data" stream of
+        ``seed`` (more than available raises ConfigError); for ``synthetic``, the sizes generated.
+    seed : the run seed (subsets; the synthetic rule and inputs).
+    **options : dataset-specific (``dataset_options(name)``), e.g. ``path=`` for npz,
+        ``n_samples=`` for mnist1d, ``shape=`` for synthetic; unknown ones raise ConfigError.
+
+    Raises
+    ------
+    DatasetNotFoundError : files missing; the message names the paths looked at and the fetch command.
+    UnsafeFileError : a file is corrupt or holds something its format does not allow.
+    """
+    spec = DATASETS.get(name)
+    params = _keyword_params(spec)
+    valid = sorted(k for k in params if k not in SIZE_OPTIONS)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for dataset "
+                          f"{name!r}; valid options: {', '.join(valid) if valid else 'none'}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
+    n_train, n_test = _check_count("n_train", n_train), _check_count("n_test", n_test)
+    kwargs = dict(options)
+    for key, value in (("n_train", n_train), ("n_test", n_test)):
+        if key in params and value is not None:
+            kwargs[key] = value
+    ds = spec.load(_resolve_dir(data_dir), int(seed), **kwargs)
+    sub_train = None if "n_train" in params else n_train
+    sub_test = None if "n_test" in params else n_test
+    hint = "; or generate more with the option n_samples=..." if "n_samples" in params else ""
+    return take_subset(ds, sub_train, sub_test, int(seed), hint=hint)
+
+
+def fetch_dataset(name: str, data_dir: Path | str | None = None, *, log: Log | None = None) -> Path:
+    """Download and verify dataset ``name`` into ``data_dir``; return the folder holding it.
+
+    Generated datasets (mnist1d, synthetic) and user files (npz) need nothing: a message says so and
+    ``data_dir`` is returned. Messages go to ``log`` (default: stderr).
+    """
+    spec = DATASETS.get(name)
+    log = log or stderr_log
+    directory = _resolve_dir(data_dir)
+    if spec.fetch is None:
+        why = "it is generated offline" if not spec.needs_files else "it reads your own file (option path)"
+        log(f"{name}: nothing to fetch: {why}")
+        return directory
+    if "log" in inspect.signature(spec.fetch).parameters:
+        return spec.fetch(directory, log=log)
+    return spec.fetch(directory)

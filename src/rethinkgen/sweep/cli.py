@@ -1,0 +1,242 @@
+"""``rethinkgen sweep plan|run|status`` and ``rethinkgen export`` (thin: parse, call the library, print).
+
+Bad input raises :class:`~rethinkgen.errors.RethinkgenError` subclasses, which the main CLI prints
+without a traceback (exit status 2). ``sweep run`` exits 1 when some run failed and 130 when it was
+interrupted (after committing everything and marking the unfinished runs interrupted).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from rethinkgen.errors import RethinkgenError
+
+__all__ = ["sweep_app", "export_command", "main"]
+
+sweep_app = typer.Typer(
+    name="sweep", no_args_is_help=True, add_completion=False,
+    help="Grids of randomization tests from a TOML spec: plan them, run them (resumably), inspect a store.")
+
+SPEC_ARG = typer.Argument(..., help="sweep spec (TOML): [defaults], [grid], [[experiment]]", show_default=False)
+DEVICE_OPT = typer.Option(None, "--device", help="device for every run: auto | cpu | cuda | mps "
+                          "(not part of the run key)")
+DATA_DIR_OPT = typer.Option(None, "--data-dir", help="folder of file-based datasets (not part of the run key)")
+
+
+def _overrides(device: str | None, data_dir: Path | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if device is not None:
+        out["device"] = device
+    if data_dir is not None:
+        out["data_dir"] = str(Path(data_dir).expanduser().resolve())
+    return out
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+@sweep_app.command("plan")
+def plan_command(
+    spec: Path = SPEC_ARG,
+    store: Path | None = typer.Option(None, "--store", help="results store: show each run's status in it"),
+    device: str | None = DEVICE_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+) -> None:
+    """Validate a spec and list its expanded runs (and, with --store, what is already done)."""
+    from rethinkgen.sweep.spec import load_spec
+    from rethinkgen.sweep.store import Store
+
+    plan = load_spec(spec, overrides=_overrides(device, data_dir))
+    known: dict[str, dict[str, Any]] = {}
+    epochs_done: dict[str, int] = {}
+    if store is not None and Path(store).exists():
+        with Store.open(store, readonly=True) as s:
+            known = {r["run_key"]: r for r in s.runs()}
+            for key, last in s.conn.execute("SELECT run_key, max(epoch) FROM epochs GROUP BY run_key"):
+                epochs_done[key] = last
+    console = Console()
+    experiments = sorted({e for r in plan.runs for e in r.experiments})
+    console.print(f"sweep [bold]{plan.name}[/] ({spec}): {len(plan.runs)} runs in {len(experiments)} "
+                  f"experiment(s): {', '.join(experiments)}", highlight=False)
+    if plan.description:
+        console.print(plan.description, highlight=False)
+    table = Table(show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("run")
+    table.add_column("key")
+    table.add_column("epochs", justify="right")
+    table.add_column("lr", justify="right")
+    if store is not None:
+        table.add_column("status")
+    counts: dict[str, int] = {}
+    for i, run in enumerate(plan.runs):
+        cells = [str(i), escape(run.name), run.run_key[:10], str(run.config.epochs), f"{run.config.lr:g}"]
+        if store is not None:
+            row = known.get(run.run_key)
+            status = row["status"] if row else "new"
+            counts[status] = counts.get(status, 0) + 1
+            if row and status not in ("converged", "max_epochs", "diverged") and run.run_key in epochs_done:
+                status += f" (epoch {epochs_done[run.run_key]})"
+            cells.append(status)
+        table.add_row(*cells)
+    console.print(table)
+    if store is not None:
+        console.print("in store " + str(store) + ": "
+                      + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), highlight=False)
+
+
+@sweep_app.command("run")
+def run_command(
+    spec: Path = SPEC_ARG,
+    store: Path = typer.Option(..., "--store", help="results store (SQLite file; its folder must exist)"),
+    executor: str = typer.Option("local", "--executor", help="local | ray"),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="local: worker processes (1 = in this process); "
+                             "ray: CPUs of the local cluster it starts"),
+    address: str | None = typer.Option(None, "--address", help="ray: cluster address (ray://HOST:10001 or "
+                                       "auto); without it a local cluster starts"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="log lines instead of the live display"),
+    device: str | None = DEVICE_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+    threads: int | None = typer.Option(None, "--threads", help="torch threads per run (default: cores / jobs;"
+                                       " equal thread counts give bit-identical CPU results)"),
+    gpus_per_run: float | None = typer.Option(None, "--gpus-per-run", help="ray: GPU fraction per run "
+                                              "(default 0.25 when the cluster has GPUs)"),
+    checkpoint_every: int = typer.Option(1, "--checkpoint-every", help="epochs between checkpoints"),
+    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep finished runs' checkpoints "
+                                          "(final weights) instead of deleting them"),
+) -> None:
+    """Run every unfinished run of SPEC into the store; rerunning resumes where it stopped."""
+    from rethinkgen.sweep.executors import make_executor
+    from rethinkgen.sweep.progress import SweepDisplay
+    from rethinkgen.sweep.runner import run_sweep
+    from rethinkgen.sweep.spec import load_spec
+
+    plan = load_spec(spec, overrides=_overrides(device, data_dir))  # every problem, before any run starts
+    ex = make_executor(executor, jobs=jobs, address=address, threads=threads, gpus_per_run=gpus_per_run)
+    console = Console(soft_wrap=not sys.stdout.isatty())
+    display = SweepDisplay(console, quiet=True if quiet else None)
+    result = run_sweep(plan, store, executor=ex, display=display, checkpoint_every=checkpoint_every,
+                       keep_checkpoints=keep_checkpoints)
+    done = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items())) or "none"
+    console.print(f"finished in this call: {done}; failed: {len(result.failed)}; skipped (already done): "
+                  f"{result.skipped}; resumed from a checkpoint: {result.resumed}; {result.wall_s:.1f} s",
+                  highlight=False)
+    if result.stopped or result.interrupted:
+        console.print(f"[yellow]interrupted[/]: {len(result.interrupted)} run(s) marked interrupted; everything "
+                      f"delivered is committed. Run the same command to resume.", highlight=False)
+        raise typer.Exit(130)
+    if result.failed:
+        console.print(f"[red]{len(result.failed)} run(s) failed[/]; see `rethinkgen sweep status --store "
+                      f"{store}`; a rerun retries them from their last checkpoint", highlight=False)
+        raise typer.Exit(1)
+
+
+@sweep_app.command("status")
+def status_command(
+    store: Path = typer.Option(..., "--store", help="results store to summarize"),
+) -> None:
+    """Summarize a store: runs per status and sweep, running runs, failures with their last error line."""
+    from rethinkgen.sweep.store import STATUSES, Store, is_stale, lock_holder
+
+    holder = lock_holder(store)
+    now = time.time()
+    with Store.open(store, readonly=True) as s:
+        runs = s.runs()
+        last_epoch = dict(s.conn.execute("SELECT run_key, max(epoch) FROM epochs GROUP BY run_key").fetchall())
+        n_kernel = len(s.kernel_results())
+    console = Console()
+    console.print(f"store {store}: {len(runs)} runs, {n_kernel} kernel results; "
+                  + (f"a sweep is running ({holder})" if holder else "no sweep is running"), highlight=False)
+
+    def effective(r: dict[str, Any]) -> str:
+        if r["status"] == "running" and (holder is None or is_stale(r, now)):
+            return "stale"
+        return r["status"]
+
+    columns = [*STATUSES, "stale"]
+    per_sweep: dict[str, dict[str, int]] = {}
+    for r in runs:
+        counts = per_sweep.setdefault(r["sweep"] or "—", dict.fromkeys(columns, 0))
+        counts[effective(r)] += 1
+    table = Table(title="runs by status")
+    table.add_column("sweep")
+    used = [c for c in columns if any(v[c] for v in per_sweep.values())]
+    for c in used:
+        table.add_column(c, justify="right")
+    for name, counts in per_sweep.items():
+        table.add_row(escape(name), *(str(counts[c]) for c in used))
+    if runs:
+        console.print(table)
+    active = [r for r in runs if r["status"] in ("running", "interrupted")]
+    if active:
+        t = Table(title="running / interrupted")
+        for col in ("run", "key", "status", "epoch", "attempts", "heartbeat"):
+            t.add_column(col)
+        for r in active:
+            epochs = (r["config"] or {}).get("epochs")
+            t.add_row(escape(r["name"]), r["run_key"][:10], effective(r), f"{last_epoch.get(r['run_key'], '—')}/{epochs}",
+                      str(r["attempts"]), _age(now - r["heartbeat_at"]) + " ago" if r["heartbeat_at"] else "—")
+        console.print(t)
+    failed = [r for r in runs if r["status"] == "failed"]
+    if failed:
+        t = Table(title="failed")
+        for col in ("run", "key", "attempts", "last error line"):
+            t.add_column(col)
+        for r in failed:
+            lines = (r["error"] or "").strip().splitlines()
+            t.add_row(escape(r["name"]), r["run_key"][:10], str(r["attempts"]), escape(lines[-1]) if lines else "")
+        console.print(t)
+
+
+def export_command(
+    store: Path = typer.Option(..., "--store", help="results store to export"),
+    format: str = typer.Option("csv", "--format", help="csv | parquet (parquet needs pyarrow)"),
+    out: Path = typer.Option(..., "--out", help="folder for one file per table"),
+) -> None:
+    """Write the store's tables (runs, run_tags, epochs, step_losses, summaries, measures,
+    kernel_results) as CSV or Parquet files into a folder."""
+    from rethinkgen.sweep.store import Store, export_tables
+
+    with Store.open(store, readonly=True) as s:
+        files = export_tables(s, format, out)
+    console = Console()
+    for f in files:
+        console.print(f"wrote {f}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m rethinkgen.sweep.cli ...``: the sweep commands alone (the main CLI mounts them too)."""
+    try:
+        code = sweep_app(args=argv, standalone_mode=False)
+    except RethinkgenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

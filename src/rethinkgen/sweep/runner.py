@@ -1,0 +1,251 @@
+"""The sweep driver: runs a spec's runs through an executor into the store, and resumes (design §3).
+
+For each run of the spec the driver
+
+1. skips it if the store says it finished (converged | max_epochs | diverged) — so running the same
+   command twice does no work the second time;
+2. otherwise (pending, failed, interrupted, or "running" left by a dead driver) loads its newest intact
+   checkpoint ``STORE.ckpt/<run_key>.pt`` (falling back to ``.pt.prev`` with a warning when the newest
+   is corrupt or truncated), deletes the store rows beyond the checkpoint's epoch, re-commits the
+   checkpoint's own epoch row, and hands the run to the executor to continue from there (from scratch,
+   after deleting all its rows, when no intact checkpoint exists);
+3. for every epoch event: writes the checkpoint (temp file + fsync + rename) **before** committing the
+   epoch row, its logged losses and a heartbeat in one transaction — so a committed epoch always has
+   a checkpoint at or after it, and a checkpoint's row is either committed or carried inside it;
+4. records the summary and the final status, or the traceback of a run that raised (the sweep goes on).
+
+Only this driver writes the store (workers send rows back; see :mod:`rethinkgen.sweep.executors`),
+and it holds ``STORE.lock`` for its whole life. Ctrl-C or SIGTERM stop it cleanly: what workers
+already delivered is committed and the unfinished runs are marked ``interrupted``. A background thread
+beats the heart of running runs every ``HEARTBEAT_S`` seconds (``rethinkgen sweep status`` shows runs
+of a store without a lock holder as stale).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rethinkgen.errors import RethinkgenError
+from rethinkgen.sweep.checkpoint import load_checkpoint, remove_checkpoints, write_atomic
+from rethinkgen.sweep.executors import Event, Executor, LocalExecutor, RunTask, WorkItem, group_key
+from rethinkgen.sweep.progress import SweepDisplay
+from rethinkgen.sweep.spec import PlannedRun, SweepSpec
+from rethinkgen.sweep.store import FINISHED, Store, SweepLock, environment
+
+__all__ = ["SweepResult", "run_sweep", "HEARTBEAT_S"]
+
+HEARTBEAT_S = 30.0
+
+
+@dataclass
+class SweepResult:
+    """What one ``sweep run`` did."""
+
+    total: int = 0  # runs in the spec (deduplicated)
+    skipped: int = 0  # already finished before this call
+    started: int = 0  # handed to the executor (fresh or resumed)
+    resumed: int = 0  # of those, continued from a checkpoint
+    statuses: dict[str, int] = field(default_factory=dict)  # final statuses reached in this call
+    failed: list[str] = field(default_factory=list)  # names of runs that raised
+    interrupted: list[str] = field(default_factory=list)  # names of runs left interrupted by Ctrl-C
+    stale: int = 0  # runs a dead driver had left "running"
+    stopped: bool = False  # Ctrl-C or SIGTERM ended the sweep early
+    wall_s: float = 0.0
+
+
+class _Driver:
+    def __init__(self, spec: SweepSpec, store: Store, display: SweepDisplay, checkpoint_every: int,
+                 keep_checkpoints: bool) -> None:
+        self.spec, self.store, self.display = spec, store, display
+        self.checkpoint_every, self.keep_checkpoints = checkpoint_every, keep_checkpoints
+        self.active: dict[str, PlannedRun] = {}
+        self.result = SweepResult(total=len(spec.runs))
+        self.env = environment()
+
+    def ckpt_path(self, run_key: str) -> Path:
+        return self.store.checkpoint_dir / f"{run_key}.pt"
+
+    # ---------------------------------------------------------------- preparing runs
+    def prepare(self, run: PlannedRun) -> RunTask:
+        """Bring the store in line with the run's newest intact checkpoint and mark it running."""
+        key, path = run.run_key, self.ckpt_path(run.run_key)
+        loaded, notes = load_checkpoint(path, key)
+        for note in notes:
+            self.display.warn(f"{run.name}: {note}")
+        if loaded is not None:
+            payload = loaded.payload
+            self.store.truncate_run(key, payload["epoch"], payload["step"])
+            self.store.record_epoch(key, payload["row"], payload["step_losses"])
+            resume, resumed_from = loaded.blob, int(payload["epoch"])
+            self.result.resumed += 1
+        else:
+            self.store.truncate_run(key)
+            remove_checkpoints(path)
+            resume, resumed_from = None, None
+        self.store.start_run(key, device=run.config.device, **self.env)
+        self.active[key] = run
+        self.result.started += 1
+        self.display.run_started(key, run.name, run.config.epochs, resumed_from)
+        return RunTask(run_key=key, name=run.name, config=run.config, resume=resume,
+                       checkpoint_every=self.checkpoint_every)
+
+    def items(self, todo: list[PlannedRun]) -> Iterator[WorkItem]:
+        """Work items, prepared lazily (only when an executor is ready to start them)."""
+        keyfn = group_key()
+        groups: dict[Any, list[PlannedRun]] = {}
+        for i, run in enumerate(todo):
+            groups.setdefault(keyfn(run.config) if keyfn is not None else i, []).append(run)
+        for runs in groups.values():
+            yield WorkItem([self.prepare(run) for run in runs])
+
+    # ------------------------------------------------------------------------ events
+    def on_event(self, event: Event) -> None:
+        key = event.run_key
+        run = self.active.get(key) if key is not None else None
+        if run is None:  # late news of a run already closed (e.g. a reaped worker): nothing to record
+            return
+        if event.kind == "started":
+            env = {k: event.data.get(k) for k in ("code_version", "hardware", "torch_version")}
+            self.store.set_environment(key, **env)
+        elif event.kind == "epoch":
+            blob = event.data.get("checkpoint")
+            if blob is not None:
+                path = self.ckpt_path(key)
+                try:
+                    write_atomic(path, blob)  # renamed into place BEFORE the epoch row commits
+                except OSError as exc:
+                    raise RethinkgenError(f"cannot write checkpoint {path}: {exc.strerror}; free disk space or "
+                                          "fix the folder's permissions, then run the same command to "
+                                          "resume") from None
+            self.store.record_epoch(key, event.data["row"], event.data.get("step_losses", ()))
+            self.display.epoch(key, event.data["row"])
+        elif event.kind == "finished":
+            summary = event.data["summary"]
+            self.store.finish_run(key, summary)
+            if not self.keep_checkpoints:
+                remove_checkpoints(self.ckpt_path(key))
+            self.active.pop(key)
+            status = summary["status"]
+            self.result.statuses[status] = self.result.statuses.get(status, 0) + 1
+            self.display.run_finished(key, run.name, summary)
+        elif event.kind == "failed":
+            self.store.fail_run(key, event.data["error"])
+            self.active.pop(key)
+            self.result.failed.append(run.name)
+            self.display.run_failed(key, run.name, event.data["error"])
+
+
+class _Heartbeat(threading.Thread):
+    """Beats the heart of the active runs every ``interval`` seconds on its own connection."""
+
+    def __init__(self, path: Path, driver: _Driver, interval: float) -> None:
+        super().__init__(name="rethinkgen-heartbeat", daemon=True)
+        self.path, self.driver, self.interval = path, driver, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        store = None
+        try:
+            store = Store(self.path)
+            while not self.stopped.wait(self.interval):
+                with contextlib.suppress(Exception):
+                    store.heartbeat(list(self.driver.active))
+        except Exception:  # a heartbeat is informative only; never take the sweep down
+            return
+        finally:
+            if store is not None:
+                store.close()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a batch system's stop) behaves like Ctrl-C for the duration of the sweep."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _drive(spec: SweepSpec, store: Store, driver: _Driver, executor: Executor, display: SweepDisplay,
+           beat: _Heartbeat) -> None:
+    result = driver.result
+    stale = store.recover_stale()
+    result.stale = len(stale)
+    if stale:
+        display.warn(f"{len(stale)} run(s) were left running by a driver that stopped; resuming them")
+    store.add_runs(spec.name, spec.runs)
+    status = {r["run_key"]: r["status"] for r in store.runs()}
+    todo = [run for run in spec.runs if status.get(run.run_key) not in FINISHED]
+    result.skipped = len(spec.runs) - len(todo)
+    if store.checkpoint_dir.is_dir():
+        for stray in store.checkpoint_dir.glob("*.tmp-*"):
+            with contextlib.suppress(OSError):
+                stray.unlink()  # a write that a crash cut short; the real files are intact
+    display.start(spec.name, len(spec.runs), result.skipped, executor.describe())
+    beat.start()
+    executor.run(driver.items(todo), driver.on_event)
+
+
+def run_sweep(spec: SweepSpec, store_path: str | Path, *, executor: Executor | None = None,
+              display: SweepDisplay | None = None, checkpoint_every: int = 1, keep_checkpoints: bool = False,
+              heartbeat_s: float = HEARTBEAT_S) -> SweepResult:
+    """Run every unfinished run of ``spec`` into the store at ``store_path`` (see the module docstring).
+
+    Returns a :class:`SweepResult`; a Ctrl-C or SIGTERM is absorbed (``result.stopped``) after
+    everything delivered is committed. Raises StoreError / StoreLockedError before any run starts when
+    the store cannot be opened or another sweep holds it.
+    """
+    if checkpoint_every < 1:
+        raise RethinkgenError(f"--checkpoint-every must be >= 1 epoch, got {checkpoint_every}")
+    executor = executor or LocalExecutor()
+    display = display or SweepDisplay(quiet=True)
+    t0 = time.perf_counter()
+    store = Store(store_path)
+    try:
+        lock = SweepLock(store_path).acquire()
+    except BaseException:
+        store.close()
+        raise
+    driver = _Driver(spec, store, display, checkpoint_every, keep_checkpoints)
+    result = driver.result
+    beat = _Heartbeat(Path(store_path), driver, heartbeat_s)
+    reason = "interrupted (Ctrl-C or SIGTERM); run the same command to resume"
+    try:
+        with _sigterm_as_interrupt():
+            try:
+                _drive(spec, store, driver, executor, display, beat)
+            except KeyboardInterrupt:
+                result.stopped = True
+            except BaseException as exc:
+                reason = f"the sweep stopped on an error ({type(exc).__name__}: {exc}); fix it and rerun"
+                raise
+    finally:
+        beat.stopped.set()
+        try:
+            if driver.active:
+                with contextlib.suppress(Exception):
+                    store.interrupt_runs(list(driver.active), reason)
+                result.interrupted = [run.name for run in driver.active.values()]
+        finally:
+            display.stop()
+            if beat.is_alive():
+                beat.join(timeout=5)
+            store.close()
+            lock.release()
+            result.wall_s = time.perf_counter() - t0
+    return result

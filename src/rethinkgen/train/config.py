@@ -1,0 +1,93 @@
+"""The one frozen config of a training run, its defaults, and its ``run_key``.
+
+Defaults live here, each with its unit and meaning. ``None`` means "resolved from the dataset or the
+model" (see :func:`resolve`); the resolved config is what gets stored with every result, and
+``run_key`` (sha256 of its canonical JSON, minus fields that do not change the numbers) makes
+reruns idempotent (design §3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+from rethinkgen.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+STANDARDIZE = ("per_image", "per_feature", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines one randomization-test run (paper §2, Appendix A)."""
+
+    # --- data --------------------------------------------------------------------------------
+    data: str = "mnist1d"  # dataset registry name (`rethinkgen list datasets`)
+    data_dir: str | None = None  # folder of file-based datasets; None: $RETHINKGEN_DATA or ~/.cache/rethinkgen
+    data_options: dict | None = None  # source options, e.g. {"n_samples": 10000} (mnist1d), {"path": "x.npz"} (npz)
+    n_train: int | None = None  # training samples used (a seeded subset); None: all
+    n_test: int | None = None  # test samples used (a seeded subset); None: all
+    crop: int | None = None  # side of the centre crop (random crop with `augment`); None: dataset default, 0: none
+    standardize: str | None = None  # "per_image" (paper App. A) | "per_feature" | "none"; None: dataset default
+    # --- corruption (paper §2.1) ------------------------------------------------------------------
+    corruption: str = "true_labels"  # corruption registry name (`rethinkgen list corruptions`)
+    level: float | None = None  # label-corruption probability p in [0, 1] (partial_labels only)
+    exclude_true_class: bool = False  # corrupted labels drawn from the K-1 other classes (not the paper's)
+    # --- model -------------------------------------------------------------------------------
+    model: str = "mlp_1x512"  # model registry name (`rethinkgen list models`)
+    dropout: float = 0.0  # dropout probability in the model's hidden layers; 0: off (paper, CIFAR-10)
+    # --- optimisation (paper App. A: SGD, momentum 0.9, lr x0.95 per 50,000-image epoch) ------
+    epochs: int | None = None  # maximum passes over the training set; None: dataset default
+    batch_size: int = 128  # samples per SGD step (not stated in the paper; 128 as in the authors' demo)
+    lr: float | None = None  # initial learning rate; None: dataset default, else the model's paper value
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 0.0  # L2 coefficient added to the gradient (paper: on/off, value not stated)
+    lr_decay: float = 0.95  # multiplicative learning-rate decay factor
+    lr_decay_every: int | None = None  # samples seen per decay; None: dataset default, 0: once per epoch
+    augment: bool = False  # random crop (images) instead of the centre crop (Table 1 "random crop")
+    flip: bool = False  # random horizontal flips (images)
+    # --- stopping and logging ------------------------------------------------------------------
+    target_train_acc: float = 1.0  # stop when eval-mode accuracy on the (corrupted) train set reaches it
+    log_every: int = 10  # SGD steps between recorded training losses (Figure 1a)
+    eval_batch_size: int = 2048  # samples per evaluation forward pass
+    seed: int = 0  # the one seed; split into corruption / init / order / augment / dropout streams
+    device: str = "auto"  # "auto" (cuda -> mps -> cpu) | "cpu" | "cuda" | "mps"
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, where bf16 is slower)
+    compile: bool = False  # torch.compile the model (CUDA only; no gain measured on CPU)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping, refusing unknown keys (they would silently do nothing)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; valid keys: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+# Fields that do not change what is computed, so they are left out of the run key.
+KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size"})
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def canonical_json(config: TrainConfig) -> str:
+    """Sorted-key, compact JSON of the config without the fields in ``KEY_EXCLUDED``."""
+    values = {k: v for k, v in config.to_dict().items() if k not in KEY_EXCLUDED}
+    return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+
+def run_key(config: TrainConfig) -> str:
+    """sha256 hex digest of the canonical JSON of a *resolved* config (design §3)."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()

@@ -1,0 +1,96 @@
+"""Fill a config's ``None`` defaults from the dataset and model specs, and validate it.
+
+Resolution order for each default (design §6: defaults are chosen per dataset):
+explicit value > the dataset's default > the model's paper value (Appendix A) > the global default.
+"""
+
+from __future__ import annotations
+
+from rethinkgen.errors import ConfigError
+from rethinkgen.train.config import DEVICES, STANDARDIZE, TrainConfig
+
+FALLBACK_EPOCHS = 100  # when a dataset states no default
+FALLBACK_DECAY_EVERY = 50_000  # one CIFAR-10 epoch: the paper's "x0.95 per epoch"
+
+# Corruptions whose level is fixed by their name.
+FIXED_LEVEL = {"true_labels": 0.0, "random_labels": 1.0}
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """Return ``config`` with every ``None`` default filled in, after validating it.
+
+    Raises ConfigError naming the field and the allowed values for anything impossible.
+    """
+    from rethinkgen.data.corruptions import CORRUPTIONS
+    from rethinkgen.data.sources import DATASETS, dataset_layout
+    from rethinkgen.models import MODELS
+
+    dataset = DATASETS.get(config.data)
+    model = MODELS.get(config.model)
+    corruption = CORRUPTIONS.get(config.corruption)
+    defaults = dict(dataset.defaults)
+    level = _resolve_level(config, corruption)
+    resolved = config.replace(
+        lr=config.lr if config.lr is not None else defaults.get("lr", model.paper_lr),
+        epochs=config.epochs if config.epochs is not None else defaults.get("epochs", FALLBACK_EPOCHS),
+        lr_decay_every=(config.lr_decay_every if config.lr_decay_every is not None
+                        else defaults.get("lr_decay_every", FALLBACK_DECAY_EVERY)),
+        crop=config.crop if config.crop is not None else (dataset.crop or 0),
+        standardize=config.standardize or dataset.standardize,
+        level=level,
+    )
+    layout = dataset_layout(config.data, config.data_options, config.data_dir)
+    validate(resolved, dataset_layout=layout, model_layouts=model.layouts)
+    return resolved
+
+
+def _resolve_level(config: TrainConfig, corruption) -> float | None:
+    name = config.corruption
+    if name in FIXED_LEVEL:
+        fixed = FIXED_LEVEL[name]
+        if config.level is not None and config.level != fixed:
+            raise ConfigError(f"corruption {name} has level {fixed}; use partial_labels with --level "
+                              f"{config.level} for a partial corruption")
+        return fixed
+    if corruption.takes_level:
+        if config.level is None:
+            raise ConfigError(f"corruption {name} needs a level: pass --level P with P in [0, 1]")
+        return float(config.level)
+    if config.level is not None:
+        raise ConfigError(f"corruption {name} takes no level (got {config.level}); only partial_labels does")
+    return None
+
+
+def validate(c: TrainConfig, *, dataset_layout: str, model_layouts: tuple[str, ...]) -> None:
+    """Raise one ConfigError listing every impossible value of a resolved config."""
+    problems = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    need(c.level is None or 0.0 <= c.level <= 1.0, f"level must be in [0, 1], got {c.level}")
+    need(c.epochs >= 0, f"epochs must be >= 0, got {c.epochs}")
+    need(c.batch_size > 0, f"batch_size must be > 0, got {c.batch_size}")
+    need(c.lr > 0, f"lr must be > 0, got {c.lr}")
+    need(0.0 <= c.momentum < 1.0, f"momentum must be in [0, 1), got {c.momentum}")
+    need(c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay}")
+    need(0.0 < c.lr_decay <= 1.0, f"lr_decay must be in (0, 1], got {c.lr_decay}")
+    need(c.lr_decay_every >= 0, f"lr_decay_every must be >= 0 samples (0: per epoch), got {c.lr_decay_every}")
+    need(0.0 <= c.dropout < 1.0, f"dropout must be in [0, 1), got {c.dropout}")
+    need(0.0 < c.target_train_acc <= 1.0, f"target_train_acc must be in (0, 1], got {c.target_train_acc}")
+    need(c.log_every > 0, f"log_every must be > 0 steps, got {c.log_every}")
+    need(c.eval_batch_size > 0, f"eval_batch_size must be > 0, got {c.eval_batch_size}")
+    need(c.crop >= 0, f"crop must be >= 0 pixels (0: none), got {c.crop}")
+    need(c.n_train is None or c.n_train > 0, f"n_train must be > 0, got {c.n_train}")
+    need(c.n_test is None or c.n_test > 0, f"n_test must be > 0, got {c.n_test}")
+    need(c.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {c.device!r}")
+    need(c.standardize in STANDARDIZE, f"standardize must be one of {', '.join(STANDARDIZE)}, got {c.standardize!r}")
+    need(dataset_layout in model_layouts,
+         f"model {c.model} takes {'/'.join(model_layouts)} inputs but dataset {c.data} is {dataset_layout} data; "
+         "choose a model for it with `rethinkgen list models`")
+    for flag, on in (("augment (random crop)", c.augment), ("flip", c.flip), ("crop", c.crop > 0)):
+        need(not on or dataset_layout == "image",
+             f"{flag} needs image data; dataset {c.data} has layout {dataset_layout}")
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))

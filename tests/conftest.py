@@ -1,0 +1,21 @@
+"""Shared fixtures: the repo root, the shared real MNIST (skipped with a reason when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
+
+# Two cores: keep intra-op threads at the machine's size and no more.
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def mnist_dir() -> Path:
+    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST not found at {SHARED_MNIST} (only present on the project's machines)")
+    return SHARED_MNIST

@@ -1,0 +1,428 @@
+"""The report (issue 4): figures, tables and HTML hold exactly what the store holds.
+
+The runs here are synthetic (made-up accuracies and losses written through the real Store API), so the
+tests are fast and every expected number is known; the browser test renders a real index.html in
+headless Chromium.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from rethinkgen.errors import RethinkgenError
+from rethinkgen.report import build_from_data, build_report, figures, tables
+from rethinkgen.report.findings import all_findings
+from rethinkgen.sweep.store import Store
+from rethinkgen.train.config import TrainConfig, run_key
+
+LEVELS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+XSS = "<script>alert(1)</script>"
+
+
+# --- synthetic runs ---------------------------------------------------------------------------------
+
+def make_run(*, data="mnist1d", model="mlp_1x512", corruption="partial_labels", level=None, seed=0,
+             status="converged", converged_step=400, train_acc=1.0, test_acc=0.6, epochs=5,
+             steps_per_epoch=32, log_every=10, weight_decay=0.0, augment=False, dropout=0.0, name=None,
+             loss0=2.3) -> dict:
+    """A run dict as Store.runs() + history + step_losses would give, with known numbers."""
+    if corruption == "true_labels":
+        level = 0.0
+    elif corruption == "random_labels":
+        level = 1.0
+    config = TrainConfig(data=data, model=model, corruption=corruption, level=level, seed=seed, epochs=epochs,
+                         weight_decay=weight_decay, augment=augment, dropout=dropout, log_every=log_every,
+                         lr=0.1, crop=0, standardize="none", lr_decay_every=50_000).to_dict()
+    history = []
+    for e in range(epochs + 1):
+        frac = e / epochs
+        history.append({
+            "epoch": e, "step": e * steps_per_epoch, "samples_seen": e * steps_per_epoch * 128, "lr": 0.1,
+            "train_loss": None if e == 0 else loss0 * (1 - frac) + 0.01, "train_eval_loss": 1.0,
+            "train_acc": 0.1 + (train_acc - 0.1) * frac, "train_acc_corrupted": None, "train_acc_clean": None,
+            "test_loss": 1.0, "test_acc": 0.1 + (test_acc - 0.1) * min(1.0, 1.6 * frac) - 0.02 * frac,
+            "wall_time_s": 0.5 * e})
+    history[-1]["test_acc"] = test_acc
+    steps = epochs * steps_per_epoch
+    step_losses = [(s, loss0 * math.exp(-s / (steps / 3)) + 0.001 * seed)
+                   for s in range(0, steps + 1, log_every)]
+    finished = status in ("converged", "max_epochs", "diverged")
+    run = {
+        "run_key": run_key(TrainConfig.from_dict(config)), "name": name or f"{model}/{corruption},p={level}",
+        "sweep": "test", "config": config, "status": status, "attempts": 1, "error": None,
+        "code_version": "git:abc123", "hardware": "test machine, 2 CPUs", "torch_version": "2.14.1",
+        "device": "cpu", "history": history if finished else history[:2],
+        "step_losses": step_losses if finished else step_losses[:3],
+        "train_acc": train_acc if finished else None, "test_acc": test_acc if finished else None,
+        "best_test_acc": max(r["test_acc"] for r in history) if finished else None,
+        "converged_step": converged_step if status == "converged" else None,
+        "converged_epoch": None, "steps": steps if finished else None, "epochs": epochs if finished else None,
+        "n_params": 26122 if finished else None,
+        "realized_noise_rate": 0.9 * (level or 0.0) if finished else None,
+        "wall_time_s": 0.5 * epochs if finished else None,
+    }
+    return run
+
+
+def level_sweep(model="mlp_1x512", data="mnist1d", seed=0, base_steps=200, err0=30.0) -> list[dict]:
+    runs = []
+    for p in LEVELS:
+        runs.append(make_run(data=data, model=model, level=p, seed=seed,
+                             converged_step=base_steps * (1 + 3 * p),
+                             test_acc=1 - (err0 + (90 - err0) * p) / 100))
+    return runs
+
+
+def corruption_runs(model="mlp_1x512", data="mnist1d", seed=0) -> list[dict]:
+    names = ["true_labels", "random_labels", "shuffled_pixels", "random_pixels", "gaussian"]
+    return [make_run(data=data, model=model, corruption=c, seed=seed, converged_step=100 * (i + 1),
+                     test_acc=0.7 if c == "true_labels" else 0.1, loss0=2.0 + 0.1 * i)
+            for i, c in enumerate(names)]
+
+
+def write_store(path: Path, runs: list[dict], kernels: list[dict] = ()) -> Path:
+    """Write ``runs`` (make_run dicts) through the real Store write API."""
+    with Store(path) as store:
+        planned = [SimpleNamespace(run_key=r["run_key"], name=r["name"], experiments=("exp",),
+                                   config=TrainConfig.from_dict(r["config"])) for r in runs]
+        store.add_runs("test", planned)
+        for r in runs:
+            if r["status"] == "pending":
+                continue
+            store.start_run(r["run_key"], code_version=r["code_version"], hardware=r["hardware"],
+                            torch_version=r["torch_version"], device="cpu")
+            losses = list(r["step_losses"])
+            for row in r["history"]:
+                lo = row["step"] - (r["history"][1]["step"] if len(r["history"]) > 1 else 0)
+                chunk = [(s, v) for s, v in losses if lo < s <= row["step"] or (row["epoch"] == 0 and s == 0)]
+                store.record_epoch(r["run_key"], row, chunk)
+            if r["status"] in ("converged", "max_epochs", "diverged"):
+                store.finish_run(r["run_key"], {k: r[k] for k in (
+                    "status", "train_acc", "test_acc", "best_test_acc", "converged_step", "converged_epoch",
+                    "steps", "epochs", "n_params", "realized_noise_rate", "wall_time_s")})
+            elif r["status"] == "failed":
+                store.fail_run(r["run_key"], r.get("error") or "Traceback: boom")
+        for k in kernels:
+            store.add_kernel_result(k)
+    return path
+
+
+def kernel_row(data="mnist", features="none", reg=0.0, test_error=0.0123, norm=231.0, n_train=60000):
+    return {"data": data, "n_train": n_train, "n_test": 10000, "kernel": "gaussian", "bandwidth": 10.0,
+            "features": features, "filters": None, "reg": reg, "solver": "exact", "dtype": "float32",
+            "test_error": test_error, "norm": norm, "rel_residual": 1e-6, "time_s": 12.5, "peak_mem_bytes": 1,
+            "config": {"data": data, "features": features, "reg": reg, "n_train": n_train}}
+
+
+# --- figures: one point per recorded step / level ----------------------------------------------------
+
+def test_figure1a_one_point_per_logged_step():
+    runs = corruption_runs()
+    plot = figures.figure1a(runs, "mnist1d")
+    assert plot.figure is not None
+    for run in runs:
+        s = plot.find(run["config"]["corruption"])
+        assert s.x == [float(step) for step, _ in run["step_losses"]]
+        assert s.y == pytest.approx([loss for _, loss in run["step_losses"]])
+    # the drawn lines carry the same data, x in thousands of steps
+    ax = plot.figure.axes[0]
+    drawn = {line.get_label(): line for line in ax.get_lines()}
+    line = drawn["random labels"]
+    assert list(line.get_xdata()) == pytest.approx([s / 1000 for s, _ in runs[1]["step_losses"]])
+    assert ax.get_xlabel() == "training steps (thousands)" and "loss" in ax.get_ylabel()
+
+
+def test_figure1a_seeds_mean_and_spread():
+    runs = corruption_runs(seed=0) + corruption_runs(seed=1)
+    plot = figures.figure1a(runs)
+    s = plot.find("gaussian")
+    a, b = runs[4]["step_losses"], runs[9]["step_losses"]
+    assert s.y == pytest.approx([(x[1] + y[1]) / 2 for x, y in zip(a, b, strict=True)])
+    assert s.lo == pytest.approx([min(x[1], y[1]) for x, y in zip(a, b, strict=True)])
+    assert set(s.n) == {2}
+
+
+def test_figure1b_relative_times_and_missing_levels():
+    runs = level_sweep() + level_sweep(model="cnn1d", base_steps=100)
+    # cnn1d: drop p=0.4 (missing) and make p=0.8 not converge
+    runs = [r for r in runs if not (r["config"]["model"] == "cnn1d" and r["config"]["level"] == 0.4)]
+    for r in runs:
+        if r["config"]["model"] == "cnn1d" and r["config"]["level"] == 0.8:
+            r["status"], r["converged_step"] = "max_epochs", None
+    plot = figures.figure1b(runs, "mnist1d")
+    mlp = plot.find("mlp_1x512")
+    assert mlp.x == LEVELS
+    assert mlp.y == pytest.approx([1 + 3 * p for p in LEVELS])
+    cnn = plot.find("cnn1d")
+    assert cnn.x == [0.0, 0.2, 0.6, 1.0]
+    assert plot.find("cnn1d", kind="missing").x == [0.4]
+    assert plot.find("cnn1d", kind="not_converged").x == [0.8]
+    assert any("did not reach" in n for n in plot.notes)
+
+
+def test_figure1c_test_errors_and_paper_points_only_for_cifar10():
+    plot = figures.figure1c(level_sweep(), "mnist1d")
+    s = plot.find("mlp_1x512")
+    assert s.x == LEVELS
+    assert s.y == pytest.approx([30 + 60 * p for p in LEVELS])
+    assert not [x for x in plot.series if x.kind == "paper"]
+    cifar = figures.figure1c(level_sweep(data="cifar10"), "cifar10")
+    paper_pts = cifar.find("mlp_1x512", kind="paper")
+    assert paper_pts.x == [0.0, 1.0] and paper_pts.y == pytest.approx([49.49, 89.39])
+
+
+def test_figure1c_true_and_random_labels_fill_the_ends():
+    runs = [make_run(corruption="true_labels", test_acc=0.7),
+            make_run(corruption="random_labels", test_acc=0.1), make_run(level=0.5, test_acc=0.4)]
+    s = figures.figure1c(runs).find("mlp_1x512")
+    assert s.x == [0.0, 0.5, 1.0] and s.y == pytest.approx([30.0, 60.0, 90.0])
+
+
+def test_figure2_learning_curves_and_cumulative_best():
+    runs = [make_run(data="cifar10", model=m, corruption="true_labels", epochs=6) for m in
+            ("inception_small", "inception_small_nobn", "mlp_1x512")]
+    plot = figures.figure2(runs, "cifar10")
+    assert [ax.get_title() for ax in plot.figure.axes] == ["inception_small (with BatchNorm)",
+                                                           "inception_small_nobn (without BatchNorm)"]
+    hist = runs[0]["history"]
+    test = plot.find("no regularizer: test", panel="inception_small")
+    assert test.x == [row["step"] for row in hist]
+    assert test.y == pytest.approx([100 * row["test_acc"] for row in hist])
+    best = plot.find("no regularizer: best test", kind="best", panel="inception_small")
+    running = [max(100 * r["test_acc"] for r in hist[: i + 1]) for i in range(len(hist))]
+    assert best.y == pytest.approx(running)
+    # the shaded early-stopping gain is drawn
+    assert plot.figure.axes[0].collections
+
+
+def test_figures_say_why_when_there_is_nothing_to_draw():
+    plots = figures.all_figures([make_run(level=0.5, status="failed")])
+    assert all(p.figure is None and p.reason for p in plots)
+
+
+# --- tables hold exactly the stored numbers -------------------------------------------------------
+
+def test_table1_values_and_paper_deltas():
+    runs = [make_run(data="cifar10", model="inception_small", corruption="true_labels", train_acc=1.0,
+                     test_acc=0.8512),
+            make_run(data="cifar10", model="inception_small", corruption="random_labels", train_acc=0.9987,
+                     test_acc=0.1003, status="max_epochs"),
+            make_run(data="cifar10", model="mlp_1x512", corruption="true_labels", weight_decay=5e-4,
+                     test_acc=0.5101)]
+    t = tables.table1(runs, "cifar10")
+    assert len(t.rows) == 19  # the paper's 19 rows (3 of them ours), nothing else
+    ours = [r for r in t.rows if r["status"] != "not run"]
+    assert len(ours) == 3
+    row = next(r for r in ours if r["model"] == "inception_small" and r["labels"] == "true")
+    assert row["test_acc"] == pytest.approx(85.12) and row["paper_test_acc"] == 85.75
+    assert row["delta_test_acc"] == pytest.approx(85.12 - 85.75)
+    rnd = next(r for r in ours if r["labels"] == "random")
+    assert rnd["train_acc"] == pytest.approx(99.87) and rnd["paper_train_acc"] == 100.0
+    assert rnd["status"] == "max_epochs" and rnd["paper_mark"] == "[V2]"
+    mlp = next(r for r in ours if r["model"] == "mlp_1x512")
+    assert mlp["paper_test_acc"] == 50.39 and mlp["weight_decay"] == "yes (0.0005)"
+    # CSV carries the same numbers at full precision
+    rows = list(csv.DictReader(t.to_csv().splitlines()))
+    got = next(r for r in rows if r["model"] == "inception_small" and r["labels"] == "true"
+               and r["status"] == "converged")
+    assert float(got["test_acc"]) == pytest.approx(85.12, abs=1e-9)
+    assert "| Inception" not in t.to_markdown() and "| inception_small |" in t.to_markdown()
+
+
+def test_table1_other_data_has_no_paper_columns_and_mean_sd_over_seeds():
+    runs = [make_run(corruption="true_labels", seed=s, test_acc=a) for s, a in ((0, 0.60), (1, 0.64))]
+    t = tables.table1(runs, "mnist1d")
+    assert not [c for c in t.columns if "paper" in c.key]
+    (row,) = t.rows
+    assert row["seeds"] == 2 and row["test_acc"] == pytest.approx(62.0)
+    assert row["test_acc_sd"] == pytest.approx(math.sqrt(8.0))
+    assert "62.00 ± 2.83" in t.to_markdown()
+
+
+def test_levels_table_matches_runs():
+    runs = level_sweep()
+    t = tables.table_levels(runs, "mnist1d")
+    assert [r["level"] for r in t.rows] == LEVELS
+    for row, run in zip(t.rows, runs, strict=True):
+        assert row["test_error"] == pytest.approx(100 * (1 - run["test_acc"]))
+        assert row["converged_step"] == run["converged_step"]
+        assert row["relative_time"] == pytest.approx(1 + 3 * row["level"])
+
+
+def test_kernel_table_beside_the_paper():
+    t = tables.table3([kernel_row(), kernel_row(data="cifar10", features="random_conv", reg=0.1,
+                                                test_error=0.16, norm=None, n_train=50000)])
+    mnist = next(r for r in t.rows if r["data"] == "mnist" and r["status"] == "ok")
+    assert mnist["test_error"] == pytest.approx(1.23) and mnist["paper_test_error"] == 1.2
+    assert mnist["paper_norm"] == 220 and mnist["delta_test_error"] == pytest.approx(0.03)
+    reg = next(r for r in t.rows if r["data"] == "cifar10" and r["status"] == "ok")
+    assert reg["paper_test_error"] == 15.0
+    not_run = {(r["data"], r["paper_test_error"]) for r in t.rows if r["status"] == "not run"}
+    assert not_run == {("mnist", 0.6), ("cifar10", 46.0), ("cifar10", 17.0)}
+
+
+def test_findings_agree_on_a_faithful_sweep_and_differ_otherwise():
+    fit, rises, chance, slow, inputs, _ = all_findings(level_sweep() + corruption_runs())
+    assert fit.ok is True and rises.ok is True and chance.ok is True and slow.ok is True
+    assert "×4.00" in " ".join(slow.details)
+    flat = level_sweep()
+    flat[-1]["test_acc"], flat[-1]["status"] = 0.7, "max_epochs"  # p = 1: not fit, error falls back
+    fit, rises, *_ = all_findings(flat)
+    assert fit.ok is False and rises.ok is False
+    assert all(f.ok is None for f in all_findings([]))
+
+
+# --- the whole report from a store -----------------------------------------------------------------
+
+def full_runs() -> list[dict]:
+    runs = level_sweep() + level_sweep(model="cnn1d", base_steps=150, err0=20) + corruption_runs()
+    runs += [make_run(corruption="true_labels", weight_decay=5e-4, test_acc=0.71),
+             make_run(corruption="true_labels", dropout=0.5, test_acc=0.69)]
+    runs += [make_run(data="cifar10", model="inception_small", corruption="true_labels", test_acc=0.86)]
+    return runs
+
+
+def test_build_report_from_store(tmp_path):
+    runs = full_runs()
+    store = write_store(tmp_path / "s.db", runs, [kernel_row()])
+    index = build_report(store, tmp_path / "out")
+    text = index.read_text()
+    out = tmp_path / "out"
+    for name in ("fig1a_mnist1d.png", "fig1b_mnist1d.png", "fig1c_mnist1d.png", "fig2_mnist1d.png",
+                 "fig2_cifar10.png", "table1_cifar10.csv", "table1_mnist1d.md", "levels_mnist1d.csv",
+                 "runs_mnist1d.csv", "table3_kernels.csv", "table3_kernels.md"):
+        assert (out / name).is_file(), name
+        if name.endswith(".png"):
+            assert f'src="{name}"' in text
+    assert (out / "fig1a_mnist1d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # provenance
+    assert f">{len(runs)} ({len(runs)} converged)<" in text
+    assert "git:abc123" in text and "2.14.1" in text and "test machine, 2 CPUs" in text
+    # the stored numbers, read back through the store, are the CSV's numbers
+    rows = list(csv.DictReader((out / "levels_mnist1d.csv").read_text().splitlines()))
+    mlp = [r for r in rows if r["model"] == "mlp_1x512"]
+    assert [float(r["level"]) for r in mlp] == LEVELS
+    expected = {r["config"]["level"]: 100 * (1 - r["test_acc"]) for r in level_sweep()}
+    for r in mlp:
+        assert float(r["test_error"]) == pytest.approx(expected[float(r["level"])], abs=1e-9)
+    assert "paper test (%)" in (out / "table1_cifar10.md").read_text()
+    assert "paper" not in (out / "table1_mnist1d.md").read_text()
+    assert "no paper columns" in text
+
+
+def test_partial_store_lists_unfinished_runs(tmp_path):
+    runs = level_sweep()
+    runs[2]["status"] = "failed"
+    runs[2]["error"] = "RuntimeError: out of memory"
+    runs[3]["status"] = "pending"
+    index = build_report(write_store(tmp_path / "s.db", runs), tmp_path / "out")
+    text = index.read_text()
+    assert "Partial store: 2 of 6 runs have not finished" in text
+    assert "RuntimeError: out of memory" in text and "Runs that did not finish" in text
+    plot = figures.figure1c(runs)
+    assert plot.find("mlp_1x512", kind="missing").x == [0.4, 0.6]
+    assert plot.find("mlp_1x512").x == [0.0, 0.2, 0.8, 1.0]
+
+
+def test_empty_store_says_so(tmp_path):
+    with Store(tmp_path / "empty.db"):
+        pass
+    text = build_report(tmp_path / "empty.db", tmp_path / "out").read_text()
+    assert "holds no runs and no kernel results yet" in text
+    assert "rethinkgen sweep run configs/quick.toml" in text
+
+
+def test_missing_store_is_refused(tmp_path):
+    with pytest.raises(RethinkgenError, match="no results store"):
+        build_report(tmp_path / "nope.db", tmp_path / "out")
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_strings_from_the_store_are_escaped(tmp_path):
+    runs = level_sweep()
+    runs[1]["name"] = XSS
+    runs[2]["status"], runs[2]["error"] = "failed", f"ValueError: {XSS}"
+    runs[2]["name"] = f'"><img src=x onerror=alert(2)>{XSS}'
+    kern = kernel_row(features=XSS)
+    index = build_report(write_store(tmp_path / "s.db", runs, [kern]), tmp_path / "out")
+    text = index.read_text()
+    assert "<script" not in text.lower() and "onerror=alert" not in text.replace("onerror=alert(2)&gt;", "")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert '<img src=x' not in text
+    # a dataset name with markup is escaped too, and its files get a safe name
+    bad = [make_run(data=XSS, corruption="true_labels"), make_run(data=XSS, corruption="random_labels")]
+    text = build_from_data(bad, [], tmp_path / "out2").read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert all(re.fullmatch(r"[a-z0-9_.-]+", p.name) for p in (tmp_path / "out2").iterdir())
+
+
+def test_cli_prints_where_the_report_is(tmp_path, capsys):
+    from rethinkgen.report.cli import report_command
+
+    store = write_store(tmp_path / "s.db", corruption_runs())
+    index = report_command(store, tmp_path / "r")
+    assert index == tmp_path / "r" / "index.html" and index.is_file()
+    assert str(index) in capsys.readouterr().out
+
+
+def test_embedded_images(tmp_path):
+    index = build_from_data(corruption_runs(), [], tmp_path / "out", embed_images=True)
+    text = index.read_text()
+    assert 'src="data:image/png;base64,' in text and 'src="fig1a_' not in text
+
+
+# --- in a real browser -------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+PROBE = """
+<script>
+window.addEventListener('load', function () {
+  var imgs = document.images, out = [];
+  for (var i = 0; i < imgs.length; i++) {
+    out.push(imgs[i].getAttribute('src').slice(0, 40) + '=' + (imgs[i].complete && imgs[i].naturalWidth > 0));
+  }
+  var pre = document.createElement('pre');
+  pre.id = 'img-probe';
+  pre.textContent = 'IMG' + 'PROBE[' + out.join(';') + ']IMG' + 'PROBE';
+  document.body.appendChild(pre);
+});
+</script>
+"""
+
+
+def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={tmp / 'chrome-profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium; "
+                                             ".ci/run installs it)")
+def test_report_renders_in_headless_chromium(tmp_path):
+    out = tmp_path / "out"
+    index = build_report(write_store(tmp_path / "s.db", full_runs(), [kernel_row()]), out)
+    n_images = index.read_text().count("<img ")
+    assert n_images >= 5
+    # a copy of the page with a probe that records, for every image, whether it decoded
+    probe = out / "probe.html"
+    probe.write_text(index.read_text().replace("</body>", PROBE + "</body>"))
+    done = _chromium(["--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], tmp_path)
+    match = re.search(r"IMGPROBE\[(.*?)\]IMGPROBE", done.stdout)
+    assert match, f"probe did not run: {done.stderr[-2000:]}"
+    results = match.group(1).split(";")
+    assert len(results) == n_images
+    assert all(r.endswith("=true") for r in results), results
+    shot = tmp_path / "shot.png"
+    done = _chromium([f"--screenshot={shot}", "--window-size=1280,2400", "--virtual-time-budget=5000",
+                      index.as_uri()], tmp_path)
+    assert shot.is_file() and shot.stat().st_size > 20_000, done.stderr[-2000:]

@@ -1,0 +1,147 @@
+"""The trainer on small real inputs: the paper's randomization findings, determinism, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import rethinkgen
+from rethinkgen.errors import ConfigError, UnknownNameError
+from rethinkgen.train.config import TrainConfig, run_key
+from rethinkgen.train.loop import resolve_config, train
+
+ROW_KEYS = {"epoch", "step", "samples_seen", "lr", "train_loss", "train_eval_loss", "train_acc",
+            "train_acc_corrupted", "train_acc_clean", "test_loss", "test_acc", "wall_time_s"}
+
+# A small MNIST-1D problem: 1,000 training samples, so a run takes a second or two.
+SMALL = dict(data="mnist1d", n_train=1000, n_test=500, model="mlp_1x512", lr=0.1, device="cpu")
+
+
+def test_random_labels_are_memorized_and_test_stays_at_chance():
+    summary = train(TrainConfig(**SMALL, corruption="random_labels", epochs=300))
+    assert summary["status"] == "converged"
+    assert summary["train_acc"] == 1.0
+    assert summary["converged_step"] == summary["steps"] > 0
+    assert 0.03 < summary["test_acc"] < 0.2  # chance is 0.10 on 10 classes
+    assert 0.85 < summary["realized_noise_rate"] < 0.95  # p(1 - 1/K) = 0.9
+
+
+def test_true_labels_generalize_far_above_chance():
+    summary = train(TrainConfig(**SMALL, corruption="true_labels", epochs=300))
+    assert summary["status"] == "converged"
+    assert summary["test_acc"] > 0.35
+    assert summary["realized_noise_rate"] == 0.0
+
+
+def test_partial_labels_report_realized_noise_rate():
+    summary = train(TrainConfig(data="mnist1d", model="mlp_1x512", corruption="partial_labels", level=0.5,
+                                epochs=1, device="cpu"))
+    assert abs(summary["realized_noise_rate"] - 0.45) < 0.03  # 4,000 samples: 3 sigma ~ 0.024
+
+
+def test_rows_have_fixed_keys_and_epoch_zero():
+    summary = train(TrainConfig(**SMALL, epochs=2, target_train_acc=1.0))
+    rows = summary["metrics"]
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert all(set(r) == ROW_KEYS for r in rows)
+    assert rows[0]["train_loss"] is None and rows[0]["step"] == 0
+    assert rows[2]["step"] == 2 * math.ceil(1000 / 128)
+    assert rows[0]["train_acc_corrupted"] is None  # true labels: no changed sample
+
+
+def test_corrupted_and_clean_accuracies_cover_the_split():
+    summary = train(TrainConfig(**SMALL, corruption="partial_labels", level=0.5, epochs=3))
+    row = summary["metrics"][-1]
+    noise = summary["realized_noise_rate"]
+    mixed = noise * row["train_acc_corrupted"] + (1 - noise) * row["train_acc_clean"]
+    assert abs(mixed - row["train_acc"]) < 1e-6
+
+
+def test_same_seed_same_numbers_different_seed_different():
+    config = TrainConfig(**SMALL, corruption="partial_labels", level=0.3, epochs=2, dropout=0.2)
+    a, b = train(config), train(config)
+    assert [_numbers(r) for r in a["metrics"]] == [_numbers(r) for r in b["metrics"]]
+    assert a["step_losses"] == b["step_losses"]
+    c = train(config.replace(seed=1))
+    assert c["step_losses"] != a["step_losses"]
+
+
+def _numbers(row):
+    return {k: v for k, v in row.items() if k != "wall_time_s"}
+
+
+def test_global_rng_is_untouched():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(TrainConfig(**SMALL, epochs=1))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_resume_from_checkpoint_gives_identical_numbers():
+    config = TrainConfig(**SMALL, corruption="partial_labels", level=0.4, epochs=4, dropout=0.1)
+    full = train(config)
+
+    class Grab:
+        ckpt = None
+
+        def on_epoch_end(self, row, step_losses, state):
+            if row["epoch"] == 2:
+                Grab.ckpt = state.checkpoint()
+
+    train(config.replace(epochs=4), callbacks=[Grab()])
+    resumed = train(config, resume=Grab.ckpt)
+    assert [_numbers(r) for r in resumed["metrics"]] == [_numbers(r) for r in full["metrics"]]
+    assert resumed["step_losses"] == full["step_losses"]
+
+
+def test_huge_learning_rate_diverges_without_crashing():
+    summary = train(TrainConfig(**{**SMALL, "lr": 1e6}, epochs=5))
+    assert summary["status"] == "diverged"
+    assert summary["epochs"] <= 5
+
+
+def test_lr_decays_per_samples_seen():
+    summary = train(TrainConfig(**SMALL, epochs=3, lr_decay_every=500, lr_decay=0.5))
+    # after epoch 1 (1,000 samples; last step started at 896 samples) the rate is 0.1 * 0.5**1
+    assert summary["metrics"][1]["lr"] == pytest.approx(0.1 * 0.5)
+    per_epoch = train(TrainConfig(**SMALL, epochs=2, lr_decay_every=0, lr_decay=0.5))
+    assert per_epoch["metrics"][2]["lr"] == pytest.approx(0.1 * 0.5)
+
+
+def test_resolve_fills_dataset_and_model_defaults():
+    resolved = resolve_config(TrainConfig(data="mnist1d", model="mlp_1x512", corruption="random_labels"))
+    assert resolved.lr == 0.1 and resolved.level == 1.0 and resolved.epochs > 0
+    assert resolved.lr_decay_every == 50_000 and resolved.standardize == "per_feature"
+    assert run_key(resolved) == run_key(resolve_config(resolved))  # idempotent
+    assert run_key(resolved) != run_key(resolved.replace(seed=1))
+    assert run_key(resolved) == run_key(resolved.replace(device="cuda", data_dir="/elsewhere"))
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(model="nope"), ["unknown model 'nope'", "mlp_1x512"]),
+    (dict(data="nope"), ["unknown dataset 'nope'", "mnist1d"]),
+    (dict(corruption="nope"), ["unknown corruption 'nope'", "random_labels"]),
+    (dict(corruption="partial_labels", level=1.5), ["level must be in [0, 1]"]),
+    (dict(corruption="partial_labels"), ["--level"]),
+    (dict(corruption="gaussian", level=0.3), ["takes no level"]),
+    (dict(augment=True), ["augment", "image data", "signal"]),
+    (dict(model="alexnet_small"), ["alexnet_small", "signal"]),
+    (dict(batch_size=0), ["batch_size"]),
+])
+def test_bad_configs_name_the_fix(change, words):
+    with pytest.raises((ConfigError, UnknownNameError)) as info:
+        train(TrainConfig(**{**SMALL, **change}, epochs=1))
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_package_level_train_is_the_function():
+    import rethinkgen.train.metrics  # noqa: F401  (importing submodules must not shadow it)
+
+    assert callable(rethinkgen.train)
+    summary = rethinkgen.train(**SMALL, epochs=1)
+    assert json.loads(json.dumps(summary["config"]))["model"] == "mlp_1x512"
