@@ -120,7 +120,7 @@ def test_rademacher_with_the_trainer():
     ds = load_dataset("mnist1d", n_train=64, n_test=8, seed=0)
     fit = trainer_fit(TrainConfig(data="mnist1d", model="mlp_1x512", epochs=150, batch_size=32, device="cpu"))
     res = empirical_rademacher(fit, ds.x_train, m=2, seed=0, name="mlp_1x512")
-    assert len(fit.summaries) == 2
+    assert len(fit.summaries) == 2 and res.output == "sign"
     for s, v in zip(fit.summaries, res.values, strict=True):
         assert v == pytest.approx(2 * s["train_acc"] - 1)
     assert res.mean > 0.9  # random labels are memorized: R̂_n ≈ 1

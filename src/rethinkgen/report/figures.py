@@ -126,7 +126,9 @@ def figure1a(runs: Sequence[dict], data: str | None = None) -> Plot:
     """Training loss against thousands of steps, one curve per corruption type (paper Fig. 1a).
 
     One panel per setting (model and every other config field except seed/corruption/level) that has
-    finished runs of at least two of the five corruption types. Points are the stored step losses
+    finished runs of at least two of the five corruption types, one of them an input corruption
+    (shuffled/random pixels, gaussian); only when no setting has one, settings with true and random
+    labels alone (e.g. Table 1's rows) get panels instead. Points are the stored step losses
     (``log_every`` steps apart); several seeds are averaged at each step, with a min-max band.
     """
     title = "Figure 1a: training loss under each corruption"
@@ -137,7 +139,9 @@ def figure1a(runs: Sequence[dict], data: str | None = None) -> Plot:
     for run in runs:
         if is_finished(run) and cfg(run, "corruption") in paper.FIGURE1_CORRUPTIONS:
             groups[setting_key(run)][cfg(run, "corruption")].append(run)
-    keys = sorted((k for k in groups if len(groups[k]) >= 2), key=lambda k: (model_sort(dict(k)["model"]), k))
+    keys = [k for k in groups if len(groups[k]) >= 2]
+    with_inputs = [k for k in keys if set(groups[k]) - {"true_labels", "random_labels"}]
+    keys = sorted(with_inputs or keys, key=lambda k: (model_sort(dict(k)["model"]), k))
     if not keys:
         return _no_figure("fig1a", title, caption,
                           "needs finished runs of at least two of the corruption types "
@@ -185,7 +189,7 @@ def figure1a(runs: Sequence[dict], data: str | None = None) -> Plot:
             ax.set_xlabel("training steps (thousands)")
             ax.set_ylabel("training loss (cross-entropy, nats)")
             ax.set_ylim(bottom=0)
-            ax.legend(loc="upper right")
+            ax.legend(loc="best")
         fig.suptitle(title + (f" — {data}" if data else ""))
     return Plot("fig1a", title, caption, fig, series, notes)
 
@@ -196,7 +200,9 @@ def level_lines(runs: Sequence[dict]) -> dict[tuple, dict[float, dict[int, dict]
     """Finished label-corruption runs as setting -> level -> seed -> run.
 
     ``true_labels`` counts as level 0 and ``random_labels`` as level 1, used only where no
-    ``partial_labels`` run of that level and seed exists. Settings with fewer than two levels are dropped.
+    ``partial_labels`` run of that level and seed exists. Only settings with a level strictly between 0
+    and 1 make a line: a setting run on true and random labels alone (a Table 1 row pair, a regularizer
+    ablation) is not a label-corruption sweep.
     """
     lines: dict[tuple, dict[float, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
     for run in runs:
@@ -209,7 +215,7 @@ def level_lines(runs: Sequence[dict]) -> dict[tuple, dict[float, dict[int, dict]
         if old is None or (cfg(old, "corruption") != "partial_labels"
                            and cfg(run, "corruption") == "partial_labels"):
             slot[seed] = run
-    return {k: dict(v) for k, v in lines.items() if len(v) >= 2}
+    return {k: dict(v) for k, v in lines.items() if any(0.0 < level < 1.0 for level in v)}
 
 
 def _unfinished_levels(runs: Sequence[dict]) -> dict[tuple, set[float]]:
@@ -255,8 +261,8 @@ def figure1b(runs: Sequence[dict], data: str | None = None) -> Plot:
     lines = level_lines(runs)
     if not lines:
         return _no_figure("fig1b", title, caption,
-                          "needs finished label-corruption runs (partial_labels, true_labels, random_labels) "
-                          "at two or more levels for some model")
+                          "needs finished partial_labels runs at a level strictly between 0 and 1 (with "
+                          "p = 0 and p = 1 from partial_labels, true_labels or random_labels)")
     unfinished = _unfinished_levels(runs)
     keys = sorted(lines, key=lambda k: (model_sort(dict(k)["model"]), k))
     titles = _line_titles(keys)
@@ -341,8 +347,8 @@ def figure1c(runs: Sequence[dict], data: str | None = None) -> Plot:
     lines = level_lines(runs)
     if not lines:
         return _no_figure("fig1c", title, caption,
-                          "needs finished label-corruption runs (partial_labels, true_labels, random_labels) "
-                          "at two or more levels for some model")
+                          "needs finished partial_labels runs at a level strictly between 0 and 1 (with "
+                          "p = 0 and p = 1 from partial_labels, true_labels or random_labels)")
     unfinished = _unfinished_levels(runs)
     keys = sorted(lines, key=lambda k: (model_sort(dict(k)["model"]), k))
     titles = _line_titles(keys)

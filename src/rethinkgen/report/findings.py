@@ -18,6 +18,10 @@ from rethinkgen.report.runs import NUM_CLASSES, cfg, finite, is_finished, labels
 TOLERANCE_PTS = 2.0
 #: At p = 1, a test error within this many points of chance counts as "at chance".
 CHANCE_PTS = 5.0
+#: With a regularizer on, random labels count as fit at this training accuracy (paper: Inception V3 with
+#: dropout and weight decay reaches ~90% top-1 on ImageNet's random labels, "extremely well if not
+#: perfectly").
+REGULARIZED_FIT = 0.90
 
 
 @dataclass
@@ -32,11 +36,15 @@ def _verdict(flags: list[bool]) -> bool | None:
     return None if not flags else all(flags)
 
 
+def _regularized(run: dict) -> bool:
+    return (cfg(run, "weight_decay") or 0) > 0 or (cfg(run, "dropout") or 0) > 0 or bool(cfg(run, "augment"))
+
+
 def random_labels_fit(runs: Sequence[dict]) -> Finding:
-    f = Finding("Random labels are fit perfectly (100% training accuracy) with unchanged hyperparameters",
-                "V", None)
+    f = Finding("Without explicit regularizers, random labels are fit perfectly (100% training accuracy) "
+                "with unchanged hyperparameters", "V", None)
     flags = []
-    for run in sorted((r for r in runs if is_finished(r) and labels_kind(r) == "random"),
+    for run in sorted((r for r in runs if is_finished(r) and labels_kind(r) == "random" and not _regularized(r)),
                       key=lambda r: (model_sort(cfg(r, "model")), str(r.get("name")))):
         ok = run.get("status") == "converged"
         flags.append(ok)
@@ -131,16 +139,16 @@ def input_corruptions(runs: Sequence[dict]) -> Finding:
 
 
 def regularized_random_fit(runs: Sequence[dict]) -> Finding:
-    f = Finding("Explicit regularizers (weight decay, dropout) do not stop random labels being fit "
-                "(except AlexNet with weight decay in the paper)", "V", None)
+    f = Finding("With explicit regularizers (weight decay, dropout, augmentation) random labels are still fit "
+                "“extremely well if not perfectly” (here: at least 90% training accuracy; the paper's "
+                "exception is AlexNet with weight decay)", "V", None)
     flags = []
     for run in runs:
         if not (is_finished(run) and labels_kind(run) == "random"):
             continue
-        wd, dropout = cfg(run, "weight_decay") or 0, cfg(run, "dropout") or 0
-        if wd <= 0 and dropout <= 0 and not cfg(run, "augment"):
+        if not _regularized(run):
             continue
-        ok = run.get("status") == "converged"
+        ok = finite(run.get("train_acc")) and run["train_acc"] >= REGULARIZED_FIT
         if cfg(run, "model") != "alexnet_small" or (cfg(run, "weight_decay") or 0) <= 0:
             flags.append(ok)
         acc = run.get("train_acc")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rethinkgen.report import paper
-from rethinkgen.report.figures import MODEL_ORDER, level_lines
+from rethinkgen.report.figures import MODEL_ORDER, level_lines, model_sort
 from rethinkgen.report.runs import (
     FINISHED,
     cfg,
@@ -219,7 +219,9 @@ def table1(runs: Sequence[dict], data: str, *, compare: bool | None = None) -> T
     columns = [Column("model", "model"), Column("n_params", "params (ours)", "int")]
     if compare:
         columns.append(Column("paper_params", "params (paper)", "int"))
-    columns += [Column("random_crop", "random crop", "bool"), Column("weight_decay", "weight decay", "text")]
+    if compare or any(cfg(r, "augment") for r in eligible):
+        columns.append(Column("random_crop", "random crop", "bool"))
+    columns.append(Column("weight_decay", "weight decay", "text"))
     if any_dropout:
         columns.append(Column("dropout", "dropout", "float"))
     columns += [Column("labels", "labels")]
@@ -299,7 +301,7 @@ def table_levels(runs: Sequence[dict], data: str) -> Table:
     """Per model and label-corruption level: realized noise, train/test accuracy, steps to converge."""
     rows = []
     lines = level_lines(runs)
-    keys = sorted(lines, key=lambda k: (dict(k)["model"], k))
+    keys = sorted(lines, key=lambda k: (model_sort(dict(k)["model"]), k))
     varying = varying_fields(keys, exclude=("model",))
     for key in keys:
         levels = lines[key]

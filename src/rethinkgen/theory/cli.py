@@ -22,7 +22,9 @@ from rethinkgen.errors import ConfigError
 
 try:  # the kernel commands live in their own module (paper §5 kernels)
     from rethinkgen.theory.kernel_cli import kernel_app
-except ImportError:  # not there: an empty group, so the main CLI still mounts
+except ImportError as e:  # the module is not there: an empty group, so the main CLI still mounts
+    if getattr(e, "name", None) not in ("rethinkgen.theory.kernel_cli", None):
+        raise  # kernel_cli exists but one of its own imports failed: show that, don't hide it
     kernel_app = typer.Typer(no_args_is_help=True, help="Section 5: min-norm kernel interpolation "
                              "(not available in this installation).")
 
@@ -54,6 +56,10 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1e5 and (abs(v) >= 1e-3 or v == 0) else f"{v:.3e}"
     return str(v)
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.2f}%"
 
 
 def _kv_table(title: str, rows: list[tuple[str, object]]) -> Table:
@@ -108,9 +114,8 @@ def interpolate_command(
     x = ds.x_train.reshape(ds.n_train, -1)
     net, rep = interpolate(x, y, num_classes=ds.num_classes, seed=seed, theta=theta, n_directions=directions)
     with torch.no_grad():
-        train_pred = net(x).argmax(dim=1)
         test_pred = net(ds.x_test.reshape(ds.n_test, -1)).argmax(dim=1) if ds.n_test else None
-    train_acc = float((train_pred == y).double().mean())
+    train_acc = rep.label_accuracy  # argmax of the network's outputs on the n training points vs their labels
     test_acc = float((test_pred == ds.y_test).double().mean()) if test_pred is not None else None
     result = {
         "data": data, "labels": labels, "n": rep.n, "n_input": rep.n_input, "n_merged": rep.n_merged,
@@ -139,7 +144,7 @@ def interpolate_command(
     rows = [
         ("data", f"{data} ({labels} labels)"), ("points n (distinct)", rep.n), ("input dimension d", rep.d),
         ("outputs C", rep.num_outputs), (f"parameters ({rep.param_formula})", rep.param_count),
-        ("training accuracy", train_acc), (f"test accuracy ({ds.n_test} points)", test_acc),
+        ("training accuracy", _pct(train_acc)), (f"test accuracy ({ds.n_test} points)", _pct(test_acc)),
         ("max residual on the sample", rep.max_residual), ("relative residual", rep.rel_residual),
         ("Lemma 1: min eigenvalue min(x_i - b_i)", rep.min_eigenvalue),
         ("  ... / spread of projections", rep.min_eigenvalue_rel),
@@ -154,7 +159,7 @@ def interpolate_command(
         rows += [(f"depth-{depth}: hidden widths", ", ".join(map(str, dk["widths"])) if len(dk["widths"]) <= 8
                   else f"{dk['widths'][0]}, ..., {dk['widths'][-1]} (max {dk['max_width']})"),
                  (f"depth-{depth}: parameters (non-zero)", dk["param_count"]),
-                 (f"depth-{depth}: training accuracy", dk["train_acc"]),
+                 (f"depth-{depth}: training accuracy", _pct(dk["train_acc"])),
                  (f"depth-{depth}: max |deep - shallow| (train)", dk["max_diff_train"])]
     _emit(result, as_json, _kv_table("Theorem 1: exact finite-sample interpolation", rows),
           [f"a: {rep.direction_rule}", f"b: {rep.bias_rule}"])
@@ -249,11 +254,25 @@ def rademacher_command(
         name, x = fit_class, ds.x_train
     res = empirical_rademacher(fit, x, m, seed, output=output, name=name)
     payload = {"data": data, **res.to_dict()}
+    fits = [{k: s.get(k) for k in ("status", "epochs", "steps", "train_acc", "wall_time_s")}
+            for s in getattr(fit, "summaries", [])]
+    if fits:
+        payload["fits"] = fits
+        payload["config"] = fit.config.to_dict()
     rows = [("data", data), ("class", name), ("sample size n", res.n), ("labelings m", res.m),
             ("R̂_n estimate (mean correlation)", res.mean), ("std over labelings", res.std),
             ("standard error", res.stderr), ("min / max", f"{res.min:.4g} / {res.max:.4g}"),
             ("outputs", res.output), ("time (s)", res.time_s)]
+    if fits:
+        rows.insert(8, ("fits (status: count)", ", ".join(
+            f"{st}: {sum(f['status'] == st for f in fits)}" for st in sorted({f["status"] for f in fits}))))
+        rows.insert(9, ("epochs per fit (min / max)",
+                        f"{min(f['epochs'] for f in fits)} / {max(f['epochs'] for f in fits)}"))
     notes = ["A fit is at best the sup of eq. (1): the estimate is a lower bound of R̂_n (1 is the maximum)."]
+    if fits:
+        notes.append(f"each fit: {fit_class} trained by the trainer on (x_i, (σ_i + 1)/2) with lr "
+                     f"{fit.config.lr:g}, up to {fit.config.epochs} epochs; h = ±1 predicted class, so the "
+                     "correlation is 2·train_acc − 1")
     if fit_class == "linear":
         notes.append(f"least squares: E[correlation before clipping] = (d + 1)/n = "
                      f"{(x.shape[1] + 1) / res.n:.4g} when d + 1 <= n")

@@ -137,17 +137,18 @@ def sgd_least_squares(
     step = 0
     for epoch in range(1, epochs + 1):
         order = gen.permutation(n)
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
-            if len(idx) == 1:
-                j = idx[0]
-                err = float(Xn[j] @ w) - yn[j]  # e_t: the prediction error
-                w -= lr * err * Xn[j]
-            else:
-                xb = Xn[idx]
-                w -= lr * (xb.T @ (xb @ w - yn[idx])) / len(idx)
-            step += 1
-        row = measure(epoch, step)
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected below
+            for i in range(0, n, batch_size):
+                idx = order[i:i + batch_size]
+                if len(idx) == 1:
+                    j = idx[0]
+                    err = float(Xn[j] @ w) - yn[j]  # e_t: the prediction error
+                    w -= lr * err * Xn[j]
+                else:
+                    xb = Xn[idx]
+                    w -= lr * (xb.T @ (xb @ w - yn[idx])) / len(idx)
+                step += 1
+            row = measure(epoch, step)
         history.append(row)
         if not math.isfinite(row["residual"]):
             raise ConfigError(f"SGD diverged at epoch {epoch} with lr {lr:g}; use lr < 2 / max ||x_i||² "

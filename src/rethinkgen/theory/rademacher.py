@@ -91,7 +91,8 @@ def empirical_rademacher(fit_fn: FitFn, X, m: int, seed: int = 0, *, output: str
     fit_fn : ``fit(X, sigma, seed) -> outputs on X (n,) or the correlation (float)``.
     X : (n, ...) the sample; m : number of random labelings σ; seed : the labelings (stream
         "corruption") and the seed handed to ``fit_fn``.
-    output : "clip" (h clipped to [−1, 1], default) or "sign".
+    output : "clip" (h clipped to [−1, 1], default) or "sign". A fit function with an attribute
+        ``output_kind`` (the trainer adapter: "sign") overrides it in the result.
 
     Returns
     -------
@@ -112,6 +113,7 @@ def empirical_rademacher(fit_fn: FitFn, X, m: int, seed: int = 0, *, output: str
         values.append(_correlation(fit_fn(X, sigma, seed), sigma, output))
     arr = np.asarray(values)
     std = float(arr.std(ddof=1)) if m > 1 else 0.0
+    output = getattr(fit_fn, "output_kind", output)  # fits that return the correlation say how
     return RademacherResult(
         fit=name or getattr(fit_fn, "__name__", "fit"), n=n, m=m, mean=float(arr.mean()), std=std,
         stderr=std / math.sqrt(m), min=float(arr.min()), max=float(arr.max()), output=output, seed=seed,
@@ -175,6 +177,7 @@ def trainer_fit(config=None, *, workdir: str | Path | None = None, **overrides) 
         return 2.0 * float(summary["train_acc"]) - 1.0
 
     fit.__name__ = f"trainer:{resolved.model}"
+    fit.output_kind = "sign"  # type: ignore[attr-defined]  # h = ±1 predicted class
     fit.summaries = summaries  # type: ignore[attr-defined]
     fit.config = resolved  # type: ignore[attr-defined]
     return fit
