@@ -135,7 +135,8 @@ grid = { model = ["alexnet_small"], corruption = ["random_pixels"], level = [0.5
 
 
 @pytest.mark.parametrize(("snippet", "expected"), [
-    ('[defaults]\ndata = "cifar100"', "defaults.data: unknown dataset 'cifar100' (did you mean 'cifar10'?); valid datasets: cifar10,"),
+    ('[defaults]\ndata = "cifar100"', "defaults.data: unknown dataset 'cifar100' (did you mean 'cifar10'?); "
+                                     "valid datasets: cifar10,"),
     ('[grid]\ncorruption = ["label_noise"]', "grid.corruption[0]: unknown corruption 'label_noise'; valid "
                                               "corruptions: gaussian, partial_labels"),
     ('[grid]\ncorruption = ["partial_labels"]\nlevel = [0.2, 1.5]', "grid.level[1]: level must be in [0, 1], "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rethinkgen.sweep.cli import export_tables
 from rethinkgen.sweep.spec import parse_spec
 from rethinkgen.sweep.store import (
     Store,
@@ -20,7 +21,6 @@ from rethinkgen.sweep.store import (
     StoreLockedError,
     SweepLock,
     environment,
-    export_tables,
     is_stale,
     lock_holder,
 )

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from rethinkgen.errors import RethinkgenError
 
-__all__ = ["sweep_app", "export_command", "main"]
+__all__ = ["sweep_app", "export_command", "export_tables", "main"]
 
 sweep_app = typer.Typer(
     name="sweep", no_args_is_help=True, add_completion=False,
@@ -67,8 +67,7 @@ def plan_command(
     if store is not None and Path(store).exists():
         with Store.open(store, readonly=True) as s:
             known = {r["run_key"]: r for r in s.runs()}
-            for key, last in s.conn.execute("SELECT run_key, max(epoch) FROM epochs GROUP BY run_key"):
-                epochs_done[key] = last
+            epochs_done = s.last_epochs()
     console = Console()
     experiments = sorted({e for r in plan.runs for e in r.experiments})
     console.print(f"sweep [bold]{plan.name}[/] ({spec}): {len(plan.runs)} runs in {len(experiments)} "
@@ -157,7 +156,7 @@ def status_command(
     now = time.time()
     with Store.open(store, readonly=True) as s:
         runs = s.runs()
-        last_epoch = dict(s.conn.execute("SELECT run_key, max(epoch) FROM epochs GROUP BY run_key").fetchall())
+        last_epoch = s.last_epochs()
         n_kernel = len(s.kernel_results())
     console = Console()
     console.print(f"store {store}: {len(runs)} runs, {n_kernel} kernel results; "
@@ -189,7 +188,8 @@ def status_command(
             t.add_column(col)
         for r in active:
             epochs = (r["config"] or {}).get("epochs")
-            t.add_row(escape(r["name"]), r["run_key"][:10], effective(r), f"{last_epoch.get(r['run_key'], '—')}/{epochs}",
+            done = f"{last_epoch.get(r['run_key'], '—')}/{epochs}"
+            t.add_row(escape(r["name"]), r["run_key"][:10], effective(r), done,
                       str(r["attempts"]), _age(now - r["heartbeat_at"]) + " ago" if r["heartbeat_at"] else "—")
         console.print(t)
     failed = [r for r in runs if r["status"] == "failed"]
@@ -203,6 +203,46 @@ def status_command(
         console.print(t)
 
 
+EXPORT_TABLES = ("runs", "run_tags", "epochs", "step_losses", "summaries", "measures", "kernel_results")
+
+
+def export_tables(store: Any, fmt: str, out_dir: str | Path) -> list[Path]:
+    """Write every table of a :class:`~rethinkgen.sweep.store.Store` to ``out_dir/<table>.csv`` or
+    ``.parquet``; returns the files."""
+    import csv
+
+    if fmt not in ("csv", "parquet"):
+        raise RethinkgenError(f"unknown export format {fmt!r}; use csv or parquet")
+    pa = pq = None
+    if fmt == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise RethinkgenError("parquet export needs pyarrow: pip install 'rethinkgen[parquet]' "
+                                  "(or pip install pyarrow), or use --format csv") from None
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RethinkgenError(f"cannot create export folder {out}: {exc.strerror}") from None
+    files = []
+    for name in EXPORT_TABLES:
+        columns, rows = store.table(name)
+        target = out / f"{name}.{fmt}"
+        if fmt == "csv":
+            with open(target, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(columns)
+                writer.writerows(rows)
+        else:
+            data = {c: [r[i] for r in rows] for i, c in enumerate(columns)}
+            pq.write_table(pa.table(data) if rows else pa.table({c: pa.array([], pa.string()) for c in columns}),
+                           target)
+        files.append(target)
+    return files
+
+
 def export_command(
     store: Path = typer.Option(..., "--store", help="results store to export"),
     format: str = typer.Option("csv", "--format", help="csv | parquet (parquet needs pyarrow)"),
@@ -210,7 +250,7 @@ def export_command(
 ) -> None:
     """Write the store's tables (runs, run_tags, epochs, step_losses, summaries, measures,
     kernel_results) as CSV or Parquet files into a folder."""
-    from rethinkgen.sweep.store import Store, export_tables
+    from rethinkgen.sweep.store import Store
 
     with Store.open(store, readonly=True) as s:
         files = export_tables(s, format, out)

@@ -12,9 +12,10 @@ the calling (driver) thread* with :class:`Event` objects:
 =============  ===================================================================================
 
 Only the driver writes the store and the checkpoint files: workers send everything back. Choice of
-transport: the local process pool uses one ``multiprocessing`` queue (spawn context); Ray tasks put
-events into a ``ray.util.queue.Queue`` actor (``put`` returns only once the actor holds the event, so
-when a task's reference is ready all its events can be drained). Because the checkpoint bytes travel
+transport: the local process pool gives each spawned worker its own pipe (a worker that dies
+mid-message breaks only its own); Ray tasks put events into a small actor without waiting, and wait
+for all their puts before they return (a plain actor runs one caller's calls in order), so when a
+task's reference is ready all its events can be drained, in order. Because the checkpoint bytes travel
 with the epoch event, Ray workers need no file system shared with the driver.
 
 - :class:`LocalExecutor` — ``jobs=1``: in this process; ``jobs=N``: N spawned worker processes, each
@@ -32,9 +33,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue as queue_mod
+import shlex
+import shutil
 import signal
 import socket
+import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Hashable, Iterator
@@ -45,7 +49,7 @@ from rethinkgen.errors import RethinkgenError
 from rethinkgen.sweep.checkpoint import decode, encode, make_payload
 from rethinkgen.train.config import TrainConfig
 
-__all__ = ["Event", "Executor", "LocalExecutor", "RayExecutor", "RunTask", "WorkItem", "execute_item",
+__all__ = ["GUARD", "Event", "Executor", "LocalExecutor", "RayExecutor", "RunTask", "WorkItem", "execute_item",
            "execute_run", "make_executor", "register_group_trainer", "group_key"]
 
 RAY_PIP = "pip install 'rethinkgen[ray]'"
@@ -83,6 +87,54 @@ class Event:
 
 
 Emit = Callable[[Event], None]
+
+
+# --------------------------------------------------------------------------------- interrupts
+class InterruptGuard:
+    """SIGINT and SIGTERM become KeyboardInterrupt, except inside :meth:`shield`, where they are held
+    until the shielded block ends. The driver shields "receive an event and record it" so a Ctrl-C can
+    never split an event (checkpoint written, row not committed, next event recorded: a missing row)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.depth > 0:
+            self.pending = signum
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def install(self) -> bool:
+        """Install the handlers (main thread only; elsewhere Python's defaults stay)."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread() or self.previous:
+            return False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handler)
+        return True
+
+    def uninstall(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous.clear()
+        self.pending = None
+
+    @contextlib.contextmanager
+    def shield(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if self.depth == 0 and self.pending is not None:
+            self.pending = None
+            raise KeyboardInterrupt("deferred signal")
+
+
+GUARD = InterruptGuard()
 
 
 # ------------------------------------------------------------------------------ fused-trainer hook
@@ -237,58 +289,100 @@ class LocalExecutor(Executor):
         _ProcessPool(self.jobs, self.threads).run(items, on_event)
 
 
-def _worker_main(wid: int, tasks: Any, events: Any, stop: Any, threads: int, parent: int) -> None:
-    """Entry point of a pool worker process (spawned; imports torch fresh)."""
+def _worker_main(wid: int, conn: Any, stop: Any, threads: int, parent: int) -> None:
+    """Entry point of a pool worker process (spawned; imports torch fresh).
+
+    It talks to the driver over its own pipe only: work items in, events out. ``send`` blocks while
+    the driver is busy (back-pressure) and fails once the driver is gone, and then the worker exits.
+    """
     import torch
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle (see the launcher)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    events.cancel_join_thread()  # never hang at exit on a queue nobody reads (dead driver)
     torch.set_num_threads(threads)
 
     def emit(event: Event) -> None:
         if os.getppid() != parent:  # the driver died: nobody will write what we compute
             os._exit(3)
         event.worker = wid
-        events.put(event)
+        try:
+            conn.send(event)
+        except OSError:  # broken pipe: the driver is gone
+            os._exit(3)
 
     while True:
         try:
-            item = tasks.get(timeout=1.0)
-        except queue_mod.Empty:
-            if os.getppid() != parent or stop.is_set():
-                return
-            continue
+            if not conn.poll(1.0):
+                if os.getppid() != parent or stop.value:
+                    return
+                continue
+            item = conn.recv()
+        except (EOFError, OSError):
+            return
         if item is None:
             return
         try:
-            execute_item(item, emit, should_stop=stop.is_set)
+            execute_item(item, emit, should_stop=lambda: bool(stop.value))
         except _Stop:
             return
         emit(Event("item_done", None))
 
 
+def _sigint_immune_python() -> str | None:
+    """A two-line ``/bin/sh`` launcher that starts this Python with SIGINT ignored, or None.
+
+    A Ctrl-C at the terminal reaches the whole foreground process group. A worker must not die of it,
+    least of all while it is still importing torch (before it can set its own handler): the driver
+    stops the workers itself. An ignored SIGINT survives ``exec`` (a blocked one does not), and
+    ignoring it in the driver around the spawn instead would lose a Ctrl-C meant for the driver.
+    """
+    if os.name != "posix" or not os.path.exists("/bin/sh"):
+        return None
+    folder = tempfile.mkdtemp(prefix="rethinkgen-workers-")
+    path = os.path.join(folder, "python")
+    with open(path, "w") as f:
+        f.write(f"#!/bin/sh\ntrap '' INT\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+    os.chmod(path, 0o755)
+    return path
+
+
 class _ProcessPool:
+    """``jobs`` spawned workers, each with its own duplex pipe to the driver.
+
+    One pipe per worker, not a shared queue: a worker killed mid-message (e.g. by the OOM killer) can
+    only break its own pipe — the driver sees EOF there, fails that worker's run and goes on — whereas a
+    shared ``multiprocessing.Queue`` can be left corrupt or locked by a process that dies while using it.
+    """
+
     def __init__(self, jobs: int, threads: int) -> None:
         import multiprocessing as mp
 
         self.ctx = mp.get_context("spawn")
         self.jobs, self.threads = jobs, threads
-        self.events = self.ctx.Queue()
-        self.stop = self.ctx.Event()
+        self.stop = self.ctx.RawValue("b", 0)  # lock-free flag: a dying worker cannot leave it locked
         self.workers: dict[int, Any] = {}
-        self.inboxes: dict[int, Any] = {}
+        self.conns: dict[int, Any] = {}
         self.current: dict[int, WorkItem] = {}
         self.open_runs: dict[int, set[str]] = {}
         self.next_id = 0
+        self.launcher = _sigint_immune_python()
 
     def _spawn(self) -> int:
         wid, self.next_id = self.next_id, self.next_id + 1
-        inbox = self.ctx.Queue()
+        mine, theirs = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(target=_worker_main, name=f"rethinkgen-worker-{wid}", daemon=True,
-                                args=(wid, inbox, self.events, self.stop, self.threads, os.getpid()))
-        proc.start()
-        self.workers[wid], self.inboxes[wid] = proc, inbox
+                                args=(wid, theirs, self.stop, self.threads, os.getpid()))
+        from multiprocessing import spawn
+
+        default = spawn.get_executable()
+        if self.launcher is not None:
+            spawn.set_executable(self.launcher)
+        try:
+            proc.start()
+        finally:
+            spawn.set_executable(default)
+        theirs.close()  # so that the worker's death reads as EOF here
+        self.workers[wid], self.conns[wid] = proc, mine
         return wid
 
     def _handle(self, event: Event, on_event: Callable[[Event], None]) -> None:
@@ -302,51 +396,86 @@ class _ProcessPool:
         on_event(event)
 
     def _drain(self, on_event: Callable[[Event], None], timeout: float = 0.0) -> bool:
-        try:
-            event = self.events.get(timeout=timeout) if timeout else self.events.get_nowait()
-        except queue_mod.Empty:
-            return False
-        self._handle(event, on_event)
-        return True
+        """Record what the workers sent (waiting up to ``timeout``); False if nothing came."""
+        from multiprocessing.connection import wait
+
+        by_conn = {conn: wid for wid, conn in self.conns.items()}
+        with GUARD.shield():  # receiving and recording an event is one step for Ctrl-C
+            ready = wait(list(by_conn), timeout)
+            for conn in ready:
+                wid = by_conn[conn]
+                try:
+                    event = conn.recv()
+                except (EOFError, OSError):  # the worker died (perhaps mid-message)
+                    self._bury(wid, on_event)
+                    continue
+                self._handle(event, on_event)
+        return bool(ready)
+
+    def _bury(self, wid: int, on_event: Callable[[Event], None]) -> None:
+        """A worker is gone: its unfinished runs fail (a rerun resumes them from their checkpoints)."""
+        proc = self.workers.pop(wid)
+        self.conns.pop(wid).close()
+        proc.join(timeout=5)
+        code = proc.exitcode
+        open_runs = self.open_runs.pop(wid, set())
+        if self.stop.value:  # stopping anyway (a Ctrl-C may also hit a worker still starting up): the
+            open_runs = set()  # runs stay open, and the driver marks them interrupted, not failed
+        for key in sorted(open_runs):
+            on_event(Event("failed", key, {"error": f"worker process {proc.pid} died (exit code {code}), e.g. "
+                                           "killed for memory; a rerun resumes it from its checkpoint"}))
+        self.current.pop(wid, None)  # a new worker is spawned when there is work
 
     def _reap(self, on_event: Callable[[Event], None]) -> None:
-        """A worker that died without finishing its item: its open runs fail, a new worker replaces it."""
         for wid, proc in list(self.workers.items()):
-            if proc.is_alive():
-                continue
-            while self._drain(on_event):  # what it sent before dying comes first
-                pass
-            code = proc.exitcode
-            for key in sorted(self.open_runs.pop(wid, set())):
-                on_event(Event("failed", key, {"error": f"worker process {proc.pid} died (exit code {code}), "
-                                               "e.g. killed for memory; a rerun resumes from its checkpoint"}))
-            self.current.pop(wid, None)
-            del self.workers[wid], self.inboxes[wid]
-            self._spawn()
+            if not proc.is_alive():
+                while wid in self.conns and self._drain_one(wid, on_event):
+                    pass  # what it sent before dying comes first
+                if wid in self.workers:
+                    with GUARD.shield():
+                        self._bury(wid, on_event)
+
+    def _drain_one(self, wid: int, on_event: Callable[[Event], None]) -> bool:
+        conn = self.conns[wid]
+        with GUARD.shield():
+            if not conn.poll():
+                return False
+            try:
+                event = conn.recv()
+            except (EOFError, OSError):
+                self._bury(wid, on_event)
+                return False
+            self._handle(event, on_event)
+        return True
 
     def run(self, items: Iterator[WorkItem], on_event: Callable[[Event], None]) -> None:
         items = iter(items)
         exhausted = False
         try:
-            for _ in range(self.jobs):
-                self._spawn()
             while True:
-                idle = [w for w in self.workers if w not in self.current]
-                while idle and not exhausted:
+                # hand out work; workers are spawned only when there is work for them (at most `jobs`)
+                while not exhausted:
+                    idle = [w for w in self.workers if w not in self.current]
+                    if not idle and len(self.workers) >= self.jobs:
+                        break
                     item = next(items, None)
                     if item is None:
                         exhausted = True
                         break
-                    wid = idle.pop()
+                    wid = idle[0] if idle else self._spawn()
                     self.current[wid] = item
                     self.open_runs[wid] = {t.run_key for t in item.tasks}
-                    self.inboxes[wid].put(item)
+                    try:
+                        self.conns[wid].send(item)  # the worker is idle, waiting in recv
+                    except OSError:  # it died meanwhile: its new run fails like any run of a dead worker
+                        with GUARD.shield():
+                            self._bury(wid, on_event)
                 if exhausted and not self.current:
                     break
                 if not self._drain(on_event, timeout=0.5):
                     self._reap(on_event)
         except KeyboardInterrupt:
-            self.stop.set()
+            self.stop.value = 1
             deadline = time.monotonic() + STOP_GRACE_S
             with contextlib.suppress(KeyboardInterrupt):
                 while time.monotonic() < deadline and any(p.is_alive() for p in self.workers.values()):
@@ -356,18 +485,19 @@ class _ProcessPool:
             self._shutdown()
 
     def _shutdown(self) -> None:
-        for inbox in self.inboxes.values():
+        for conn in self.conns.values():
             with contextlib.suppress(Exception):
-                inbox.put(None)
+                conn.send(None)
         deadline = time.monotonic() + 2.0
         for proc in self.workers.values():
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.terminate()
                 proc.join(1.0)
-        for q in [self.events, *self.inboxes.values()]:
-            q.cancel_join_thread()
-            q.close()
+        for conn in self.conns.values():
+            conn.close()
+        if self.launcher is not None:
+            shutil.rmtree(os.path.dirname(self.launcher), ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------- Ray executor
@@ -379,19 +509,50 @@ def import_ray() -> Any:
     return ray
 
 
+class _EventSink:
+    """The Ray actor between tasks and the driver: tasks ``put`` events, the driver ``take``s them.
+
+    A plain actor (not ``ray.util.queue.Queue``, whose async actor does not keep one caller's calls
+    in order): its methods run one at a time in each caller's submission order.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def put(self, event: Event) -> None:
+        self.events.append(event)
+
+    def take(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events
+
+
 def _ray_entry(item: WorkItem, events: Any, threads: int | None) -> str:
-    """Body of the Ray task: train the item, putting every event into the queue actor."""
+    """Body of the Ray task: train the item, putting every event into the sink actor."""
     import ray
     import torch
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(threads or max(1, int(cpus)))
-    execute_item(item, events.put)
+    in_flight: list[Any] = []
+
+    def emit(event: Event) -> None:
+        # Fire and forget (training goes on while the event travels): the sink is a plain (synchronous)
+        # actor, which runs one caller's calls in submission order, so the events stay in order and,
+        # once the last put below is done, all of them are in the sink.
+        in_flight.append(events.put.remote(event))
+        if len(in_flight) > 8:  # bound the memory held by events in transit
+            ray.get(in_flight.pop(0))
+
+    try:
+        execute_item(item, emit)
+    finally:
+        ray.get(in_flight)
     return "done"
 
 
 class RayExecutor(Executor):
-    """Ray core tasks, one per work item; the driver drains a queue actor and writes the store."""
+    """Ray core tasks, one per work item; the driver drains an event actor and writes the store."""
 
     name = "ray"
 
@@ -402,7 +563,7 @@ class RayExecutor(Executor):
         import_ray()  # fail early, with the pip line, before any run is touched
 
     def describe(self) -> str:
-        return f"ray ({self.address or 'local cluster'})"
+        return f"ray: {self.address or 'local cluster'}"
 
     def _init(self, ray: Any) -> bool:
         if ray.is_initialized():
@@ -422,14 +583,18 @@ class RayExecutor(Executor):
 
     def run(self, items: Iterator[WorkItem], on_event: Callable[[Event], None]) -> None:
         ray = import_ray()
-        from ray.util.queue import Queue
-
         started_here = self._init(ray)
         gpus = self.gpus_per_run
         if gpus is None:
             gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-        capacity = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        events = Queue()
+
+        def capacity() -> int:
+            """Runs in flight: what the cluster can start now (rechecked: clusters may autoscale)."""
+            resources = ray.cluster_resources()
+            n = max(1, int(resources.get("CPU", 1)))
+            return max(1, min(n, int(resources.get("GPU", 0) / gpus))) if gpus > 0 else n
+
+        events = ray.remote(num_cpus=0)(_EventSink).remote()
         remote = ray.remote(_ray_entry).options(num_cpus=1, num_gpus=gpus, max_retries=self.max_retries)
         pending: dict[Any, WorkItem] = {}
         open_runs: dict[str, Any] = {}
@@ -437,14 +602,17 @@ class RayExecutor(Executor):
         exhausted = False
 
         def drain() -> None:
-            for event in events.get_nowait_batch(events.qsize()) if events.qsize() else []:
+            for event in ray.get(events.take.remote()):
                 if event.kind in ("finished", "failed"):
                     open_runs.pop(event.run_key, None)
                 on_event(event)
 
+        limit, checked = capacity(), time.monotonic()
         try:
             while True:
-                while not exhausted and len(pending) < 2 * capacity:
+                if time.monotonic() - checked > 10:
+                    limit, checked = capacity(), time.monotonic()
+                while not exhausted and len(pending) < limit:
                     item = next(items, None)
                     if item is None:
                         exhausted = True
@@ -456,7 +624,8 @@ class RayExecutor(Executor):
                 if not pending:
                     break
                 ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.2)
-                drain()  # a ready task's events are all in the queue already
+                with GUARD.shield():
+                    drain()  # a ready task's events are all in the queue already
                 for ref in ready:
                     item = pending.pop(ref)
                     try:
@@ -464,21 +633,22 @@ class RayExecutor(Executor):
                         error = "the Ray task ended without reporting a result"
                     except Exception as exc:  # worker lost beyond max_retries, task cancelled ...
                         error = f"Ray task failed after {self.max_retries} retries: {type(exc).__name__}: {exc}"
-                    drain()
-                    for task in item.tasks:
-                        if open_runs.get(task.run_key) is ref:
-                            open_runs.pop(task.run_key)
-                            on_event(Event("failed", task.run_key, {"error": error}))
+                    with GUARD.shield():
+                        drain()
+                        for task in item.tasks:
+                            if open_runs.get(task.run_key) is ref:
+                                open_runs.pop(task.run_key)
+                                on_event(Event("failed", task.run_key, {"error": error}))
         except KeyboardInterrupt:
             for ref in pending:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
-            with contextlib.suppress(Exception, KeyboardInterrupt):
+            with contextlib.suppress(Exception, KeyboardInterrupt), GUARD.shield():
                 drain()
             raise
         finally:
             with contextlib.suppress(Exception):
-                ray.kill(events.actor)
+                ray.kill(events)
             if started_here:
                 with contextlib.suppress(Exception):
                     ray.shutdown()

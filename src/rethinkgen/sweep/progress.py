@@ -78,8 +78,8 @@ class SweepDisplay:
         self.counts[status] = self.counts.get(status, 0) + 1
         self.done += 1
         if self.quiet or status == "diverged":
-            self._log(f"{status:<10} {escape(name)}: {summary.get('epochs')} epochs, train {_pct(summary.get('train_acc'))}"
-                      f", test {_pct(summary.get('test_acc'))}")
+            self._log(f"{status:<10} {escape(name)}: {summary.get('epochs')} epochs, "
+                      f"train {_pct(summary.get('train_acc'))}, test {_pct(summary.get('test_acc'))}")
         self._refresh()
 
     def run_failed(self, run_key: str, name: str, error: str) -> None:

@@ -7,11 +7,13 @@ For each run of the spec the driver
 2. otherwise (pending, failed, interrupted, or "running" left by a dead driver) loads its newest intact
    checkpoint ``STORE.ckpt/<run_key>.pt`` (falling back to ``.pt.prev`` with a warning when the newest
    is corrupt or truncated), deletes the store rows beyond the checkpoint's epoch, re-commits the
-   checkpoint's own epoch row, and hands the run to the executor to continue from there (from scratch,
-   after deleting all its rows, when no intact checkpoint exists);
+   history the checkpoint carries (every epoch row and logged loss up to its epoch), and hands the run
+   to the executor to continue from there (from scratch, after deleting all its rows, when no intact
+   checkpoint exists);
 3. for every epoch event: writes the checkpoint (temp file + fsync + rename) **before** committing the
-   epoch row, its logged losses and a heartbeat in one transaction — so a committed epoch always has
-   a checkpoint at or after it, and a checkpoint's row is either committed or carried inside it;
+   epoch row, its logged losses and a heartbeat in one transaction — so whatever a crash (or a power
+   cut, see :mod:`rethinkgen.sweep.store`) interrupts, the rows up to the restored checkpoint are
+   re-committed from it and the rows after it are deleted and recomputed: none missing, none doubled;
 4. records the summary and the final status, or the traceback of a run that raised (the sweep goes on).
 
 Only this driver writes the store (workers send rows back; see :mod:`rethinkgen.sweep.executors`),
@@ -24,7 +26,6 @@ of a store without a lock holder as stale).
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from typing import Any
 
 from rethinkgen.errors import RethinkgenError
 from rethinkgen.sweep.checkpoint import load_checkpoint, remove_checkpoints, write_atomic
-from rethinkgen.sweep.executors import Event, Executor, LocalExecutor, RunTask, WorkItem, group_key
+from rethinkgen.sweep.executors import GUARD, Event, Executor, LocalExecutor, RunTask, WorkItem, group_key
 from rethinkgen.sweep.progress import SweepDisplay
 from rethinkgen.sweep.spec import PlannedRun, SweepSpec
 from rethinkgen.sweep.store import FINISHED, Store, SweepLock, environment
@@ -66,6 +67,7 @@ class _Driver:
         self.spec, self.store, self.display = spec, store, display
         self.checkpoint_every, self.keep_checkpoints = checkpoint_every, keep_checkpoints
         self.active: dict[str, PlannedRun] = {}
+        self.last_epoch: dict[str, int | None] = {}  # last recorded epoch of each active run
         self.result = SweepResult(total=len(spec.runs))
         self.env = environment()
 
@@ -75,6 +77,10 @@ class _Driver:
     # ---------------------------------------------------------------- preparing runs
     def prepare(self, run: PlannedRun) -> RunTask:
         """Bring the store in line with the run's newest intact checkpoint and mark it running."""
+        with GUARD.shield():  # all of it or (on Ctrl-C before it starts) nothing
+            return self._prepare(run)
+
+    def _prepare(self, run: PlannedRun) -> RunTask:
         key, path = run.run_key, self.ckpt_path(run.run_key)
         loaded, notes = load_checkpoint(path, key)
         for note in notes:
@@ -82,15 +88,17 @@ class _Driver:
         if loaded is not None:
             payload = loaded.payload
             self.store.truncate_run(key, payload["epoch"], payload["step"])
-            self.store.record_epoch(key, payload["row"], payload["step_losses"])
+            rows, losses = _history(payload)
+            self.store.record_epoch(key, rows, losses, durable=True)
             resume, resumed_from = loaded.blob, int(payload["epoch"])
             self.result.resumed += 1
         else:
             self.store.truncate_run(key)
             remove_checkpoints(path)
             resume, resumed_from = None, None
-        self.store.start_run(key, device=run.config.device, **self.env)
+        self.last_epoch[key] = resumed_from
         self.active[key] = run
+        self.store.start_run(key, device=run.config.device, **self.env)
         self.result.started += 1
         self.display.run_started(key, run.name, run.config.epochs, resumed_from)
         return RunTask(run_key=key, name=run.name, config=run.config, resume=resume,
@@ -107,6 +115,10 @@ class _Driver:
 
     # ------------------------------------------------------------------------ events
     def on_event(self, event: Event) -> None:
+        with GUARD.shield():  # Ctrl-C waits until the event is fully recorded
+            self._record(event)
+
+    def _record(self, event: Event) -> None:
         key = event.run_key
         run = self.active.get(key) if key is not None else None
         if run is None:  # late news of a run already closed (e.g. a reaped worker): nothing to record
@@ -115,6 +127,15 @@ class _Driver:
             env = {k: event.data.get(k) for k in ("code_version", "hardware", "torch_version")}
             self.store.set_environment(key, **env)
         elif event.kind == "epoch":
+            epoch, last = int(event.data["row"]["epoch"]), self.last_epoch.get(key)
+            if last is not None and epoch > last + 1:  # events were lost: never leave a hole in the rows
+                self.store.fail_run(key, f"epoch {epoch} arrived after epoch {last}: events were lost; a rerun "
+                                         "resumes from the last checkpoint")
+                self.active.pop(key)
+                self.result.failed.append(run.name)
+                self.display.run_failed(key, run.name, "lost epoch events")
+                return
+            self.last_epoch[key] = epoch
             blob = event.data.get("checkpoint")
             if blob is not None:
                 path = self.ckpt_path(key)
@@ -142,6 +163,19 @@ class _Driver:
             self.display.run_failed(key, run.name, event.data["error"])
 
 
+def _history(payload: dict[str, Any]) -> tuple[list[dict[str, Any]], list]:
+    """The rows and losses to re-commit on resume: the whole history when the trainer's state carries
+    it (``metrics`` and ``step_losses``, so epoch commits lost to a power cut come back), else the
+    checkpoint's own epoch row (the one that may not have committed before the crash)."""
+    state = payload.get("state") or {}
+    metrics, losses = state.get("metrics"), state.get("step_losses")
+    epoch = int(payload["epoch"])
+    if isinstance(metrics, list) and isinstance(losses, list) and metrics \
+            and all(isinstance(r, dict) and "epoch" in r for r in metrics) and metrics[-1]["epoch"] == epoch:
+        return [dict(r) for r in metrics], [tuple(p) for p in losses]
+    return [dict(payload["row"])], [tuple(p) for p in payload["step_losses"]]
+
+
 class _Heartbeat(threading.Thread):
     """Beats the heart of the active runs every ``interval`` seconds on its own connection."""
 
@@ -165,20 +199,14 @@ class _Heartbeat(threading.Thread):
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a batch system's stop) behaves like Ctrl-C for the duration of the sweep."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a batch system's stop) behaves like Ctrl-C, and both wait for a shielded event."""
+    installed = GUARD.install()
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if installed:
+            GUARD.uninstall()
 
 
 def _drive(spec: SweepSpec, store: Store, driver: _Driver, executor: Executor, display: SweepDisplay,
@@ -197,6 +225,8 @@ def _drive(spec: SweepSpec, store: Store, driver: _Driver, executor: Executor, d
             with contextlib.suppress(OSError):
                 stray.unlink()  # a write that a crash cut short; the real files are intact
     display.start(spec.name, len(spec.runs), result.skipped, executor.describe())
+    if not todo:
+        return  # nothing to do: do not even start workers or a Ray cluster
     beat.start()
     executor.run(driver.items(todo), driver.on_event)
 
@@ -226,7 +256,7 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, *, executor: Executor | N
     beat = _Heartbeat(Path(store_path), driver, heartbeat_s)
     reason = "interrupted (Ctrl-C or SIGTERM); run the same command to resume"
     try:
-        with _sigterm_as_interrupt():
+        with _signals_as_interrupt():
             try:
                 _drive(spec, store, driver, executor, display, beat)
             except KeyboardInterrupt:
@@ -238,9 +268,9 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, *, executor: Executor | N
         beat.stopped.set()
         try:
             if driver.active:
-                with contextlib.suppress(Exception):
-                    store.interrupt_runs(list(driver.active), reason)
                 result.interrupted = [run.name for run in driver.active.values()]
+            with contextlib.suppress(Exception):  # we hold the lock: every "running" run is ours
+                store.interrupt_runs([r["run_key"] for r in store.runs(status="running")], reason)
         finally:
             display.stop()
             if beat.is_alive():

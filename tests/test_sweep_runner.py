@@ -1,0 +1,213 @@
+"""The sweep driver in-process: records, skips, resumes exactly, and keeps failures local."""
+
+from __future__ import annotations
+
+import importlib
+import sqlite3
+
+import pytest
+
+from rethinkgen.sweep import executors
+from rethinkgen.sweep.executors import LocalExecutor, execute_run, register_group_trainer
+from rethinkgen.sweep.progress import SweepDisplay
+from rethinkgen.sweep.runner import run_sweep
+from rethinkgen.sweep.spec import parse_spec
+from rethinkgen.sweep.store import Store, StoreLockedError, SweepLock
+
+SPEC = """
+name = "tiny"
+[defaults]
+data = "mnist1d"
+n_train = 128
+n_test = 100
+batch_size = 32
+log_every = 3
+epochs = 6
+[grid]
+seed = [0, 1]
+corruption = ["true_labels", "random_labels"]
+"""
+VOLATILE = {"wall_time_s"}  # the only numbers allowed to differ between two executions
+
+
+def snapshot(path) -> dict:
+    """Everything a sweep computed, per run, without wall times: the thing resume must reproduce."""
+    with Store.open(path) as s:
+        out = {}
+        for r in s.runs():
+            summary = {k: v for k, v in s.summary(r["run_key"]).items() if k not in VOLATILE | {"hardware"}}
+            rows = [{k: v for k, v in row.items() if k not in VOLATILE} for row in s.epoch_rows(r["run_key"])]
+            out[r["run_key"]] = (r["status"], summary, rows, s.step_losses(r["run_key"]))
+        return out
+
+
+def sweep(path, spec=None, display=None, **kwargs):
+    return run_sweep(spec or parse_spec(SPEC), path, executor=LocalExecutor(threads=1),
+                     display=display or SweepDisplay(quiet=True), **kwargs)
+
+
+class InterruptAt(SweepDisplay):
+    """Acts as Ctrl-C right after the ``epoch``-th epoch of the ``index``-th started run committed."""
+
+    def __init__(self, index: int, epoch: int) -> None:
+        super().__init__(quiet=True)
+        self.index, self.at, self.started, self.warnings = index, epoch, [], []
+
+    def run_started(self, run_key, name, epochs, resumed_from):
+        self.started.append(run_key)
+        super().run_started(run_key, name, epochs, resumed_from)
+
+    def epoch(self, run_key, row):
+        super().epoch(run_key, row)
+        if len(self.started) == self.index + 1 and row["epoch"] == self.at:
+            raise KeyboardInterrupt
+
+    def warn(self, message):
+        self.warnings.append(message)
+        super().warn(message)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref") / "ref.db"
+    result = sweep(path)
+    assert result.started == 4 and not result.failed and not result.stopped
+    return snapshot(path)
+
+
+def test_a_sweep_records_every_epoch_and_a_second_call_does_nothing(tmp_path, reference):
+    path = tmp_path / "r.db"
+    assert sweep(path).started == 4
+    snap = snapshot(path)
+    assert snap == reference  # two uninterrupted executions agree bit for bit (CPU)
+    for status, summary, rows, losses in snap.values():
+        assert status in ("converged", "max_epochs")
+        assert [r["epoch"] for r in rows] == list(range(summary["epochs"] + 1))  # epoch 0 .. last, no gaps
+        assert [s for s, _ in losses] == list(range(3, summary["steps"] + 1, 3))
+    with Store.open(path) as s:
+        before = {r["run_key"]: (r["attempts"], r["finished_at"]) for r in s.runs()}
+    again = sweep(path)
+    assert (again.skipped, again.started) == (4, 0)
+    with Store.open(path) as s:
+        assert {r["run_key"]: (r["attempts"], r["finished_at"]) for r in s.runs()} == before
+    assert not (tmp_path / "r.db.ckpt").exists() or not any((tmp_path / "r.db.ckpt").iterdir())
+
+
+def test_an_interrupted_sweep_resumes_to_exactly_the_uninterrupted_numbers(tmp_path, reference):
+    path = tmp_path / "r.db"
+    display = InterruptAt(index=1, epoch=3)
+    first = sweep(path, display=display)
+    assert first.stopped and len(first.interrupted) == 1
+    with Store.open(path) as s:
+        statuses = [r["status"] for r in s.runs()]
+        assert statuses[:2] == [reference[display.started[0]][0], "interrupted"]
+        assert statuses[2:] == ["pending", "pending"]
+        assert [r["epoch"] for r in s.epoch_rows(display.started[1])] == [0, 1, 2, 3]
+    second = sweep(path)
+    assert (second.skipped, second.started, second.resumed) == (1, 3, 1)
+    assert snapshot(path) == reference
+    with Store.open(path) as s:
+        assert s.run(display.started[1])["attempts"] == 2
+
+
+@pytest.mark.parametrize("damage", ["latest", "both"])
+def test_a_truncated_checkpoint_falls_back_with_a_warning_and_still_matches(tmp_path, reference, damage):
+    path = tmp_path / "r.db"
+    display = InterruptAt(index=0, epoch=4)
+    sweep(path, display=display)
+    key = display.started[0]
+    ckpt = tmp_path / "r.db.ckpt" / f"{key}.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:200])  # e.g. a disk that filled up mid-write
+    if damage == "both":
+        prev = ckpt.with_name(ckpt.name + ".prev")
+        prev.write_bytes(prev.read_bytes()[:-1])
+    again = InterruptAt(index=99, epoch=-1)  # only records warnings
+    with pytest.warns(UserWarning):
+        result = sweep(path, display=again)
+    assert any("truncated" in w for w in again.warnings)
+    assert any(("previous checkpoint" if damage == "latest" else "restart from scratch") in w
+               for w in again.warnings)
+    assert result.resumed == (1 if damage == "latest" else 0)
+    assert snapshot(path) == reference
+
+
+def test_epoch_commits_lost_to_a_power_cut_come_back_from_the_checkpoint(tmp_path, reference):
+    path = tmp_path / "r.db"
+    display = InterruptAt(index=0, epoch=4)
+    sweep(path, display=display)
+    with sqlite3.connect(path) as db:  # epoch commits are not fsynced: a power cut may roll some back
+        db.execute("DELETE FROM epochs WHERE epoch BETWEEN 1 AND 3")
+        db.execute("DELETE FROM step_losses")
+    result = sweep(path)
+    assert result.resumed == 1
+    assert snapshot(path) == reference
+
+
+def test_a_run_that_raises_is_recorded_and_the_sweep_goes_on(tmp_path, reference, monkeypatch):
+    loop = importlib.import_module("rethinkgen.train.loop")
+    real = loop.train
+
+    def flaky(config, **kwargs):
+        if config.seed == 1 and config.corruption == "random_labels":
+            raise RuntimeError("simulated out-of-memory in one run")
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(loop, "train", flaky)
+    path = tmp_path / "r.db"
+    result = sweep(path)
+    assert result.failed == ["tiny/seed=1,corruption=random_labels"] and result.started == 4
+    with Store.open(path) as s:
+        (failed,) = s.runs(status="failed")
+        assert "Traceback" in failed["error"] and "simulated out-of-memory" in failed["error"]
+        assert len(s.runs(status=["converged", "max_epochs"])) == 3
+    monkeypatch.setattr(loop, "train", real)
+    retry = sweep(path)  # a rerun retries the failed run only
+    assert (retry.skipped, retry.started, retry.failed) == (3, 1, [])
+    assert snapshot(path) == reference
+
+
+def test_a_diverging_run_is_a_normal_final_status(tmp_path):
+    spec = parse_spec(SPEC.replace("epochs = 6", "epochs = 6\nlr = 1e12").replace('"random_labels"', ""))
+    path = tmp_path / "r.db"
+    result = sweep(path, spec=spec)
+    assert result.statuses == {"diverged": 2} and not result.failed
+    with Store.open(path) as s:
+        assert all(r["status"] == "diverged" and r["error"] is None for r in s.runs())
+    assert sweep(path, spec=spec).started == 0  # final: not retried
+
+
+def test_a_dead_drivers_running_runs_are_resumed(tmp_path, reference):
+    path = tmp_path / "r.db"
+    display = InterruptAt(index=2, epoch=2)
+    sweep(path, display=display)
+    with sqlite3.connect(path) as db:  # what a SIGKILLed driver leaves: "running", no lock holder
+        db.execute("UPDATE runs SET status = 'running' WHERE status = 'interrupted'")
+    result = sweep(path)
+    assert result.stale == 1 and result.resumed == 1
+    assert snapshot(path) == reference
+
+
+def test_a_second_sweep_on_a_locked_store_is_refused_before_any_run(tmp_path):
+    path = tmp_path / "r.db"
+    with SweepLock(path), pytest.raises(StoreLockedError, match="in use by another sweep"):
+        sweep(path)
+    with Store.open(path) as s:
+        assert s.runs() == []
+
+
+def test_the_fused_trainer_hook_receives_groups(tmp_path, reference):
+    groups = []
+
+    def group_trainer(tasks, emit):
+        groups.append([t.run_key for t in tasks])
+        for task in tasks:
+            execute_run(task, emit)
+
+    register_group_trainer(group_trainer, key=lambda config: (config.model, config.corruption))
+    try:
+        sweep(tmp_path / "r.db")
+    finally:
+        register_group_trainer(None)
+    assert sorted(len(g) for g in groups) == [2, 2]  # both seeds of each corruption together
+    assert executors.group_key() is None
+    assert snapshot(tmp_path / "r.db") == reference
