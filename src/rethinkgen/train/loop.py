@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from rethinkgen.seeding import stream_seed
+from rethinkgen.train.allocator import keep_freed_memory
 from rethinkgen.train.config import TrainConfig, run_key
 from rethinkgen.train.data import PreparedData, prepare_data
 from rethinkgen.train.metrics import evaluate
@@ -50,6 +51,27 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+class _ContiguousSGD(torch.optim.SGD):
+    """``torch.optim.SGD`` that hands its kernel contiguous gradients only: torch's fused CPU kernel
+    (2.14) reads a strided gradient (e.g. a transposed view) in memory order, i.e. wrongly."""
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and not p.grad.is_contiguous():
+                    p.grad = p.grad.contiguous()
+        return super().step(closure)
+
+
+def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig, device: torch.device) -> torch.optim.SGD:
+    """SGD with the config's momentum and weight decay. On the CPU torch's fused one-pass kernel: the same
+    numbers as the default single-tensor loop (bit for bit), about 3x faster for mlp_1x512's 1.2M weights."""
+    if device.type == "cpu":
+        return _ContiguousSGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                              fused=True)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
 class Trainer:
     """State of one run: data, model, optimizer and the history so far.
 
@@ -73,8 +95,7 @@ class Trainer:
             self.data.x_train = self.data.x_train.contiguous(memory_format=torch.channels_last)
             self.data.x_test = self.data.x_test.contiguous(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if (config.compile and device.type == "cuda") else self.model
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
-                                         weight_decay=config.weight_decay)
+        self.optimizer = make_optimizer(self.model.parameters(), config, device)
         self.period = decay_period(config.lr_decay_every, self.data.n_train)
         self.epoch = 0
         self.step = 0
@@ -258,6 +279,8 @@ def train(config: TrainConfig | None = None, *, callbacks: Iterable[Any] = (), r
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         trainer = Trainer(resolved, device)
+        if device.type == "cpu":  # after the data is loaded: no per-step page faults on the activations
+            keep_freed_memory()  # (rethinkgen.train.allocator)
         if resume is not None:
             trainer.restore(resume)
         if trainer.status is not None:  # the checkpoint is of a finished run
