@@ -31,6 +31,16 @@ REL, ABS = 2e-3, 1e-6
 ACC = 1e-9
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these small problems gain nothing from two, and on a shared 2-core machine
+    two spinning OpenMP threads slow every step down many times over. The numbers do not depend on it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def assert_same_run(fused: dict, alone: dict) -> None:
     assert set(fused) == set(alone)
     for key in ("status", "steps", "epochs", "converged_step", "converged_epoch", "n_params", "run_key",
@@ -161,7 +171,8 @@ def test_dropout_is_refused_and_trained_one_by_one():
 
 
 def test_batchnorm_statistics_are_stacked_per_run():
-    configs = [TrainConfig(**{**IMG, "n_train": 32}, model="inception_small", lr=0.05, corruption=c, epochs=e)
+    tiny = {**IMG, "n_train": 32, "n_test": 32}
+    configs = [TrainConfig(**tiny, model="inception_small", lr=0.05, corruption=c, epochs=e)
                for c, e in (("true_labels", 2), ("random_labels", 1))]
     assert can_fuse(configs) and fuse_key(configs[0]) == fuse_key(configs[1])
     recorders = [Recorder(grab_epoch=1), Recorder()]
