@@ -96,6 +96,8 @@ def test_resume_from_checkpoint_gives_identical_numbers():
     resumed = train(config, resume=Grab.ckpt)
     assert [_numbers(r) for r in resumed["metrics"]] == [_numbers(r) for r in full["metrics"]]
     assert resumed["step_losses"] == full["step_losses"]
+    again = train(config, resume=Grab.ckpt)  # resuming must not consume the checkpoint
+    assert again["step_losses"] == full["step_losses"]
 
 
 def test_huge_learning_rate_diverges_without_crashing():

@@ -132,7 +132,7 @@ class Trainer:
         if ckpt.get("run_key") != run_key(self.config):
             raise ConfigError("checkpoint belongs to another run (run_key differs); delete it or use its config")
         self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.optimizer.load_state_dict(copy.deepcopy(ckpt["optimizer"]))  # torch keeps the tensors it is given
         for name in ("epoch", "step", "samples_seen", "wall_time_s", "status", "converged_step",
                      "converged_epoch"):
             setattr(self, name, ckpt[name])
