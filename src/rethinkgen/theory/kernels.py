@@ -12,9 +12,10 @@ This module builds kernel matrices in row blocks with torch and solves (3) in on
   :func:`fit_min_norm` uses) builds K directly in *packed lower block rows* — only the lower triangle
   is ever stored, about n²/2 entries: 7.7 GB for n = 60,000 in float32 (15.4 GB in float64), where the
   dense matrix would take 14.4 (28.8) GB. :func:`solve_exact` factors a dense K you already hold,
-  overwriting only its lower triangle: the strict upper triangle keeps the original values, so K α and
-  a retry with diagonal jitter need no recomputation. Both refuse before allocating when the memory
-  is not there, and retry with a tiny jitter when float32 round-off breaks positive definiteness.
+  overwriting only its lower triangle: the strict upper triangle keeps the original values, so K α
+  needs no recomputation. Both refuse before allocating when the memory is not there, and when
+  float32 round-off breaks positive definiteness they add a tiny jitter to the not-yet-factored
+  diagonal and resume where they stopped (:func:`factor_with_jitter_`), saying so in the result.
 - :func:`solve_iterative`: conjugate gradients on a :class:`KernelOperator` whose products with K are
   computed block by block on the fly (memory O(n·block)), for n beyond what fits in memory.
 
@@ -44,10 +45,12 @@ MEMORY_HEADROOM = 0.92  # use at most this fraction of the available memory for 
 
 
 class NotPositiveDefiniteError(RethinkgenError):
-    """The Cholesky factorisation met a non-positive pivot (``index`` is its 0-based row)."""
+    """The Cholesky factorisation met a non-positive pivot (``index``: its 0-based row; ``block``: the
+    row block being factored, whose rows and all later ones are still unfactored)."""
 
-    def __init__(self, index: int, dtype: torch.dtype) -> None:
+    def __init__(self, index: int, dtype: torch.dtype, block: int = 0) -> None:
         self.index = index
+        self.block = block
         super().__init__(
             f"the kernel matrix is not numerically positive definite in {_dtype_name(dtype)} "
             f"(pivot {index}); add a small ridge (--reg 1e-6), use --dtype float64, or a smaller --bandwidth")
@@ -300,22 +303,24 @@ def block_bounds(n: int, block: int = BLOCK) -> list[tuple[int, int]]:
     return [(i0, min(i0 + block, n)) for i0 in range(0, n, block)]
 
 
-def cholesky_rows_(rows: list[torch.Tensor], bounds: list[tuple[int, int]]) -> None:
+def cholesky_rows_(rows: list[torch.Tensor], bounds: list[tuple[int, int]], start: int = 0) -> None:
     """Right-looking blocked Cholesky of a symmetric matrix stored as lower block rows, in place.
 
     ``rows[i]`` is the (i1 − i0, i1) block row K[i0:i1, :i1] (columns up to and including the diagonal
     block) — either views into a dense n×n tensor or separate tensors (packed lower storage, half the
     memory). On return the lower triangles hold L (K = L Lᵀ); the strict upper triangles of the diagonal
     blocks are never written. Every update is a GEMM on (block × block) tiles, so no temporary grows
-    with n. Raises :class:`NotPositiveDefiniteError` with the failing row.
+    with n. Raises :class:`NotPositiveDefiniteError` with the failing row and block k; at that point
+    blocks < k hold L and blocks ≥ k hold the untouched Schur complement, so the factorisation can be
+    resumed with ``start=k`` (e.g. after adding jitter to the remaining diagonal).
     """
     nb = len(bounds)
-    for k in range(nb):
+    for k in range(start, nb):
         k0, k1 = bounds[k]
         d = rows[k][:, k0:k1]
         l11, info = torch.linalg.cholesky_ex(d.tril())
         if int(info) != 0:
-            raise NotPositiveDefiniteError(k0 + int(info) - 1, d.dtype)
+            raise NotPositiveDefiniteError(k0 + int(info) - 1, d.dtype, k)
         d.copy_(l11 + d.triu(1))
         for i in range(k + 1, nb):  # panel: L_ik = A_ik L_kk^{-T}
             p = rows[i][:, k0:k1]
@@ -415,9 +420,40 @@ def jitter_schedule(dtype: torch.dtype) -> tuple[float, ...]:
     return (1e-12, 1e-10, 1e-8, 1e-6)
 
 
-def _failure_note(e: NotPositiveDefiniteError, dtype: torch.dtype, jitter: float, nxt: float) -> str:
-    return (f"Cholesky failed in {_dtype_name(dtype)} at pivot {e.index} with jitter {jitter:.3g}; "
-            f"retrying with {nxt:.0e}·mean(diag K) on the diagonal")
+def factor_with_jitter_(rows: list[torch.Tensor], bounds: list[tuple[int, int]], mean_diag: float, *,
+                        retry_jitter: bool = True,
+                        log: Callable[[str], None] | None = None) -> tuple[float, list[str]]:
+    """:func:`cholesky_rows_`, retrying failed pivots with diagonal jitter; returns (jitter, notes).
+
+    On a non-positive pivot in block k (usual in float32 for smooth kernels), blocks < k are already
+    factored and blocks ≥ k hold the Schur complement S of the rows so far; adding δ to S's diagonal
+    is the same as adding δ to K's diagonal from row k0 on. So we add the next jitter of
+    :func:`jitter_schedule` (× mean diag K) there and resume at block k — nothing is rebuilt or
+    refactored. The result is the exact factor of K + D, D diagonal, 0 before the first failing block
+    and at most the returned jitter after it; the notes say where. With ``retry_jitter=False`` the
+    first failure raises :class:`NotPositiveDefiniteError`.
+    """
+    say = log or (lambda s: None)
+    dtype = rows[0].dtype
+    schedule = jitter_schedule(dtype) if retry_jitter else ()
+    jitter, start, notes = 0.0, 0, []
+    for attempt in range(len(schedule) + 1):
+        try:
+            cholesky_rows_(rows, bounds, start)
+            break
+        except NotPositiveDefiniteError as e:
+            if attempt == len(schedule):
+                raise
+            new = schedule[attempt] * mean_diag
+            for r, (i0, i1) in zip(rows[e.block:], bounds[e.block:], strict=True):
+                r[:, i0:i1].diagonal().add_(new - jitter)
+            row0 = bounds[e.block][0]
+            notes.append(f"Cholesky met a non-positive pivot in {_dtype_name(dtype)} at row {e.index} "
+                         f"(jitter {jitter:.3g}); added jitter {new:.3g} (= {schedule[attempt]:.0e}·mean "
+                         f"diag K) to the diagonal from row {row0} on and resumed there")
+            say(notes[-1])
+            jitter, start = new, e.block
+    return jitter, notes
 
 
 def solve_exact(k: torch.Tensor, y: torch.Tensor, reg: float = 0.0, dtype: str | torch.dtype | None = None,
@@ -427,10 +463,9 @@ def solve_exact(k: torch.Tensor, y: torch.Tensor, reg: float = 0.0, dtype: str |
     ``k``: (n, n) symmetric, both triangles filled (e.g. :func:`kernel_matrix`), float32 or float64;
     the solve runs in ``dtype`` (default: K's dtype; a different dtype converts K, costing a copy).
     ``y``: (n, C) targets (one-hot for classification). If the factorisation fails (a non-positive
-    pivot, usual in float32 for smooth kernels), K is restored from its untouched upper triangle and
-    the solve is retried with a jitter ε·mean(diag K) added to the diagonal, ε from
-    :func:`jitter_schedule`; the jitter is returned and a note says so. With ``retry_jitter=False``
-    the failure raises :class:`NotPositiveDefiniteError`.
+    pivot, usual in float32 for smooth kernels), jitter is added to the remaining diagonal and the
+    factorisation resumes (:func:`factor_with_jitter_`); the jitter is returned and a note says where.
+    With ``retry_jitter=False`` the failure raises :class:`NotPositiveDefiniteError`.
 
     Returns α (n, C) and K α, where K is the original kernel matrix **without** reg/jitter (from the
     kept upper triangle), so the residual ‖Kα − Y‖/‖Y‖ and the RKHS norm αᵀKα are those of K.
@@ -446,28 +481,13 @@ def solve_exact(k: torch.Tensor, y: torch.Tensor, reg: float = 0.0, dtype: str |
     if y.shape[0] != n:
         raise ValueError(f"K is {n}×{n} but Y has {y.shape[0]} rows")
     diag = k.diagonal().clone()
-    mean_diag = float(diag.mean())
-    notes: list[str] = []
-    schedule = (0.0, *jitter_schedule(k.dtype)) if retry_jitter else (0.0,)
+    if reg:
+        k.diagonal().add_(reg)
     t0 = time.perf_counter()
-    for attempt, rel in enumerate(schedule):
-        jitter = rel * mean_diag
-        if attempt:
-            restore_from_upper_(k, diag, block)
-        if reg or jitter:
-            k.diagonal().add_(reg + jitter)
-        try:
-            cholesky_inplace_(k, block)
-            break
-        except NotPositiveDefiniteError as e:
-            if attempt == len(schedule) - 1:
-                raise
-            notes.append(_failure_note(e, k.dtype, jitter, schedule[attempt + 1]))
-    if jitter:
-        notes.append(f"solved with jitter {jitter:.3g} (= {jitter / mean_diag:.0e}·mean(diag K)) "
-                     "added to the diagonal")
+    rows, bounds = _dense_rows(k, block)
+    jitter, notes = factor_with_jitter_(rows, bounds, float(diag.double().mean()), retry_jitter=retry_jitter)
     t1 = time.perf_counter()
-    alpha = cholesky_solve_inplace(k, y, block)
+    alpha = solve_rows(rows, bounds, y)
     k_alpha = symmetric_matvec_from_upper(k, diag, alpha, block)
     return ExactSolution(alpha=alpha, k_alpha=k_alpha, jitter=jitter, notes=notes,
                          timings={"factor_s": t1 - t0, "residual_s": time.perf_counter() - t1})
@@ -496,8 +516,8 @@ def solve_exact_packed(x: torch.Tensor, y: torch.Tensor, kernel: str, h: float, 
     """Solve (K(x, x) + reg·I) α = Y with K built and factored in packed lower block rows.
 
     Memory ≈ (n²/2 + n·block/2) entries — 7.7 GB for n = 60,000 in float32 (the dense matrix would be
-    14.4 GB), 15.4 GB in float64. ``x`` (n, D) and ``y`` (n, C) in the solve's dtype and device. On a
-    failed factorisation the rows are rebuilt with jitter (see :func:`solve_exact`). K α is recomputed
+    14.4 GB), 15.4 GB in float64. ``x`` (n, D) and ``y`` (n, C) in the solve's dtype and device. A failed
+    pivot is retried with jitter in place (:func:`factor_with_jitter_`). K α is recomputed
     afterwards block by block (:func:`kernel_matvec`, half the kernel evaluations), with the original K.
     """
     say = log or (lambda s: None)
@@ -505,41 +525,15 @@ def solve_exact_packed(x: torch.Tensor, y: torch.Tensor, kernel: str, h: float, 
     y = y.to(device=x.device, dtype=x.dtype)
     y = y.unsqueeze(1) if y.dim() == 1 else y
     mean_diag = float(_diag_value(spec, (x * x).sum(1)).double().mean())
-    notes: list[str] = []
-    timings = {"kernel_s": 0.0, "factor_s": 0.0}
-    schedule = (0.0, *jitter_schedule(x.dtype)) if retry_jitter else (0.0,)
-    rows: list[torch.Tensor] | None = None
-    bounds = block_bounds(x.shape[0], block)
-    added = 0.0  # what the diagonal of the current rows carries beyond the kernel
-    for attempt, rel in enumerate(schedule):
-        jitter = rel * mean_diag
-        t0 = time.perf_counter()
-        if rows is None:
-            rows, bounds = packed_rows(x, spec.name, h, block, diag_add=reg + jitter)
-            timings["kernel_s"] += time.perf_counter() - t0
-            gb = sum(r.numel() for r in rows) * x.element_size() / 1e9
-            say(f"kernel matrix (packed lower, {gb:.1f} GB) built in {time.perf_counter() - t0:.1f} s")
-        else:  # the failure was inside the first diagonal block: nothing was overwritten yet
-            for r, (i0, i1) in zip(rows, bounds, strict=True):
-                r[:, i0:i1].diagonal().add_(reg + jitter - added)
-        added = reg + jitter
-        t0 = time.perf_counter()
-        try:
-            cholesky_rows_(rows, bounds)
-            timings["factor_s"] += time.perf_counter() - t0
-            say(f"Cholesky factorisation done in {time.perf_counter() - t0:.1f} s")
-            break
-        except NotPositiveDefiniteError as e:
-            timings["factor_s"] += time.perf_counter() - t0
-            if e.index >= bounds[0][1]:  # later blocks were updated in place: rebuild from the inputs
-                rows = None
-            if attempt == len(schedule) - 1:
-                raise
-            notes.append(_failure_note(e, x.dtype, jitter, schedule[attempt + 1]))
-            say(notes[-1])
-    if jitter:
-        notes.append(f"solved with jitter {jitter:.3g} (= {jitter / mean_diag:.0e}·mean(diag K)) "
-                     "added to the diagonal")
+    t0 = time.perf_counter()
+    rows, bounds = packed_rows(x, spec.name, h, block, diag_add=reg)
+    timings = {"kernel_s": time.perf_counter() - t0}
+    gb = sum(r.numel() for r in rows) * x.element_size() / 1e9
+    say(f"kernel matrix (packed lower, {gb:.1f} GB) built in {timings['kernel_s']:.1f} s")
+    t0 = time.perf_counter()
+    jitter, notes = factor_with_jitter_(rows, bounds, mean_diag, retry_jitter=retry_jitter, log=say)
+    timings["factor_s"] = time.perf_counter() - t0
+    say(f"Cholesky factorisation done in {timings['factor_s']:.1f} s")
     t0 = time.perf_counter()
     alpha = solve_rows(rows, bounds, y)
     del rows
@@ -768,7 +762,11 @@ def fit_min_norm(x_train: torch.Tensor, y_onehot: torch.Tensor, x_test: torch.Te
     timings["predict_s"] = time.perf_counter() - t0
     yt = y_test.to(dev)
     test_err = float((pred.argmax(1) != yt).double().mean()) if m else float("nan")
-    if reg == 0 and rel_res > 1e-2:
+    if spec.name == "linear" and xtr.shape[1] < n:
+        notes.append(f"the linear kernel K = X Xᵀ has rank ≤ {xtr.shape[1]} < n = {n}: K α = Y has no exact "
+                     "solution (the paper's reason for a nonlinear kernel on raw MNIST); use gaussian or "
+                     "laplacian, or features of dimension ≥ n")
+    elif reg == 0 and rel_res > 1e-2:
         notes.append(f"relative residual {rel_res:.2g}: K α = Y is not solved accurately in "
                      f"{_dtype_name(dt)} at this bandwidth (K is numerically singular); use --dtype float64, "
                      "a smaller --bandwidth, or a ridge --reg")
