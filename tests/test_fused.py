@@ -239,3 +239,27 @@ def test_group_runs_splits_by_key_and_size():
     groups = group_runs(configs, max_group=4)
     assert sorted(i for g in groups for i in g) == list(range(14))
     assert [len(g) for g in groups] == [4, 4, 3, 1, 1, 1]  # 11 MLPs in near-equal chunks; dropout runs alone
+
+
+@pytest.mark.parametrize("spec", [MLP, CNN], ids=["mlp", "cnn1d"])
+def test_runs_reading_the_same_batches_share_one_input_and_match_separate_training(spec, monkeypatch):
+    """Label corruptions of one seed read the same batches: the fused step feeds them one (B, ...) batch
+    (for an MLP the first layer of all runs is one GEMM), with the numbers of separate training."""
+    from rethinkgen.train import fused as fused_module
+
+    shared_steps = []
+    real = fused_module._FusedGroup._inputs
+
+    def spy(self, index, generators, same_order):
+        xb, shared = real(self, index, generators, same_order)
+        shared_steps.append(shared)
+        return xb, shared
+
+    monkeypatch.setattr(fused_module._FusedGroup, "_inputs", spy)
+    configs = [TrainConfig(**spec, corruption="true_labels", epochs=3),
+               TrainConfig(**{**spec, "lr": 0.05}, corruption="partial_labels", level=0.5, epochs=3),
+               TrainConfig(**spec, corruption="random_labels", epochs=2)]
+    fused = train_group(configs)
+    assert shared_steps and all(shared_steps)
+    for f, c in zip(fused, configs, strict=True):
+        assert_same_run(f, train(c))

@@ -293,3 +293,16 @@ def test_shape_and_layout_mismatches():
         pre().eval(torch.rand(2, 3, 7, 8))
     with pytest.raises(ConfigError, match="do not match"):
         pre(standardize="per_feature", x_train=torch.rand(4, 1, 8, 8))
+
+
+@pytest.mark.parametrize("standardize", ["per_image", "per_feature", "none"])
+def test_large_sets_are_preprocessed_in_chunks_with_the_same_result(standardize):
+    from rethinkgen.data import preprocess
+
+    x = torch.rand(2 * preprocess._CHUNK + 37, 3, 10, 10)  # three chunks, the last one partial
+    pre = Preprocessor("image", (3, 10, 10), crop=8, standardize=standardize, augment=False, flip=False,
+                       x_train=x)
+    whole = pre._standardize(pre._centre_crop(x))  # the unchunked computation
+    chunked = pre.eval(x)
+    assert chunked.shape == (x.shape[0], 3, 8, 8) and chunked.is_contiguous()
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)

@@ -20,6 +20,7 @@ from rethinkgen.sweep.progress import SweepDisplay
 from rethinkgen.sweep.runner import run_sweep
 from rethinkgen.sweep.spec import load_spec
 from rethinkgen.sweep.store import Store, lock_holder
+from test_sweep_runner import close_to
 
 SPEC = """
 name = "acceptance"
@@ -96,19 +97,29 @@ def spec_file(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def reference(spec_file, tmp_path_factory) -> dict:
+def sweep_reference(spec_file, path, fuse: bool) -> dict:
     """An uninterrupted sweep of the same spec in another store (in this process, one thread per run)."""
-    path = tmp_path_factory.mktemp("ref") / "ref.db"
     result = run_sweep(load_spec(spec_file), path, executor=LocalExecutor(threads=1),
-                       display=SweepDisplay(quiet=True))
+                       display=SweepDisplay(quiet=True), fuse=fuse)
     assert result.started == 4 and not result.failed
     return snapshot(path)
 
 
+@pytest.fixture(scope="module")
+def reference(spec_file, tmp_path_factory) -> dict:
+    """Every run trained alone."""
+    return sweep_reference(spec_file, tmp_path_factory.mktemp("ref") / "ref.db", fuse=False)
+
+
+@pytest.fixture(scope="module")
+def fused_reference(spec_file, tmp_path_factory) -> dict:
+    """The four runs as one fused group (what ``sweep run`` does by default in one process)."""
+    return sweep_reference(spec_file, tmp_path_factory.mktemp("fref") / "ref.db", fuse=True)
+
+
 def test_sigkill_mid_sweep_then_the_same_command_finishes_every_run_exactly_once(tmp_path, spec_file, reference):
     store = tmp_path / "results.db"
-    command = ("run", spec_file, "--store", store, "--quiet", "--threads", "1")
+    command = ("run", spec_file, "--store", store, "--quiet", "--threads", "1", "--no-fuse")
     proc = cli(*command)
     wait_for(proc, lambda: (lambda done, rows: done >= 1 and rows >= 3)(*progress(store)))
     os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: the worst case
@@ -128,6 +139,23 @@ def test_sigkill_mid_sweep_then_the_same_command_finishes_every_run_exactly_once
         assert (after[key]["attempts"], after[key]["finished_at"]) == (1, before[key]["finished_at"])
     assert sorted(r["attempts"] for r in after.values()) == [1, 1, 1, 2]
 
+
+def test_sigkill_mid_fused_group_then_the_same_command_resumes_every_run(tmp_path, spec_file, fused_reference):
+    store = tmp_path / "results.db"
+    command = ("run", spec_file, "--store", store, "--quiet", "--threads", "1")  # fused: the default
+    proc = cli(*command)
+    wait_for(proc, lambda: progress(store)[1] >= 4 * 4)  # every run of the group a few epochs in
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with Store.open(store) as s:
+        running = [r["run_key"] for r in s.runs(status="running")]
+    assert len(running) >= 2
+
+    code, out = finish(cli(*command))
+    assert code == 0, out
+    assert f"resumed from a checkpoint: {len(running)}" in out
+    check_complete(store, fused_reference)
+
     code, out = finish(cli(*command))  # the same command a third time does no work
     assert code == 0 and "0 to run" in out and "skipped (already done): 4" in out
 
@@ -135,7 +163,7 @@ def test_sigkill_mid_sweep_then_the_same_command_finishes_every_run_exactly_once
 def test_worker_processes_a_dead_worker_fails_its_run_ctrl_c_stops_cleanly_and_a_rerun_resumes(
         tmp_path, spec_file, reference):
     store = tmp_path / "results.db"
-    command = ("run", spec_file, "--store", store, "--quiet", "--jobs", "2")
+    command = ("run", spec_file, "--store", store, "--quiet", "--jobs", "2", "--no-fuse")
     proc = cli(*command)
     wait_for(proc, lambda: progress(store)[1] >= 4)
     workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
@@ -195,7 +223,7 @@ def test_a_local_ray_cluster_gives_the_local_executors_results(tmp_path, spec_fi
                        timeout=300)
     assert code == 0, out
     assert "(ray: local cluster)" in out
-    check_complete(store, reference)
+    close_to(snapshot(store), reference)  # two fused groups of two runs, one per Ray CPU
 
 
 # ------------------------------------------------------------------------ in-process command checks
@@ -264,3 +292,13 @@ def test_usage_errors_name_the_fix(tmp_path, small_store, monkeypatch):
     assert "pip install 'rethinkgen[ray]'" in str(no_ray.exception)
     assert "valid executors: local, ray" in str(invoke("run", spec, "--store", tmp_path / "y.db", "--executor",
                                                        "slurm").exception)
+
+
+def test_two_worker_processes_each_train_a_fused_group(tmp_path, spec_file, reference):
+    store = tmp_path / "results.db"
+    code, out = finish(cli("run", spec_file, "--store", store, "--quiet", "--jobs", "2"))
+    assert code == 0, out
+    assert "2 worker processes" in out
+    with Store.open(store) as s:
+        assert len(s.runs(status=list(FINISHED))) == 4
+    close_to(snapshot(store), reference)  # 2 fused groups of 2 runs, one per worker

@@ -42,6 +42,8 @@ def snapshot(path) -> dict:
 
 
 def sweep(path, spec=None, display=None, **kwargs):
+    """The driver's run-by-run semantics (``fuse=False``); fused groups are tested at the end of the file."""
+    kwargs.setdefault("fuse", False)
     return run_sweep(spec or parse_spec(SPEC), path, executor=LocalExecutor(threads=1),
                      display=display or SweepDisplay(quiet=True), **kwargs)
 
@@ -59,7 +61,7 @@ class InterruptAt(SweepDisplay):
 
     def epoch(self, run_key, row):
         super().epoch(run_key, row)
-        if len(self.started) == self.index + 1 and row["epoch"] == self.at:
+        if len(self.started) > self.index and run_key == self.started[self.index] and row["epoch"] == self.at:
             raise KeyboardInterrupt
 
     def warn(self, message):
@@ -205,9 +207,107 @@ def test_the_fused_trainer_hook_receives_groups(tmp_path, reference):
 
     register_group_trainer(group_trainer, key=lambda config: (config.model, config.corruption))
     try:
-        sweep(tmp_path / "r.db")
+        sweep(tmp_path / "r.db", fuse=True)
     finally:
         register_group_trainer(None)
     assert sorted(len(g) for g in groups) == [2, 2]  # both seeds of each corruption together
-    assert executors.group_key() is None
+    assert executors.group_key() is executors._fuse_key  # None restores the fused trainer's grouping
     assert snapshot(tmp_path / "r.db") == reference
+
+
+# ------------------------------------------------------------------------------ fused groups
+def close_to(snap: dict, reference: dict, rel: float = 1e-4) -> None:
+    """Same runs, statuses, epochs, steps and convergence; the numbers within float tolerance."""
+    assert set(snap) == set(reference)
+    for key, (status, summary, rows, losses) in snap.items():
+        ref_status, ref_summary, ref_rows, ref_losses = reference[key]
+        assert status == ref_status
+        for field in ("epochs", "steps", "converged_step", "converged_epoch", "n_params", "realized_noise_rate"):
+            assert summary[field] == ref_summary[field], field
+        assert [r["epoch"] for r in rows] == [r["epoch"] for r in ref_rows]
+        for row, ref in zip(rows, ref_rows, strict=True):
+            for name, value in ref.items():
+                if isinstance(value, float):
+                    assert row[name] == pytest.approx(value, rel=rel, abs=1e-6), (key, row["epoch"], name)
+                else:
+                    assert row[name] == value, (key, row["epoch"], name)
+        assert [s for s, _ in losses] == [s for s, _ in ref_losses]
+        assert [v for _, v in losses] == pytest.approx([v for _, v in ref_losses], rel=rel, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def fused_reference(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fused") / "ref.db"
+    result = sweep(path, fuse=True)
+    assert result.started == 4 and not result.failed
+    return snapshot(path)
+
+
+def test_a_fused_sweep_trains_groups_and_records_what_separate_runs_record(tmp_path, reference, fused_reference,
+                                                                          monkeypatch):
+    fused = importlib.import_module("rethinkgen.train.fused")
+    real, groups = fused.train_group, []
+
+    def spy(configs, **kwargs):
+        groups.append(len(configs))
+        return real(configs, **kwargs)
+
+    monkeypatch.setattr(fused, "train_group", spy)
+    path = tmp_path / "r.db"
+    display = InterruptAt(index=99, epoch=-1)
+    result = sweep(path, display=display, fuse=True)
+    assert groups == [4] and result.started == 4 and not result.failed
+    assert snapshot(path) == fused_reference  # fused training is deterministic
+    close_to(fused_reference, reference)  # and the store holds what separate training gives
+    with Store.open(path) as s:  # the run that converged at epoch 1 finished then, while the others went on
+        assert sorted(r["status"] for r in s.runs()) == sorted(v[0] for v in reference.values())
+    assert sweep(path, fuse=True).started == 0
+
+
+def test_an_interrupted_fused_sweep_resumes_every_run_of_the_group(tmp_path, fused_reference):
+    path = tmp_path / "r.db"
+    display = InterruptAt(index=0, epoch=3)
+    first = sweep(path, display=display, fuse=True)
+    assert first.stopped and len(first.interrupted) >= 1
+    second = sweep(path, fuse=True)
+    assert second.resumed == second.started >= 1 and not second.failed
+    assert snapshot(path) == fused_reference
+
+
+def test_a_fused_group_that_raises_fails_its_open_runs_and_a_rerun_resumes_them(tmp_path, fused_reference,
+                                                                                monkeypatch):
+    fused = importlib.import_module("rethinkgen.train.fused")
+    real_epoch = fused._FusedGroup.train_epoch
+    calls = []
+
+    def failing(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("simulated CUDA out of memory in a fused group")
+        return real_epoch(self)
+
+    monkeypatch.setattr(fused._FusedGroup, "train_epoch", failing)
+    path = tmp_path / "r.db"
+    result = sweep(path, fuse=True)
+    assert len(result.failed) >= 3 and not result.stopped
+    with Store.open(path) as s:
+        for run in s.runs(status="failed"):
+            assert "simulated CUDA out of memory" in run["error"]
+            assert [r["epoch"] for r in s.epoch_rows(run["run_key"])] == [0, 1, 2]
+    monkeypatch.setattr(fused._FusedGroup, "train_epoch", real_epoch)
+    retry = sweep(path, fuse=True)
+    assert retry.resumed == len(result.failed) and not retry.failed
+    assert snapshot(path) == fused_reference
+
+
+def test_plan_groups_splits_keys_for_the_group_limit_and_the_workers():
+    from rethinkgen.sweep.runner import plan_groups
+
+    runs = [type("Run", (), {"config": i % 2})() for i in range(34)]  # two keys, 17 runs each
+    sizes = [len(g) for g in plan_groups(runs, key=lambda c: c, max_group=16)]
+    assert sizes == [9, 8, 9, 8]
+    assert [len(g) for g in plan_groups(runs[:22], key=lambda c: 0, max_group=16, parallelism=2)] == [11, 11]
+    assert [len(g) for g in plan_groups(runs[:22], key=lambda c: c, max_group=16, parallelism=2)] == [11, 11]
+    assert [len(g) for g in plan_groups(runs[:3], key=lambda c: 0, max_group=16, parallelism=8)] == [1, 1, 1]
+    groups = plan_groups(runs, key=lambda c: c, max_group=16)
+    assert sorted(id(r) for g in groups for r in g) == sorted(id(r) for r in runs)

@@ -373,3 +373,40 @@ def test_mnist_wavelet_paper_number(mnist_dir):
                                val_fit=10000, val_size=5000)
     assert r.n_train == 60000 and r.dim == 3969 and r.train_error == 0.0 and r.rel_residual < 2e-2
     assert r.test_error <= 0.009, f"test error {r.test_error:.3%} (paper 0.6%), h = {r.bandwidth}"
+
+
+@pytest.mark.parametrize("storage", ["packed", "dense"])
+def test_when_resuming_with_jitter_fails_the_whole_diagonal_is_jittered_from_scratch(monkeypatch, storage):
+    """The fallback that the 60,000-image wavelet system needed: jitter on the trailing rows could not
+    repair the float32 Schur complement, jitter on the whole diagonal could."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(150, 4, generator=g, dtype=torch.float64)
+    y = K.one_hot(torch.arange(150) % 3, 3).double()
+    calls = []
+
+    def resume_fails(rows, bounds, mean_diag, **kwargs):
+        calls.append(1)
+        raise K.NotPositiveDefiniteError(97, rows[0].dtype, block=3)
+
+    monkeypatch.setattr(K, "factor_with_jitter_", resume_fails)
+    if storage == "packed":
+        sol = K.solve_exact_packed(x, y, "gaussian", 0.5, block=32)
+    else:
+        sol = K.solve_exact(K.kernel_matrix(x, None, "gaussian", 0.5), y, block=32)
+    assert calls and sol.jitter == pytest.approx(K.jitter_schedule(torch.float64)[0])  # mean diag = 1
+    assert any("on the whole diagonal" in note for note in sol.notes)
+    monkeypatch.undo()
+    want = K.solve_exact_packed(x, y, "gaussian", 0.5, reg=sol.jitter, block=32, retry_jitter=False)
+    torch.testing.assert_close(sol.alpha, want.alpha)  # exactly the solve of K + δI
+    torch.testing.assert_close(sol.k_alpha, want.k_alpha)  # K α with the original K
+
+
+def test_the_fallback_raises_when_no_jitter_helps(monkeypatch):
+    x = torch.rand(40, 3, dtype=torch.float64)
+
+    def never(rows, bounds, start=0):
+        raise K.NotPositiveDefiniteError(5, rows[0].dtype)
+
+    monkeypatch.setattr(K, "cholesky_rows_", never)
+    with pytest.raises(K.NotPositiveDefiniteError, match="not numerically positive definite"):
+        K.solve_exact_packed(x, K.one_hot(torch.arange(40) % 2, 2).double(), "gaussian", 0.5, block=16)

@@ -118,6 +118,8 @@ def run_command(
     checkpoint_every: int = typer.Option(1, "--checkpoint-every", help="epochs between checkpoints"),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep finished runs' checkpoints "
                                           "(final weights) instead of deleting them"),
+    fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="train runs that share a model and data shape "
+                              "together (fused multi-run training; same numbers within float tolerance)"),
 ) -> None:
     """Run every unfinished run of SPEC into the store; rerunning resumes where it stopped."""
     from rethinkgen.sweep.executors import make_executor
@@ -130,7 +132,7 @@ def run_command(
     console = Console(soft_wrap=not sys.stdout.isatty())
     display = SweepDisplay(console, quiet=True if quiet else None)
     result = run_sweep(plan, store, executor=ex, display=display, checkpoint_every=checkpoint_every,
-                       keep_checkpoints=keep_checkpoints)
+                       keep_checkpoints=keep_checkpoints, fuse=fuse)
     done = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items())) or "none"
     console.print(f"finished in this call: {done}; failed: {len(result.failed)}; skipped (already done): "
                   f"{result.skipped}; resumed from a checkpoint: {result.resumed}; {result.wall_s:.1f} s",

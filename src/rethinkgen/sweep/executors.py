@@ -24,9 +24,10 @@ with the epoch event, Ray workers need no file system shared with the driver.
   cluster has GPUs; ``max_retries`` re-runs a task whose worker died). Starts a local cluster when no
   address is given. Ray is optional and imported only here, lazily.
 
-Hook for the fused trainer: :func:`register_group_trainer` installs a function that trains a whole
-:class:`WorkItem` of compatible runs (same architecture and data shape) at once and emits the same
-events per run; the runner then groups runs with its ``key`` function.
+Fused runs (design §5): the runner groups runs that can train together (same architecture and data
+shape: :func:`rethinkgen.train.fused.fuse_key`) into one :class:`WorkItem` of at most
+:meth:`Executor.max_group` runs, and :func:`execute_group` trains it with the fused multi-run trainer,
+emitting the same events per run as :func:`execute_run`. :func:`register_group_trainer` replaces it.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from rethinkgen.sweep.checkpoint import decode, encode, make_payload
 from rethinkgen.train.config import TrainConfig
 
 __all__ = ["GUARD", "Event", "Executor", "LocalExecutor", "RayExecutor", "RunTask", "WorkItem", "execute_item",
-           "execute_run", "make_executor", "register_group_trainer", "group_key"]
+           "execute_group", "execute_run", "make_executor", "register_group_trainer", "group_key"]
 
 RAY_PIP = "pip install 'rethinkgen[ray]'"
 STOP_GRACE_S = 3.0  # on Ctrl-C, how long workers may take to deliver the epoch they just finished
@@ -140,11 +141,14 @@ GUARD = InterruptGuard()
 # ------------------------------------------------------------------------------ fused-trainer hook
 _GROUP_TRAINER: Callable[[list[RunTask], Emit], None] | None = None
 _GROUP_KEY: Callable[[TrainConfig], Hashable] | None = None
+MAX_GROUP_CPU = 16  # runs per fused group on a CPU (beyond it the activations leave the caches)
+MAX_GROUP_CUDA = 64  # on a GPU (small models need many runs to fill it)
 
 
 def register_group_trainer(trainer: Callable[[list[RunTask], Emit], None] | None,
                            key: Callable[[TrainConfig], Hashable] | None = None) -> None:
-    """Install (or with ``None`` remove) a trainer for groups of runs sharing ``key(config)``.
+    """Install a trainer for groups of runs sharing ``key(config)``, or with ``None`` restore the default
+    (:func:`execute_group`, the fused multi-run trainer, grouped by :func:`rethinkgen.train.fused.fuse_key`).
 
     ``trainer(tasks, emit)`` must emit, per run, the same events as :func:`execute_run` (``epoch`` with
     a checkpoint payload from :func:`rethinkgen.sweep.checkpoint.make_payload`, then ``finished`` or
@@ -154,9 +158,15 @@ def register_group_trainer(trainer: Callable[[list[RunTask], Emit], None] | None
     _GROUP_TRAINER, _GROUP_KEY = trainer, key
 
 
-def group_key() -> Callable[[TrainConfig], Hashable] | None:
-    """The installed grouping function (None: every run is its own work item)."""
-    return _GROUP_KEY if _GROUP_TRAINER is not None else None
+def _fuse_key(config: TrainConfig) -> Hashable:
+    from rethinkgen.train.fused import fuse_key
+
+    return fuse_key(config)
+
+
+def group_key() -> Callable[[TrainConfig], Hashable]:
+    """The grouping function: runs with equal keys go to the group trainer together."""
+    return _GROUP_KEY if _GROUP_TRAINER is not None and _GROUP_KEY is not None else _fuse_key
 
 
 # ------------------------------------------------------------------------------------ the worker
@@ -187,6 +197,20 @@ class _SweepCallback:
             raise _Stop()
 
 
+class _GuardedEmit:
+    """``emit`` that remembers whether *it* raised: the driver failing to write is not the run's fault."""
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit, self.failed = emit, False
+
+    def __call__(self, event: Event) -> None:
+        try:
+            self.emit(event)
+        except Exception:
+            self.failed = True
+            raise
+
+
 def execute_run(task: RunTask, emit: Emit, should_stop: Callable[[], bool] | None = None) -> None:
     """Train one run, reporting through ``emit``; a run that raises becomes a ``failed`` event.
 
@@ -194,41 +218,81 @@ def execute_run(task: RunTask, emit: Emit, should_stop: Callable[[], bool] | Non
     """
     from rethinkgen.train.loop import train
 
-    emitter_error: list[BaseException] = []
-
-    def guarded(event: Event) -> None:
-        try:
-            emit(event)
-        except Exception as exc:
-            emitter_error.append(exc)
-            raise
-
+    guarded = _GuardedEmit(emit)
     emit(Event("started", task.run_key, worker_environment()))
     try:
         state = decode(task.resume)["state"] if task.resume is not None else None
         summary = train(task.config, callbacks=[_SweepCallback(task, guarded, should_stop)], resume=state,
                         progress=False)
     except Exception:
-        if emitter_error:
+        if guarded.failed:
             raise
         emit(Event("failed", task.run_key, {"error": traceback.format_exc()}))
         return
-    slim = {k: v for k, v in summary.items() if k not in ("metrics", "step_losses")}
-    emit(Event("finished", task.run_key, {"summary": slim}))
+    emit(Event("finished", task.run_key, {"summary": _slim(summary)}))
+
+
+class _Finished:
+    """Trainer callback: a ``finished`` event as soon as a run ends (fused runs leave their group at
+    different epochs, and the store should say so then, not when the whole group is done)."""
+
+    def __init__(self, task: RunTask, emit: Emit, done: set[str]) -> None:
+        self.task, self.emit, self.done = task, emit, done
+
+    def on_train_end(self, summary: dict[str, Any]) -> None:
+        self.done.add(self.task.run_key)
+        self.emit(Event("finished", self.task.run_key, {"summary": _slim(summary)}))
+
+
+def _slim(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary without the history (the epoch events carried it already)."""
+    return {k: v for k, v in summary.items() if k not in ("metrics", "step_losses")}
+
+
+def execute_group(tasks: list[RunTask], emit: Emit, should_stop: Callable[[], bool] | None = None) -> None:
+    """Train runs of one fuse key at once with :func:`rethinkgen.train.fused.train_group`, emitting per
+    run exactly the events :func:`execute_run` emits (design §5: the store cannot tell the difference).
+
+    An exception inside the group fails the runs that had not finished (a rerun resumes each from its
+    own checkpoint); errors raised *by* ``emit`` propagate, as in :func:`execute_run`.
+    """
+    from rethinkgen.train.fused import train_group
+
+    guarded = _GuardedEmit(emit)
+    done: set[str] = set()
+    environment = worker_environment()
+    for task in tasks:
+        emit(Event("started", task.run_key, dict(environment)))
+    callbacks = [[_SweepCallback(task, guarded, should_stop), _Finished(task, guarded, done)] for task in tasks]
+    try:
+        resumes = [decode(task.resume)["state"] if task.resume is not None else None for task in tasks]
+        summaries = train_group([task.config for task in tasks], callbacks=callbacks, resumes=resumes)
+    except Exception:
+        if guarded.failed:
+            raise
+        error = traceback.format_exc()
+        for task in tasks:
+            if task.run_key not in done:
+                emit(Event("failed", task.run_key, {"error": error}))
+        return
+    for task, summary in zip(tasks, summaries, strict=True):
+        if task.run_key not in done:  # e.g. resumed from the checkpoint of a finished run: no callbacks ran
+            emit(Event("finished", task.run_key, {"summary": _slim(summary)}))
 
 
 def execute_item(item: WorkItem, emit: Emit, should_stop: Callable[[], bool] | None = None) -> None:
-    """Train a work item: the fused trainer for a group when one is registered, else run by run."""
-    if len(item.tasks) > 1 and _GROUP_TRAINER is not None:
+    """Train a work item: a group with the group trainer (the fused one by default), one run alone."""
+    if len(item.tasks) == 1:
+        execute_run(item.tasks[0], emit, should_stop)
+    elif _GROUP_TRAINER is not None:
         try:
             _GROUP_TRAINER(item.tasks, emit)
         except Exception:
             error = traceback.format_exc()
             for task in item.tasks:
                 emit(Event("failed", task.run_key, {"error": error}))
-        return
-    for task in item.tasks:
-        execute_run(task, emit, should_stop)
+    else:
+        execute_group(item.tasks, emit, should_stop)
 
 
 # ------------------------------------------------------------------------------------ interface
@@ -243,6 +307,16 @@ class Executor:
 
     def describe(self) -> str:
         return self.name
+
+    def parallelism(self) -> int:
+        """How many work items run at once (fused groups are split so that each gets one)."""
+        return 1
+
+    def max_group(self) -> int:
+        """The most runs in one fused group: more on a GPU, which small models leave idle."""
+        import torch
+
+        return MAX_GROUP_CUDA if torch.cuda.is_available() else MAX_GROUP_CPU
 
 
 def make_executor(kind: str = "local", *, jobs: int = 1, address: str | None = None,
@@ -272,6 +346,9 @@ class LocalExecutor(Executor):
 
     def describe(self) -> str:
         return "in-process" if self.jobs == 1 else f"{self.jobs} worker processes × {self.threads} threads"
+
+    def parallelism(self) -> int:
+        return self.jobs
 
     def run(self, items: Iterator[WorkItem], on_event: Callable[[Event], None]) -> None:
         if self.jobs == 1:
@@ -564,6 +641,15 @@ class RayExecutor(Executor):
 
     def describe(self) -> str:
         return f"ray: {self.address or 'local cluster'}"
+
+    def parallelism(self) -> int:  # asked once the cluster is up (work items are made lazily in run)
+        ray = import_ray()
+        return max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else 1
+
+    def max_group(self) -> int:
+        ray = import_ray()
+        gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+        return MAX_GROUP_CUDA if gpus > 0 else MAX_GROUP_CPU
 
     def _init(self, ray: Any) -> bool:
         if ray.is_initialized():

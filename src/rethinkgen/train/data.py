@@ -6,7 +6,7 @@ batches are taken by indexing (no DataLoader, no per-sample Python).
 
 from __future__ import annotations
 
-import functools
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -52,25 +52,52 @@ def _options_key(options: dict | None) -> tuple:
     return tuple(sorted((k, _hashable(v)) for k, v in (options or {}).items()))
 
 
-@functools.lru_cache(maxsize=4)
-def _load_cached(name: str, data_dir: str | None, n_train, n_test, seed: int, options: tuple) -> Dataset:
-    from rethinkgen.data.sources import load_dataset
+CACHE_ENTRIES = 4  # sources kept per process, most recently used first
+CACHE_MAX_BYTES = 256 * 2**20  # larger sources (CIFAR-10: 737 MB as float32) are not kept between runs
 
-    return load_dataset(name, data_dir, n_train=n_train, n_test=n_test, seed=seed, **dict(options))
+
+_cache: OrderedDict[tuple, Dataset] = OrderedDict()
+
+
+def source_key(config: TrainConfig) -> tuple:
+    """What identifies the (uncorrupted) source of a config: equal keys load equal datasets."""
+    return (config.data, config.data_dir, config.n_train, config.n_test, config.seed,
+            _options_key(config.data_options))
+
+
+def _nbytes(ds: Dataset) -> int:
+    return sum(t.numel() * t.element_size() for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
 
 
 def load_source(config: TrainConfig) -> Dataset:
-    """The (uncorrupted) dataset of a config; cached per process, never mutated by callers."""
-    return _load_cached(config.data, config.data_dir, config.n_train, config.n_test, config.seed,
-                        _options_key(config.data_options))
+    """The (uncorrupted) dataset of a config; never mutated by callers.
+
+    Small sources are cached per process (a sweep worker's next run skips the loading). A source larger
+    than ``CACHE_MAX_BYTES`` is loaded again each time instead: kept, it would sit in memory beside the
+    preprocessed copy for the whole run (a CIFAR-10 worker would need 2.6 GB instead of 1.9).
+    """
+    from rethinkgen.data.sources import load_dataset
+
+    key = source_key(config)
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    name, data_dir, n_train, n_test, seed, options = key
+    ds = load_dataset(name, data_dir, n_train=n_train, n_test=n_test, seed=seed, **dict(options))
+    if _nbytes(ds) <= CACHE_MAX_BYTES:
+        _cache[key] = ds
+        while len(_cache) > CACHE_ENTRIES:
+            _cache.popitem(last=False)
+    return ds
 
 
-def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
-    """Load, corrupt (paper §2.1) and preprocess (Appendix A) the data of a *resolved* config."""
+def prepare_data(config: TrainConfig, device: torch.device, source: Dataset | None = None) -> PreparedData:
+    """Load, corrupt (paper §2.1) and preprocess (Appendix A) the data of a *resolved* config
+    (``source``: the config's already loaded source, see :func:`load_source`)."""
     from rethinkgen.data.corruptions import apply_corruption
     from rethinkgen.data.preprocess import Preprocessor
 
-    source = load_source(config)
+    source = source if source is not None else load_source(config)
     corrupted = apply_corruption(source, config.corruption, config.level, seed=config.seed,
                                  exclude_true_class=config.exclude_true_class)
     ds = corrupted.dataset

@@ -68,7 +68,7 @@ from torch.optim.sgd import sgd
 from rethinkgen.seeding import stream_seed
 from rethinkgen.train.allocator import keep_freed_memory
 from rethinkgen.train.config import TrainConfig, run_key
-from rethinkgen.train.data import PreparedData, load_source, prepare_data
+from rethinkgen.train.data import PreparedData, load_source, prepare_data, source_key
 from rethinkgen.train.loop import Trainer, make_optimizer, select_device, train
 from rethinkgen.train.metrics import summarize
 from rethinkgen.train.resolve import resolve_config
@@ -257,6 +257,7 @@ class _Run:
     """One run of a group. It has the Trainer's history attributes, so the Trainer's own bookkeeping
     methods (checkpoint format, restore, end-of-epoch status, summary) are reused unchanged."""
 
+    start_history = Trainer.start_history
     checkpoint = Trainer.checkpoint
     restore = Trainer.restore
     _finish_epoch = Trainer._finish_epoch
@@ -271,13 +272,7 @@ class _Run:
         self.period = decay_period(config.lr_decay_every, group.n_train)
         self.slot: int | None = slot  # index in the group's stacked tensors; None once the run has left
         self.final: tuple[dict, dict] | None = None  # its (model state, momentum) when it left
-        self.epoch = self.step = self.samples_seen = 0
-        self.wall_time_s = 0.0
-        self.metrics: list[dict[str, Any]] = []
-        self.step_losses: list[list[float]] = []
-        self.status: str | None = None
-        self.converged_step: int | None = None
-        self.converged_epoch: int | None = None
+        self.start_history()
 
 
 # ------------------------------------------------------------------------------ batched MLP
@@ -313,9 +308,12 @@ def _mlp_forward(plan: list[tuple[str, str | None]], params: dict[str, torch.Ten
             x = torch.relu(x)
         else:
             weight, bias = params[f"{name}.weight"], params.get(f"{name}.bias")  # (K, O, I), (K, O)
-            if shared:  # one input for all runs (evaluation): (B, I) -> (K, B, I) without a copy
-                x = x.expand(weight.shape[0], *x.shape)
+            if shared:  # one input for all runs: the K layers as one (B, I) @ (I, K·O) GEMM, whose
+                k, o, i = weight.shape  # weight gradient is one GEMM too (the per-run bmm's are small)
+                x = F.linear(x, weight.reshape(k * o, i), None if bias is None else bias.reshape(k * o))
+                x = x.view(x.shape[0], k, o).transpose(0, 1)  # (K, B, O)
                 shared = False
+                continue
             if bias is None:
                 x = torch.bmm(x, weight.transpose(1, 2))
             else:
@@ -350,12 +348,12 @@ class _SharedInputs:
 
         if CORRUPTIONS.get(c.corruption).target != "labels":
             return prepare_data(c, self.device)
-        source = load_source(c)
-        key = (id(source), c.crop, c.standardize, c.augment, c.flip)
+        key = (source_key(c), c.crop, c.standardize, c.augment, c.flip)
         if key not in self.memo:
-            self.memo[key] = (source, prepare_data(c, self.device))
+            source = load_source(c)  # large sources are not cached: loaded once here, for all the group
+            self.memo[key] = (source, prepare_data(c, self.device, source))
             return self.memo[key][1]
-        first = self.memo[key][1]
+        source, first = self.memo[key]
         corrupted = apply_corruption(source, c.corruption, c.level, seed=c.seed,
                                      exclude_true_class=c.exclude_true_class)
         return dataclasses.replace(
@@ -537,9 +535,14 @@ class _FusedGroup:
         self._hyper()
 
     # ------------------------------------------------------------------ one epoch of every active run
-    def _inputs(self, index: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
+    def _inputs(self, index: torch.Tensor, generators: list[torch.Generator | None],
+                same_order: bool) -> tuple[torch.Tensor, bool]:
+        """This step's inputs: ((B, ...), True) when every run reads the same batch (one input tensor, the
+        same data order, no augmentation), else ((K, B, ...), False)."""
         if not any(self.augment):
-            return self.x_train.rows(index)  # (K, B, ...)
+            if same_order and self.x_train.shared is not None:
+                return self.x_train.shared[index[0]], True  # (B, ...)
+            return self.x_train.rows(index), False  # (K, B, ...)
         plain = self.x_train.rows(index) if not all(self.augment) else None
         parts = []
         for k, aug in enumerate(self.augment):
@@ -549,7 +552,7 @@ class _FusedGroup:
                 pre, raw = aug
                 xb = pre.train_batch(raw[index[k]], generators[k])
                 parts.append(xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb)
-        return torch.stack(parts)
+        return torch.stack(parts), False
 
     def train_epoch(self) -> list[tuple[float, list[list[float]]]]:
         """One epoch of every active run (each its own next epoch); (mean loss, logged losses) per run."""
@@ -561,6 +564,8 @@ class _FusedGroup:
         generators: list[torch.Generator | None] = [
             torch.Generator(device=dev).manual_seed(stream_seed(r.config.seed, "augment", r.epoch + 1))
             if self.augment[i] is not None else None for i, r in enumerate(runs)]
+        # runs of one seed at the same epoch draw the same order (e.g. the corruption levels of a sweep)
+        same_order = len({(r.config.seed, r.epoch) for r in runs}) == 1
         starts = list(range(0, n, bs))
         lrs = [[lr_at(r.config.lr, r.config.lr_decay, r.period, r.samples_seen + s) for r in runs] for s in starts]
         lr_table = torch.tensor(lrs, dtype=torch.float32, device=dev).neg_()  # (S, K): -lr, one copy per epoch
@@ -575,10 +580,11 @@ class _FusedGroup:
         step_loss = torch.empty(len(starts), k, device=dev)  # every step's losses; read once at the end
         for i, start in enumerate(starts):
             index = perms[:, start:start + bs]  # (K, B)
-            xb = self._inputs(index, generators)
+            xb, shared = self._inputs(index, generators, same_order)
             yb = self.y_train.gather(1, index)  # (K, B)
+            forward = self.forward_shared if shared else self.forward_each
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.use_amp):
-                logits = self.forward_each(self.params, self.stats, xb)  # (K, B, C)
+                logits = forward(self.params, self.stats, xb)  # (K, B, C)
             losses = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none")
             losses = losses.view(yb.shape).mean(dim=1)  # (K,): each run's minibatch mean
             grads = [g if g.is_contiguous() else g.contiguous()  # bmm gives W's gradient transposed; the
@@ -621,7 +627,10 @@ class _FusedGroup:
         self.template.eval()  # BatchNorm: running statistics, not updated
         if runs is not None:
             y = y[runs]
-        losses, correct = [], []
+        # written into preallocated (K', M) outputs: small per-chunk results kept in a list would sit
+        # between the chunks' freed activations in the malloc heap and keep it from being reused
+        losses = torch.empty(y.shape, device=self.device)
+        correct = torch.empty(y.shape, dtype=torch.bool, device=self.device)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             # eval_batch_size samples *in all*, split over the runs: the activations of a chunk stay the
             # size of one run's (K times larger ones fall out of the cache and run several times slower)
@@ -630,10 +639,10 @@ class _FusedGroup:
                 x, shared = inputs.chunk(start, start + chunk, runs)
                 logits = (self.forward_shared if shared else self.forward_each)(params, stats, x).float()  # (K', b, C)
                 target = y[:, start:start + chunk]
-                losses.append(F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
-                              .view(target.shape))
-                correct.append(logits.argmax(dim=-1) == target)
-        return torch.cat(losses, dim=1), torch.cat(correct, dim=1)
+                losses[:, start:start + chunk] = F.cross_entropy(logits.flatten(0, 1), target.flatten(),
+                                                                 reduction="none").view(target.shape)
+                correct[:, start:start + chunk] = logits.argmax(dim=-1) == target
+        return losses, correct
 
     def evaluate_rows(self, runs: list[_Run], train_losses: list[float | None]) -> list[dict[str, Any]]:
         """The per-epoch rows of ``runs`` (all active, or a subset for epoch 0), as Trainer.evaluate_row."""

@@ -97,13 +97,15 @@ class Trainer:
         self.forward = torch.compile(self.model) if (config.compile and device.type == "cuda") else self.model
         self.optimizer = make_optimizer(self.model.parameters(), config, device)
         self.period = decay_period(config.lr_decay_every, self.data.n_train)
-        self.epoch = 0
-        self.step = 0
-        self.samples_seen = 0
+        self.start_history()
+
+    def start_history(self) -> None:
+        """The run's history before its first epoch (also used by the fused trainer's per-run state)."""
+        self.epoch = self.step = self.samples_seen = 0
         self.wall_time_s = 0.0
-        self.metrics: list[dict[str, Any]] = []
-        self.step_losses: list[list[float]] = []
-        self.status: str | None = None
+        self.metrics: list[dict[str, Any]] = []  # one row per epoch, epoch 0 = the untrained model
+        self.step_losses: list[list[float]] = []  # [step, minibatch loss] every log_every steps
+        self.status: str | None = None  # converged | max_epochs | diverged once finished
         self.converged_step: int | None = None
         self.converged_epoch: int | None = None
 

@@ -25,16 +25,19 @@ def predict_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ba
     """Per-sample loss (N,) and correctness (N,) of ``model`` on ``x``, ``y`` in eval mode."""
     was_training = model.training
     model.eval()
-    losses, correct = [], []
+    # preallocated outputs, not a list of per-batch results: small tensors kept between the batches'
+    # freed activations fragment the malloc heap, which then grows by a batch's activations per batch
+    losses = torch.empty(y.shape, device=y.device)
+    correct = torch.empty(y.shape, dtype=torch.bool, device=y.device)
     device_type = x.device.type
     with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
         for start in range(0, x.shape[0], batch_size):
             logits = model(x[start:start + batch_size]).float()  # (B, K)
             target = y[start:start + batch_size]
-            losses.append(F.cross_entropy(logits, target, reduction="none"))
-            correct.append(logits.argmax(dim=1) == target)
+            losses[start:start + batch_size] = F.cross_entropy(logits, target, reduction="none")
+            correct[start:start + batch_size] = logits.argmax(dim=1) == target
     model.train(was_training)
-    return torch.cat(losses), torch.cat(correct)
+    return losses, correct
 
 
 def summarize(losses: torch.Tensor, correct: torch.Tensor, changed: torch.Tensor | None = None) -> Evaluation:

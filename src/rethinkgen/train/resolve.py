@@ -11,6 +11,8 @@ from rethinkgen.train.config import DEVICES, STANDARDIZE, TrainConfig
 
 FALLBACK_EPOCHS = 100  # when a dataset states no default
 FALLBACK_DECAY_EVERY = 50_000  # one CIFAR-10 epoch: the paper's "x0.95 per epoch"
+EVAL_BATCH = 2048  # samples per evaluation pass: vectors and signals, and anything on a GPU
+EVAL_BATCH_CPU_IMAGES = 256  # images on the CPU: a convnet's activations at 2048 CIFAR images take ~1 GB
 
 # Corruptions whose level is fixed by their name.
 FIXED_LEVEL = {"true_labels": 0.0, "random_labels": 1.0}
@@ -40,8 +42,23 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         level=level,
     )
     layout = dataset_layout(config.data, config.data_options, config.data_dir)
+    if resolved.eval_batch_size is None:
+        resolved = resolved.replace(eval_batch_size=_eval_batch_size(layout, config.device))
     validate(resolved, dataset_layout=layout, model_layouts=model.layouts)
     return resolved
+
+
+def _eval_batch_size(layout: str, device: str) -> int:
+    """The default evaluation batch: large, except for images on the CPU, where a small batch is as fast
+    and keeps a CIFAR-10-sized worker under 2 GB (benchmarks/memory.py)."""
+    if layout != "image" or device == "cuda":
+        return EVAL_BATCH
+    if device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            return EVAL_BATCH
+    return EVAL_BATCH_CPU_IMAGES
 
 
 def _resolve_level(config: TrainConfig, corruption) -> float | None:
