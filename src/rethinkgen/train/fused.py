@@ -415,14 +415,11 @@ class _FusedGroup:
 
     def __init__(self, configs: list[TrainConfig], device: torch.device, callbacks: list[list[Any]],
                  resumes: list[dict | None]) -> None:
-        from torch.func import functional_call, stack_module_state, vmap
-
         from rethinkgen.models import count_params, create_model
 
         first = configs[0]
         self.device = device
         self.use_amp = first.amp and device.type == "cuda"
-        self.fused_sgd = make_optimizer([torch.zeros(1, device=device)], first, device).defaults["fused"]
         self.batch_size, self.eval_batch_size = first.batch_size, first.eval_batch_size
         # ---- data: prepared per run exactly as the single trainer does, equal tensors kept once
         train_pool: list[torch.Tensor] = []
@@ -457,6 +454,11 @@ class _FusedGroup:
         self.changed = torch.stack(changed)  # (K, N) bool
         self.y_test = torch.stack(test_labels)  # (K, M)
         # ---- models: each initialised as the single trainer does, then stacked
+        from torch.func import functional_call, stack_module_state, vmap
+
+        # after the data: the first SGD(fused=True) loads ~150 MB of modules, which would otherwise add
+        # to the peak of loading and preprocessing (benchmarks/memory.py)
+        self.fused_sgd = make_optimizer([torch.zeros(1, device=device)], first, device).defaults["fused"]
         models = []
         for c in configs:
             torch.manual_seed(stream_seed(c.seed, "init"))
