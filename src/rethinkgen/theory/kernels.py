@@ -466,28 +466,47 @@ def factor_with_global_jitter_(rebuild: Callable[[float], tuple[list[torch.Tenso
     that float32 round-off in the leading, unjittered rows has already made indefinite: on the 60,000
     wavelet-feature MNIST system, resuming failed even at 1e-3 while 1e-4 on the whole diagonal works.
     ``rebuild(δ)`` returns fresh block rows of K + (reg + δ)·I; the schedule of :func:`jitter_schedule`
-    is tried from its start. Returns the factored rows, their bounds and the jitter δ.
+    is tried from its start. Returns the factored rows, their bounds and the jitter δ. Only one set of
+    rows is alive at a time (the caller must have dropped its own, see :func:`solve_exact_packed`).
     """
     say = log or (lambda s: None)
-    failure: NotPositiveDefiniteError | None = None
+    failure = (0, 0)
     for eps in jitter_schedule(dtype):
         jitter = eps * mean_diag
         rows, bounds = rebuild(jitter)
-        try:
-            cholesky_rows_(rows, bounds, 0)
-        except NotPositiveDefiniteError as e:
-            failure = e
-            notes.append(f"rebuilt K with jitter {jitter:.3g} (= {eps:.0e}·mean diag K) on the whole diagonal: "
-                         f"still a non-positive pivot at row {e.index}")
+        failure = _try_factor_(rows, bounds)
+        if failure is None:
+            notes.append(f"rebuilt K with jitter {jitter:.3g} (= {eps:.0e}·mean diag K) on the whole diagonal "
+                         "(resuming with jitter on the trailing rows only had failed) and factored it")
             say(notes[-1])
-            del rows
-            continue
-        notes.append(f"rebuilt K with jitter {jitter:.3g} (= {eps:.0e}·mean diag K) on the whole diagonal "
-                     "(resuming with jitter on the trailing rows only had failed) and factored it")
+            return rows, bounds, jitter
+        notes.append(f"rebuilt K with jitter {jitter:.3g} (= {eps:.0e}·mean diag K) on the whole diagonal: "
+                     f"still a non-positive pivot at row {failure[0]}")
         say(notes[-1])
-        return rows, bounds, jitter
-    assert failure is not None
-    raise failure
+        del rows  # before the next rebuild: never two n×n factors at once
+    raise NotPositiveDefiniteError(failure[0], dtype, failure[1])
+
+
+def _try_factor_(rows: list[torch.Tensor], bounds: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """:func:`cholesky_rows_` from the start; None, or the failing (row, block). Returns no exception:
+    its traceback would keep the failed rows (gigabytes) alive while the caller rebuilds them."""
+    try:
+        cholesky_rows_(rows, bounds, 0)
+    except NotPositiveDefiniteError as e:
+        return e.index, e.block
+    return None
+
+
+def _factor_or_none(rows: list[torch.Tensor], bounds: list[tuple[int, int]], mean_diag: float,
+                    retry_jitter: bool, log: Callable[[str], None]) -> float | None:
+    """:func:`factor_with_jitter_`; None when even its largest jitter failed (and ``retry_jitter``).
+    Returns outside the ``except`` so that the failure's traceback (which holds the rows) is gone."""
+    try:
+        return factor_with_jitter_(rows, bounds, mean_diag, retry_jitter=retry_jitter, log=log)[0]
+    except NotPositiveDefiniteError:
+        if not retry_jitter:
+            raise
+    return None
 
 
 def solve_exact(k: torch.Tensor, y: torch.Tensor, reg: float = 0.0, dtype: str | torch.dtype | None = None,
@@ -521,11 +540,8 @@ def solve_exact(k: torch.Tensor, y: torch.Tensor, reg: float = 0.0, dtype: str |
     rows, bounds = _dense_rows(k, block)
     mean_diag = float(diag.double().mean())
     notes: list[str] = []
-    try:
-        jitter, notes = factor_with_jitter_(rows, bounds, mean_diag, retry_jitter=retry_jitter, log=notes.append)
-    except NotPositiveDefiniteError:
-        if not retry_jitter:
-            raise
+    jitter = _factor_or_none(rows, bounds, mean_diag, retry_jitter, notes.append)
+    if jitter is None:
 
         def rebuild(jitter: float) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
             restore_from_upper_(k, diag + reg + jitter, block)
@@ -583,12 +599,9 @@ def solve_exact_packed(x: torch.Tensor, y: torch.Tensor, kernel: str, h: float, 
         notes.append(note)
         say(note)
 
-    try:
-        jitter, _ = factor_with_jitter_(rows, bounds, mean_diag, retry_jitter=retry_jitter, log=log)
-    except NotPositiveDefiniteError:
-        if not retry_jitter:
-            raise
-        del rows  # free the failed factor before the rebuild (7.7 GB at n = 60,000)
+    jitter = _factor_or_none(rows, bounds, mean_diag, retry_jitter, log)
+    if jitter is None:  # resuming with jitter failed: rebuild with jitter on the whole diagonal
+        del rows  # the failed factor goes first (7.7 GB at n = 60,000)
 
         def rebuild(jitter: float) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
             return packed_rows(x, spec.name, h, block, diag_add=reg + jitter)
