@@ -410,3 +410,29 @@ def test_the_fallback_raises_when_no_jitter_helps(monkeypatch):
     monkeypatch.setattr(K, "cholesky_rows_", never)
     with pytest.raises(K.NotPositiveDefiniteError, match="not numerically positive definite"):
         K.solve_exact_packed(x, K.one_hot(torch.arange(40) % 2, 2).double(), "gaussian", 0.5, block=16)
+
+
+def test_the_fallback_frees_each_failed_factor_before_building_the_next(monkeypatch):
+    """At n = 60,000 a factor is 7.7 GB: a second one alive at the same time was OOM-killed (24 GB)."""
+    import weakref
+
+    alive = []
+    real_rows = K.packed_rows
+
+    def tracking(*args, **kwargs):
+        assert all(ref() is None for ref in alive), "an earlier factor is still alive"
+        rows, bounds = real_rows(*args, **kwargs)
+        alive.extend(weakref.ref(r) for r in rows)
+        return rows, bounds
+
+    def resume_fails(rows, bounds, mean_diag, **kwargs):
+        raise K.NotPositiveDefiniteError(40, rows[0].dtype, block=1)
+
+    x = torch.rand(60, 3, generator=_gen(5))
+    x = torch.cat([x, x[:10]])  # exact duplicates: singular in float32 until the jitter is large enough
+    monkeypatch.setattr(K, "packed_rows", tracking)
+    monkeypatch.setattr(K, "factor_with_jitter_", resume_fails)
+    monkeypatch.setattr(K, "jitter_schedule", lambda dtype: (0.0, 1e-1))  # the first rebuild fails too
+    sol = K.solve_exact_packed(x, K.one_hot(torch.arange(70) % 2, 2), "gaussian", 0.5, block=16)
+    assert sol.jitter == pytest.approx(1e-1) and len(alive) == 3 * 5  # three builds of five block rows
+    assert any("still a non-positive pivot" in note for note in sol.notes)
