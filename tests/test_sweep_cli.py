@@ -252,6 +252,14 @@ def test_plan_lists_runs_with_their_status_in_the_store(small_store):
     assert "max_epochs" in result.output and "failed" in result.output
     plain = invoke("plan", spec)
     assert plain.exit_code == 0 and "status" not in plain.output
+    assert "1 group(s): mlp_1x512 x2; 0 run(s) alone" in plain.output  # both seeds train together
+
+
+def test_plan_says_which_runs_cannot_be_fused(tmp_path):
+    spec = tmp_path / "dropout.toml"
+    spec.write_text('name = "d"\n[defaults]\ndata = "mnist1d"\ndropout = 0.5\n[grid]\nseed = [0, 1]\n')
+    result = invoke("plan", spec)
+    assert result.exit_code == 0 and "none of these runs can train together" in result.output
 
 
 def test_status_summarizes_failures_with_the_last_error_line(small_store):

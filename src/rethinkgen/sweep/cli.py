@@ -97,6 +97,22 @@ def plan_command(
     if store is not None:
         console.print("in store " + str(store) + ": "
                       + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), highlight=False)
+    console.print(_fusion_summary(plan.runs), highlight=False)
+
+
+def _fusion_summary(runs: list) -> str:
+    """How `sweep run` (one process, CPU group limit) would group the runs for fused training."""
+    from rethinkgen.sweep.executors import MAX_GROUP_CPU, group_key
+    from rethinkgen.sweep.runner import plan_groups
+
+    groups = plan_groups(runs, group_key(), MAX_GROUP_CPU)
+    fused = [g for g in groups if len(g) > 1]
+    if not fused:
+        return "fused training: none of these runs can train together (see `rethinkgen.train.fused.why_not_fused`)"
+    sizes = ", ".join(f"{g[0].config.model} x{len(g)}" for g in fused)
+    alone = len(runs) - sum(len(g) for g in fused)
+    return (f"fused training (sweep run, one process): {len(fused)} group(s): {sizes}; {alone} run(s) alone "
+            "(dropout, or no partner); --no-fuse trains every run alone")
 
 
 @sweep_app.command("run")
