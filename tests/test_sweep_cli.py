@@ -119,7 +119,7 @@ def fused_reference(spec_file, tmp_path_factory) -> dict:
 
 def test_sigkill_mid_sweep_then_the_same_command_finishes_every_run_exactly_once(tmp_path, spec_file, reference):
     store = tmp_path / "results.db"
-    command = ("run", spec_file, "--store", store, "--quiet", "--threads", "1", "--no-fuse")
+    command = ("run", spec_file, "--store", store, "--quiet", "--threads", "1", "--fuse", "off")
     proc = cli(*command)
     wait_for(proc, lambda: (lambda done, rows: done >= 1 and rows >= 3)(*progress(store)))
     os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: the worst case
@@ -142,7 +142,7 @@ def test_sigkill_mid_sweep_then_the_same_command_finishes_every_run_exactly_once
 
 def test_sigkill_mid_fused_group_then_the_same_command_resumes_every_run(tmp_path, spec_file, fused_reference):
     store = tmp_path / "results.db"
-    command = ("run", spec_file, "--store", store, "--quiet", "--threads", "1")  # fused: the default
+    command = ("run", spec_file, "--store", store, "--quiet", "--threads", "1", "--fuse", "on")
     proc = cli(*command)
     wait_for(proc, lambda: progress(store)[1] >= 4 * 4)  # every run of the group a few epochs in
     os.killpg(proc.pid, signal.SIGKILL)
@@ -163,7 +163,7 @@ def test_sigkill_mid_fused_group_then_the_same_command_resumes_every_run(tmp_pat
 def test_worker_processes_a_dead_worker_fails_its_run_ctrl_c_stops_cleanly_and_a_rerun_resumes(
         tmp_path, spec_file, reference):
     store = tmp_path / "results.db"
-    command = ("run", spec_file, "--store", store, "--quiet", "--jobs", "2", "--no-fuse")
+    command = ("run", spec_file, "--store", store, "--quiet", "--jobs", "2", "--fuse", "off")
     proc = cli(*command)
     wait_for(proc, lambda: progress(store)[1] >= 4)
     workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
@@ -219,7 +219,8 @@ def test_two_sweep_commands_on_one_store_the_second_refuses_and_sigterm_stops_cl
 def test_a_local_ray_cluster_gives_the_local_executors_results(tmp_path, spec_file, reference):
     pytest.importorskip("ray")
     store = tmp_path / "results.db"
-    code, out = finish(cli("run", spec_file, "--store", store, "--quiet", "--executor", "ray", "--jobs", "2"),
+    code, out = finish(cli("run", spec_file, "--store", store, "--quiet", "--executor", "ray", "--jobs", "2",
+                           "--fuse", "on"),
                        timeout=300)
     assert code == 0, out
     assert "(ray: local cluster)" in out
@@ -252,7 +253,7 @@ def test_plan_lists_runs_with_their_status_in_the_store(small_store):
     assert "max_epochs" in result.output and "failed" in result.output
     plain = invoke("plan", spec)
     assert plain.exit_code == 0 and "status" not in plain.output
-    assert "1 group(s): mlp_1x512 x2; 0 run(s) alone" in plain.output  # both seeds train together
+    assert "1 group(s): mlp_1x512 x2; 0 run(s) alone" in plain.output  # both seeds can train together
 
 
 def test_plan_says_which_runs_cannot_be_fused(tmp_path):
@@ -300,11 +301,13 @@ def test_usage_errors_name_the_fix(tmp_path, small_store, monkeypatch):
     assert "pip install 'rethinkgen[ray]'" in str(no_ray.exception)
     assert "valid executors: local, ray" in str(invoke("run", spec, "--store", tmp_path / "y.db", "--executor",
                                                        "slurm").exception)
+    assert "--fuse must be one of auto, on, off" in str(invoke("run", spec, "--store", tmp_path / "y.db", "--fuse",
+                                                              "yes").exception)
 
 
 def test_two_worker_processes_each_train_a_fused_group(tmp_path, spec_file, reference):
     store = tmp_path / "results.db"
-    code, out = finish(cli("run", spec_file, "--store", store, "--quiet", "--jobs", "2"))
+    code, out = finish(cli("run", spec_file, "--store", store, "--quiet", "--jobs", "2", "--fuse", "on"))
     assert code == 0, out
     assert "2 worker processes" in out
     with Store.open(store) as s:

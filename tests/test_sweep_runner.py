@@ -300,6 +300,22 @@ def test_a_fused_group_that_raises_fails_its_open_runs_and_a_rerun_resumes_them(
     assert snapshot(path) == fused_reference
 
 
+def test_by_default_only_runs_on_a_gpu_are_fused(tmp_path, reference, monkeypatch):
+    from rethinkgen.sweep.runner import fuses
+
+    cpu, gpu = LocalExecutor(threads=1), LocalExecutor(threads=1)
+    monkeypatch.setattr(gpu, "accelerated", lambda: True)
+    monkeypatch.setattr(cpu, "accelerated", lambda: False)
+    config = parse_spec(SPEC).runs[0].config
+    assert [fuses(config.replace(device=d), None, cpu) for d in ("auto", "cpu", "cuda")] == [False, False, True]
+    assert [fuses(config.replace(device=d), None, gpu) for d in ("auto", "cpu", "cuda")] == [True, False, True]
+    assert fuses(config, True, cpu) and not fuses(config, False, gpu)
+    fused = importlib.import_module("rethinkgen.train.fused")
+    monkeypatch.setattr(fused, "train_group", lambda *a, **k: pytest.fail("a CPU sweep was fused by default"))
+    run_sweep(parse_spec(SPEC), tmp_path / "r.db", executor=cpu, display=SweepDisplay(quiet=True))
+    assert snapshot(tmp_path / "r.db") == reference
+
+
 def test_plan_groups_splits_keys_for_the_group_limit_and_the_workers():
     from rethinkgen.sweep.runner import plan_groups
 

@@ -101,18 +101,18 @@ def plan_command(
 
 
 def _fusion_summary(runs: list) -> str:
-    """How `sweep run` (one process, CPU group limit) would group the runs for fused training."""
+    """How `sweep run --fuse on` (one process, CPU group limit) would group the runs for fused training."""
     from rethinkgen.sweep.executors import MAX_GROUP_CPU, group_key
     from rethinkgen.sweep.runner import plan_groups
 
     groups = plan_groups(runs, group_key(), MAX_GROUP_CPU)
     fused = [g for g in groups if len(g) > 1]
     if not fused:
-        return "fused training: none of these runs can train together (see `rethinkgen.train.fused.why_not_fused`)"
+        return "fused training: none of these runs can train together (see rethinkgen.train.fused.why_not_fused)"
     sizes = ", ".join(f"{g[0].config.model} x{len(g)}" for g in fused)
     alone = len(runs) - sum(len(g) for g in fused)
-    return (f"fused training (sweep run, one process): {len(fused)} group(s): {sizes}; {alone} run(s) alone "
-            "(dropout, or no partner); --no-fuse trains every run alone")
+    return (f"fused training (with --fuse on, or on a GPU): {len(fused)} group(s): {sizes}; {alone} run(s) "
+            "alone (dropout, or no partner)")
 
 
 @sweep_app.command("run")
@@ -134,8 +134,9 @@ def run_command(
     checkpoint_every: int = typer.Option(1, "--checkpoint-every", help="epochs between checkpoints"),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep finished runs' checkpoints "
                                           "(final weights) instead of deleting them"),
-    fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="train runs that share a model and data shape "
-                              "together (fused multi-run training; same numbers within float tolerance)"),
+    fuse: str = typer.Option("auto", "--fuse", help="auto | on | off: train runs that share a model and data "
+                             "shape together (fused multi-run training; same numbers within float tolerance); "
+                             "auto: on a GPU only"),
 ) -> None:
     """Run every unfinished run of SPEC into the store; rerunning resumes where it stopped."""
     from rethinkgen.sweep.executors import make_executor
@@ -143,12 +144,15 @@ def run_command(
     from rethinkgen.sweep.runner import run_sweep
     from rethinkgen.sweep.spec import load_spec
 
+    fuse_modes = {"auto": None, "on": True, "off": False}
+    if fuse not in fuse_modes:
+        raise RethinkgenError(f"--fuse must be one of auto, on, off; got {fuse!r}")
     plan = load_spec(spec, overrides=_overrides(device, data_dir))  # every problem, before any run starts
     ex = make_executor(executor, jobs=jobs, address=address, threads=threads, gpus_per_run=gpus_per_run)
     console = Console(soft_wrap=not sys.stdout.isatty())
     display = SweepDisplay(console, quiet=True if quiet else None)
     result = run_sweep(plan, store, executor=ex, display=display, checkpoint_every=checkpoint_every,
-                       keep_checkpoints=keep_checkpoints, fuse=fuse)
+                       keep_checkpoints=keep_checkpoints, fuse=fuse_modes[fuse])
     done = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items())) or "none"
     console.print(f"finished in this call: {done}; failed: {len(result.failed)}; skipped (already done): "
                   f"{result.skipped}; resumed from a checkpoint: {result.resumed}; {result.wall_s:.1f} s",

@@ -312,11 +312,15 @@ class Executor:
         """How many work items run at once (fused groups are split so that each gets one)."""
         return 1
 
-    def max_group(self) -> int:
-        """The most runs in one fused group: more on a GPU, which small models leave idle."""
+    def accelerated(self) -> bool:
+        """Whether runs with ``device = "auto"`` will train on a GPU here."""
         import torch
 
-        return MAX_GROUP_CUDA if torch.cuda.is_available() else MAX_GROUP_CPU
+        return torch.cuda.is_available()
+
+    def max_group(self) -> int:
+        """The most runs in one fused group: more on a GPU, which small models leave idle."""
+        return MAX_GROUP_CUDA if self.accelerated() else MAX_GROUP_CPU
 
 
 def make_executor(kind: str = "local", *, jobs: int = 1, address: str | None = None,
@@ -646,10 +650,9 @@ class RayExecutor(Executor):
         ray = import_ray()
         return max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else 1
 
-    def max_group(self) -> int:
+    def accelerated(self) -> bool:
         ray = import_ray()
-        gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
-        return MAX_GROUP_CUDA if gpus > 0 else MAX_GROUP_CPU
+        return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
 
     def _init(self, ray: Any) -> bool:
         if ray.is_initialized():
