@@ -263,3 +263,26 @@ def test_runs_reading_the_same_batches_share_one_input_and_match_separate_traini
     assert shared_steps and all(shared_steps)
     for f, c in zip(fused, configs, strict=True):
         assert_same_run(f, train(c))
+
+
+def test_the_last_run_of_a_group_goes_on_in_the_single_trainer(monkeypatch):
+    from rethinkgen.train import fused as fused_module
+
+    handed_over = []
+    real_train = fused_module.train
+
+    def spy(config, **kwargs):
+        handed_over.append((config.corruption, kwargs["resume"]["epoch"]))
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(fused_module, "train", spy)
+    configs = [TrainConfig(**MLP, corruption="true_labels", epochs=40),  # converges at epoch 9
+               TrainConfig(**MLP, corruption="random_labels", epochs=40)]  # then trains alone to epoch 15
+    recorders = [Recorder(), Recorder()]
+    fused = train_group(configs, callbacks=[[r] for r in recorders])
+    monkeypatch.undo()
+    assert handed_over == [("random_labels", fused[0]["epochs"])]
+    for f, c in zip(fused, configs, strict=True):
+        assert_same_run(f, train(c))
+    rows = recorders[1].rows  # its callbacks saw every epoch once, across the hand-over
+    assert [r["epoch"] for r in rows] == list(range(fused[1]["epochs"] + 1)) and len(recorders[1].ends) == 1

@@ -168,8 +168,8 @@ def fuses(config: Any, fuse: bool | None, executor: Executor) -> bool:
     """Whether a run goes to the fused trainer: ``fuse`` True / False forces it; None (the default)
     fuses runs that train on a GPU — ``device = "cuda"``, or ``"auto"`` where the executor has one.
 
-    On a CPU, fusing does not pay for a real sweep: ``configs/quick.toml`` with ``--jobs 2`` took 42.5 s
-    fused against 32.6 s run by run (groups leave workers idle while their slowest run finishes, and
+    On a CPU, fusing does not pay for a real sweep: ``configs/quick.toml`` with ``--jobs 2`` took 37.2 s
+    fused against 31.8 s run by run (groups leave workers idle while their slowest run finishes, and
     vmapped convolutions are slower than plain ones on the CPU; README, Performance). On a GPU, one
     small run leaves the device mostly idle, which is what fusing is for.
     """

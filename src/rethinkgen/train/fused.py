@@ -19,7 +19,8 @@ as :func:`rethinkgen.train.loop.train` would compute it alone:
   and weight decay — torch's own SGD kernel (the single trainer's, fused on the CPU) on the stacked
   tensors whenever the runs' hyperparameters agree at a step;
 - its stopping point: a run that converges, diverges or reaches its epoch limit leaves the group at
-  that epoch's end (its tensors are sliced out) while the others go on;
+  that epoch's end (its tensors are sliced out) while the others go on; the last run left continues
+  in the single trainer from its checkpoint (one run gains nothing from batched kernels);
 - its records: the same per-epoch rows, logged step losses, callbacks (``on_epoch_end(row,
   step_losses, state)`` with ``state.checkpoint()`` in the *single trainer's* checkpoint format, so
   ``train(config, resume=ckpt)`` continues a fused run alone, and vice versa) and summary.
@@ -694,7 +695,7 @@ class _FusedGroup:
                 for run, row in zip(fresh, self.evaluate_rows(fresh, [None] * len(fresh)), strict=True):
                     self._record(run, row, [], bar)
             self._retire()
-            while self.runs:
+            while len(self.runs) > 1:
                 t0 = time.perf_counter()
                 results = self.train_epoch()
                 elapsed = time.perf_counter() - t0
@@ -709,7 +710,22 @@ class _FusedGroup:
                     row["wall_time_s"] = run.wall_time_s
                     self._record(run, row, logged, bar)
                 self._retire()
-        return [run.summary() for run in self.all_runs]
+        solo = {id(run): self._finish_alone(run, progress) for run in self.runs}  # the last run, if any
+        return [solo[id(run)] if id(run) in solo else run.summary() for run in self.all_runs]
+
+    def _finish_alone(self, run: _Run, progress: bool) -> dict[str, Any]:
+        """The group's last run goes on in the single trainer, resumed from its own checkpoint: one run
+        gains nothing from batched kernels (and a random-label run often trains alone for hundreds of
+        epochs after the others converged). Its callbacks and history carry over unchanged."""
+        ckpt = run.checkpoint()
+        self._release()  # the trainer loads its own copy of the data
+        return train(run.config, callbacks=run.callbacks, resume=ckpt, progress=progress)
+
+    def _release(self) -> None:
+        """Drop the group's data and stacked tensors (the runs' histories stay)."""
+        self.params, self.stats, self.momentum = {}, {}, {}
+        self.x_train = self.x_test = self.y_train = self.y_test = self.changed = None  # type: ignore[assignment]
+        self.augment = []
 
 
 class _GroupProgress:
