@@ -327,3 +327,52 @@ def test_plan_groups_splits_keys_for_the_group_limit_and_the_workers():
     assert [len(g) for g in plan_groups(runs[:3], key=lambda c: 0, max_group=16, parallelism=8)] == [1, 1, 1]
     groups = plan_groups(runs, key=lambda c: c, max_group=16)
     assert sorted(id(r) for g in groups for r in g) == sorted(id(r) for r in runs)
+
+
+def test_a_finished_checkpoint_in_a_fused_group_is_recorded_finished_even_if_the_group_fails(monkeypatch):
+    """A crash between a run's last checkpoint and its `finished` commit leaves a finished checkpoint;
+    the rerun must record that run as finished, whatever happens to the group it is planned with."""
+    from rethinkgen.sweep.checkpoint import encode, make_payload
+    from rethinkgen.sweep.executors import Event, RunTask, execute_group
+    from rethinkgen.train import fused
+    from rethinkgen.train.config import run_key
+    from rethinkgen.train.loop import train
+
+    configs = [run.config for run in parse_spec(SPEC).runs][:3]
+    grabbed = {}
+
+    class Grab:
+        def on_epoch_end(self, row, step_losses, state):
+            grabbed.update(row=dict(row), losses=list(step_losses), ckpt=state.checkpoint())
+
+    summary = train(configs[0], callbacks=[Grab()])
+    assert grabbed["ckpt"]["status"] == summary["status"] is not None
+    blob = encode(make_payload(run_key(configs[0]), grabbed["row"], grabbed["losses"], grabbed["ckpt"]))
+    tasks = [RunTask(run_key(c), f"run{i}", c, resume=blob if i == 0 else None) for i, c in enumerate(configs)]
+    monkeypatch.setattr(fused._FusedGroup, "train_epoch", lambda self: (_ for _ in ()).throw(RuntimeError("boom")))
+    events: list[Event] = []
+    execute_group(tasks, events.append)
+    final = {e.run_key: e.kind for e in events if e.kind in ("finished", "failed")}
+    assert final == {tasks[0].run_key: "finished", tasks[1].run_key: "failed", tasks[2].run_key: "failed"}
+    assert [e.kind for e in events].count("started") == 3
+
+
+def test_ray_parallelism_counts_the_tasks_the_cluster_can_run(monkeypatch):
+    from rethinkgen.sweep.executors import RayExecutor
+
+    class FakeRay:
+        resources = {"CPU": 16.0, "GPU": 1.0}
+
+        def is_initialized(self):
+            return True
+
+        def cluster_resources(self):
+            return self.resources
+
+    monkeypatch.setattr(executors, "import_ray", lambda: FakeRay())
+    default, no_gpu, half = RayExecutor(), RayExecutor(gpus_per_run=0.0), RayExecutor(gpus_per_run=0.5)
+    assert (default.parallelism(), default.accelerated(), default.max_group()) == (4, True, 64)  # 0.25 GPU each
+    assert (no_gpu.parallelism(), no_gpu.accelerated(), no_gpu.max_group()) == (16, False, 16)
+    assert half.parallelism() == 2
+    FakeRay.resources = {"CPU": 8.0}
+    assert (default.parallelism(), default.accelerated()) == (8, False)

@@ -111,7 +111,7 @@ def _fusion_summary(runs: list) -> str:
         return "fused training: none of these runs can train together (see rethinkgen.train.fused.why_not_fused)"
     sizes = ", ".join(f"{g[0].config.model} x{len(g)}" for g in fused)
     alone = len(runs) - sum(len(g) for g in fused)
-    return (f"fused training (with --fuse on, or on a GPU): {len(fused)} group(s): {sizes}; {alone} run(s) "
+    return (f"fused training (--fuse on, one CPU process): {len(fused)} group(s): {sizes}; {alone} run(s) "
             "alone (dropout, or no partner)")
 
 

@@ -258,6 +258,16 @@ def execute_group(tasks: list[RunTask], emit: Emit, should_stop: Callable[[], bo
     """
     from rethinkgen.train.fused import train_group
 
+    resumes = {task.run_key: decode(task.resume)["state"] if task.resume is not None else None for task in tasks}
+    finished = [t for t in tasks if (resumes[t.run_key] or {}).get("status") is not None]
+    if finished:  # checkpoints of runs that had finished (a crash before the store said so): record them
+        for task in finished:  # now, alone, so that nothing in the group can turn them into failures
+            execute_run(task, emit, should_stop)
+        tasks = [t for t in tasks if t not in finished]
+        if len(tasks) < 2:
+            for task in tasks:
+                execute_run(task, emit, should_stop)
+            return
     guarded = _GuardedEmit(emit)
     done: set[str] = set()
     environment = worker_environment()
@@ -265,8 +275,8 @@ def execute_group(tasks: list[RunTask], emit: Emit, should_stop: Callable[[], bo
         emit(Event("started", task.run_key, dict(environment)))
     callbacks = [[_SweepCallback(task, guarded, should_stop), _Finished(task, guarded, done)] for task in tasks]
     try:
-        resumes = [decode(task.resume)["state"] if task.resume is not None else None for task in tasks]
-        summaries = train_group([task.config for task in tasks], callbacks=callbacks, resumes=resumes)
+        summaries = train_group([task.config for task in tasks], callbacks=callbacks,
+                                resumes=[resumes[task.run_key] for task in tasks])
     except Exception:
         if guarded.failed:
             raise
@@ -276,7 +286,7 @@ def execute_group(tasks: list[RunTask], emit: Emit, should_stop: Callable[[], bo
                 emit(Event("failed", task.run_key, {"error": error}))
         return
     for task, summary in zip(tasks, summaries, strict=True):
-        if task.run_key not in done:  # e.g. resumed from the checkpoint of a finished run: no callbacks ran
+        if task.run_key not in done:  # a run whose trainer ran no callbacks (none known): record it anyway
             emit(Event("finished", task.run_key, {"summary": _slim(summary)}))
 
 
@@ -646,13 +656,27 @@ class RayExecutor(Executor):
     def describe(self) -> str:
         return f"ray: {self.address or 'local cluster'}"
 
-    def parallelism(self) -> int:  # asked once the cluster is up (work items are made lazily in run)
+    def _gpus_per_task(self) -> float:
+        """The GPU fraction each task asks for: --gpus-per-run, else 0.25 when the cluster has GPUs."""
+        if self.gpus_per_run is not None:
+            return self.gpus_per_run
         ray = import_ray()
-        return max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else 1
+        return 0.25 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+    def parallelism(self) -> int:
+        """Tasks in flight: what the cluster can start now (rechecked by ``run``: clusters may autoscale).
+        Asked once the cluster is up (work items are made lazily in ``run``)."""
+        ray = import_ray()
+        if not ray.is_initialized():
+            return 1
+        resources = ray.cluster_resources()
+        n = max(1, int(resources.get("CPU", 1)))
+        gpus = self._gpus_per_task()
+        return max(1, min(n, int(resources.get("GPU", 0) / gpus))) if gpus > 0 else n
 
     def accelerated(self) -> bool:
-        ray = import_ray()
-        return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+        """Whether the tasks get a GPU (not with --gpus-per-run 0)."""
+        return self._gpus_per_task() > 0
 
     def _init(self, ray: Any) -> bool:
         if ray.is_initialized():
@@ -673,15 +697,8 @@ class RayExecutor(Executor):
     def run(self, items: Iterator[WorkItem], on_event: Callable[[Event], None]) -> None:
         ray = import_ray()
         started_here = self._init(ray)
-        gpus = self.gpus_per_run
-        if gpus is None:
-            gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-
-        def capacity() -> int:
-            """Runs in flight: what the cluster can start now (rechecked: clusters may autoscale)."""
-            resources = ray.cluster_resources()
-            n = max(1, int(resources.get("CPU", 1)))
-            return max(1, min(n, int(resources.get("GPU", 0) / gpus))) if gpus > 0 else n
+        gpus = self._gpus_per_task()
+        capacity = self.parallelism
 
         events = ray.remote(num_cpus=0)(_EventSink).remote()
         remote = ray.remote(_ray_entry).options(num_cpus=1, num_gpus=gpus, max_retries=self.max_retries)

@@ -52,7 +52,7 @@ class TrainConfig:
     # --- stopping and logging ------------------------------------------------------------------
     target_train_acc: float = 1.0  # stop when eval-mode accuracy on the (corrupted) train set reaches it
     log_every: int = 10  # SGD steps between recorded training losses (Figure 1a)
-    eval_batch_size: int | None = None  # samples per evaluation forward pass (None: see resolve_config)
+    eval_batch_size: int | None = None  # samples per evaluation pass (None: by device and layout, train.resolve)
     seed: int = 0  # the one seed; split into corruption / init / order / augment / dropout streams
     device: str = "auto"  # "auto" (cuda -> mps -> cpu) | "cpu" | "cuda" | "mps"
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, where bf16 is slower)

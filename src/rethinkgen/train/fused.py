@@ -72,7 +72,7 @@ from rethinkgen.train.config import TrainConfig, run_key
 from rethinkgen.train.data import PreparedData, load_source, prepare_data, source_key
 from rethinkgen.train.loop import Trainer, make_optimizer, select_device, train
 from rethinkgen.train.metrics import summarize
-from rethinkgen.train.resolve import resolve_config
+from rethinkgen.train.resolve import eval_batch_size, resolve_config
 from rethinkgen.train.schedule import decay_period, lr_at
 
 __all__ = ["SHARED_FIELDS", "can_fuse", "fuse_key", "group_runs", "train_group", "why_not_fused"]
@@ -421,7 +421,7 @@ class _FusedGroup:
         first = configs[0]
         self.device = device
         self.use_amp = first.amp and device.type == "cuda"
-        self.batch_size, self.eval_batch_size = first.batch_size, first.eval_batch_size
+        self.batch_size = first.batch_size
         # ---- data: prepared per run exactly as the single trainer does, equal tensors kept once
         train_pool: list[torch.Tensor] = []
         test_pool: list[torch.Tensor] = []
@@ -446,6 +446,7 @@ class _FusedGroup:
             del d
         del shared_inputs
         self.channels_last = device.type == "cuda" and self.layout == "image"
+        self.eval_batch_size = eval_batch_size(first, self.layout, device.type)  # samples per pass, all runs
         self.x_train = _Inputs(train_pool, train_which, device, self.channels_last)
         self.x_test = _Inputs(test_pool, test_which, device, self.channels_last)
         del train_pool, test_pool

@@ -28,7 +28,7 @@ from rethinkgen.train.allocator import keep_freed_memory
 from rethinkgen.train.config import TrainConfig, run_key
 from rethinkgen.train.data import PreparedData, prepare_data
 from rethinkgen.train.metrics import evaluate
-from rethinkgen.train.resolve import resolve_config
+from rethinkgen.train.resolve import eval_batch_size, resolve_config
 from rethinkgen.train.schedule import decay_period, lr_at
 
 CHECKPOINT_VERSION = 1
@@ -85,6 +85,7 @@ class Trainer:
         self.device = device
         self.data: PreparedData = prepare_data(config, device)
         self.use_amp = config.amp and device.type == "cuda"
+        self.eval_batch_size = eval_batch_size(config, self.data.layout, device.type)
         self.channels_last = device.type == "cuda" and self.data.layout == "image"
         torch.manual_seed(stream_seed(config.seed, "init"))
         model = create_model(config.model, self.data.input_shape, self.data.num_classes,
@@ -186,8 +187,8 @@ class Trainer:
     def evaluate_row(self, train_loss: float | None) -> dict[str, Any]:
         """The per-epoch metrics row (keys fixed: the results store relies on them)."""
         c, d = self.config, self.data
-        tr = evaluate(self.forward, d.x_train, d.y_train, c.eval_batch_size, d.changed, self.use_amp)
-        te = evaluate(self.forward, d.x_test, d.y_test, c.eval_batch_size, None, self.use_amp)
+        tr = evaluate(self.forward, d.x_train, d.y_train, self.eval_batch_size, d.changed, self.use_amp)
+        te = evaluate(self.forward, d.x_test, d.y_test, self.eval_batch_size, None, self.use_amp)
         lr_now = lr_at(c.lr, c.lr_decay, self.period, max(self.samples_seen - 1, 0))
         return {
             "epoch": self.epoch, "step": self.step, "samples_seen": self.samples_seen, "lr": lr_now,

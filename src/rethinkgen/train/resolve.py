@@ -42,23 +42,18 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         level=level,
     )
     layout = dataset_layout(config.data, config.data_options, config.data_dir)
-    if resolved.eval_batch_size is None:
-        resolved = resolved.replace(eval_batch_size=_eval_batch_size(layout, config.device))
     validate(resolved, dataset_layout=layout, model_layouts=model.layouts)
     return resolved
 
 
-def _eval_batch_size(layout: str, device: str) -> int:
-    """The default evaluation batch: large, except for images on the CPU, where a small batch is as fast
-    and keeps a CIFAR-10-sized worker under 2 GB (benchmarks/memory.py)."""
-    if layout != "image" or device == "cuda":
-        return EVAL_BATCH
-    if device == "auto":
-        import torch
-
-        if torch.cuda.is_available():
-            return EVAL_BATCH
-    return EVAL_BATCH_CPU_IMAGES
+def eval_batch_size(config: TrainConfig, layout: str, device_type: str) -> int:
+    """The evaluation batch of a run on ``device_type``: the config's, else large, except for images on
+    the CPU, where a small batch is as fast and keeps a CIFAR-10-sized worker under 2 GB
+    (benchmarks/memory.py). Chosen where the run trains (a sweep's driver may have no GPU), so
+    ``resolve_config`` leaves a ``None`` in place; the field is not part of the run key."""
+    if config.eval_batch_size is not None:
+        return config.eval_batch_size
+    return EVAL_BATCH_CPU_IMAGES if layout == "image" and device_type == "cpu" else EVAL_BATCH
 
 
 def _resolve_level(config: TrainConfig, corruption) -> float | None:
@@ -97,7 +92,7 @@ def validate(c: TrainConfig, *, dataset_layout: str, model_layouts: tuple[str, .
     need(0.0 <= c.dropout < 1.0, f"dropout must be in [0, 1), got {c.dropout}")
     need(0.0 < c.target_train_acc <= 1.0, f"target_train_acc must be in (0, 1], got {c.target_train_acc}")
     need(c.log_every > 0, f"log_every must be > 0 steps, got {c.log_every}")
-    need(c.eval_batch_size > 0, f"eval_batch_size must be > 0, got {c.eval_batch_size}")
+    need(c.eval_batch_size is None or c.eval_batch_size > 0, f"eval_batch_size must be > 0, got {c.eval_batch_size}")
     need(c.crop >= 0, f"crop must be >= 0 pixels (0: none), got {c.crop}")
     need(c.n_train is None or c.n_train > 0, f"n_train must be > 0, got {c.n_train}")
     need(c.n_test is None or c.n_test > 0, f"n_test must be > 0, got {c.n_test}")
