@@ -141,8 +141,8 @@ GUARD = InterruptGuard()
 # ------------------------------------------------------------------------------ fused-trainer hook
 _GROUP_TRAINER: Callable[[list[RunTask], Emit], None] | None = None
 _GROUP_KEY: Callable[[TrainConfig], Hashable] | None = None
-MAX_GROUP_CPU = 16  # runs per fused group on a CPU (beyond it the activations leave the caches)
-MAX_GROUP_CUDA = 64  # on a GPU (small models need many runs to fill it)
+MAX_GROUP_CPU = 16  # runs per fused group on a CPU (chosen, not tuned: larger groups' activations leave the caches)
+MAX_GROUP_CUDA = 64  # on a GPU (small models need many runs to fill it; not tuned: no GPU was available)
 
 
 def register_group_trainer(trainer: Callable[[list[RunTask], Emit], None] | None,
