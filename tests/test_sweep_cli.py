@@ -154,7 +154,14 @@ def test_sigkill_mid_fused_group_then_the_same_command_resumes_every_run(tmp_pat
     code, out = finish(cli(*command))
     assert code == 0, out
     assert f"resumed from a checkpoint: {len(running)}" in out
-    check_complete(store, fused_reference)
+    snap = snapshot(store)
+    for status, summary, rows, _losses in snap.values():
+        assert status in FINISHED
+        assert [r["epoch"] for r in rows] == list(range(summary["epochs"] + 1))  # none missing, none doubled
+    # Within float tolerance, not bit for bit: the kill may land between the epoch records of the group's
+    # runs, which then resume one epoch apart and no longer share one batch (another kernel sums the
+    # first layer); --fuse off resumes bit for bit (the test above).
+    close_to(snap, fused_reference)
 
     code, out = finish(cli(*command))  # the same command a third time does no work
     assert code == 0 and "0 to run" in out and "skipped (already done): 4" in out
