@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -47,16 +48,36 @@ app.add_typer(data_app, name="data")
 
 
 # ------------------------------------------------------------------------------------------- list
+WIDE = 110  # console columns below which a listing puts the descriptions under the table
+
+
+def _print_listing(columns: list[str], rows: list[list[str]]) -> None:
+    """A table whose last column is a description; on a narrow console the descriptions follow the table
+    as "name: description" lines instead of wrapping into a column a few characters wide."""
+    wide = console.width >= WIDE
+    shown = columns if wide else columns[:-1]
+    table = Table(*shown) if wide else Table(*shown, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.columns[0].no_wrap = True  # names are never cut or folded
+    for column in table.columns:
+        column.overflow = "fold"  # wrap long values, never end them with "…"
+    for row in rows:
+        table.add_row(*(row if wide else row[:-1]))
+    console.print(table)
+    if not wide:
+        for row in rows:
+            console.print(f"[bold]{row[0]}[/]: {row[-1]}", highlight=False)
+
+
 @list_app.command("datasets")
 def list_datasets_cmd() -> None:
     """Datasets: name, layout, whether files are needed, description."""
     from rethinkgen.data.sources import DATASETS
 
-    table = Table("name", "layout", "needs files", "description")
+    rows = []
     for name in DATASETS.names():
         spec = DATASETS.get(name)
-        table.add_row(name, spec.layout, "yes" if spec.needs_files else "no (generated)", spec.description)
-    console.print(table)
+        rows.append([name, spec.layout, "yes" if spec.needs_files else "no (generated)", spec.description])
+    _print_listing(["name", "layout", "needs files", "description"], rows)
 
 
 @list_app.command("models")
@@ -64,12 +85,10 @@ def list_models_cmd(pattern: Annotated[str, typer.Argument(help="shell pattern, 
     """Models with their parameter counts (Table 1 counting: no BatchNorm affine parameters)."""
     from rethinkgen.models import MODELS, describe_models
 
-    table = Table("name", "inputs", "params", "paper (Table 1)", "paper lr", "description")
-    for info in describe_models(pattern):
-        table.add_row(info.name, "/".join(info.layouts), f"{info.params:,}",
-                      f"{info.paper_params:,}" if info.paper_params else "–",
-                      f"{MODELS.get(info.name).paper_lr:g}", info.description)
-    console.print(table)
+    rows = [[info.name, "/".join(info.layouts), f"{info.params:,}",
+             f"{info.paper_params:,}" if info.paper_params else "–", f"{MODELS.get(info.name).paper_lr:g}",
+             info.description] for info in describe_models(pattern)]
+    _print_listing(["name", "inputs", "params", "paper (Table 1)", "paper lr", "description"], rows)
     console.print("params: on 3×28×28 images (the paper's CIFAR-10 crop) or (1, 40) signals; 10 classes")
 
 
@@ -78,11 +97,11 @@ def list_corruptions_cmd() -> None:
     """Corruptions of paper §2.1: what they change and whether they take a level p."""
     from rethinkgen.data.corruptions import CORRUPTIONS
 
-    table = Table("name", "changes", "level", "description")
+    rows = []
     for name in CORRUPTIONS.names():
         spec = CORRUPTIONS.get(name)
-        table.add_row(name, spec.target, "p in [0, 1]" if spec.takes_level else "–", spec.description)
-    console.print(table)
+        rows.append([name, spec.target, "p in [0, 1]" if spec.takes_level else "–", spec.description])
+    _print_listing(["name", "changes", "level", "description"], rows)
 
 
 # ------------------------------------------------------------------------------------------- data
