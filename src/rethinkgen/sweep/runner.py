@@ -175,28 +175,17 @@ def fuses(config: Any, fuse: bool | None, executor: Executor) -> bool:
     """
     if fuse is not None:
         return fuse
-    device = getattr(config, "device", "auto")
-    return device == "cuda" or (device == "auto" and executor.accelerated())
+    return config.device == "cuda" or (config.device == "auto" and executor.accelerated())
 
 
 def plan_groups(runs: list[PlannedRun], key: Callable[[Any], Hashable], max_group: int,
                 parallelism: int = 1) -> list[list[PlannedRun]]:
-    """Split ``runs`` into groups of equal ``key(config)``, in spec order, of at most ``max_group`` runs.
+    """``runs`` split into groups of equal ``key(config)`` as :func:`rethinkgen.train.fused.group_runs`
+    splits configs (at most ``max_group`` runs each, cut further to keep ``parallelism`` workers busy)."""
+    from rethinkgen.train.fused import group_runs
 
-    A key's runs are cut into near-equal parts (17 runs, max 16: 9 + 8). When there are fewer keys than
-    ``parallelism`` (worker processes, Ray CPUs), each key is cut into enough parts to keep every worker
-    busy: one group of 11 on a single worker would leave the others idle.
-    """
-    by_key: dict[Hashable, list[PlannedRun]] = {}
-    for run in runs:
-        by_key.setdefault(key(run.config), []).append(run)
-    per_key = -(-parallelism // max(len(by_key), 1))
-    groups = []
-    for members in by_key.values():
-        parts = min(len(members), max(-(-len(members) // max_group), per_key))
-        size = -(-len(members) // parts)
-        groups += [members[j:j + size] for j in range(0, len(members), size)]
-    return groups
+    indices = group_runs([run.config for run in runs], max_group, parallelism, key=key)
+    return [[runs[i] for i in group] for group in indices]
 
 
 def _history(payload: dict[str, Any]) -> tuple[list[dict[str, Any]], list]:
