@@ -124,3 +124,23 @@ def test_docstring_conventions_are_rewritten_for_the_numpy_parser():
     examples = out.index("Examples")
     assert out[examples + 2:] == [">>> 2 + 2", "4"]  # left to the parser, not fenced
     assert out.count("```pycon") == 1
+
+
+def test_rst_tables_without_header_and_with_continuation_rows_become_markdown_tables():
+    rewrite = _load("griffe_docstrings").rewrite
+    doc = "\n".join([
+        "Events:",
+        "",
+        "=========  ==============================",
+        "``epoch``  one epoch ended; status ``a | b``",
+        "failed     the run raised (converged | max)",
+        "           and its traceback is kept",
+        "=========  ==============================",
+        "",
+        "After the table.",
+    ])
+    out = rewrite(doc).split("\n")
+    assert out[out.index("|  |  |") + 1] == "|---|---|"
+    assert "| ``epoch`` | one epoch ended; status ``a | b`` |" in out  # code spans keep their pipes
+    assert "| failed | the run raised (converged \\| max) and its traceback is kept |" in out
+    assert out[-1] == "After the table." and not any(line.startswith("====") for line in out)

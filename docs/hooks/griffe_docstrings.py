@@ -44,11 +44,35 @@ def _roles(text: str) -> str:
 def _cells(row: str, spans: list[tuple[int, int]]) -> list[str]:
     """The cells of one table row: column k runs from the start of border run k to the start of run k+1."""
     bounds = [start for start, _ in spans[1:]] + [None]
-    return [row[start:end].strip().replace("|", "\\|") for (start, _), end in zip(spans, bounds, strict=True)]
+    return [_escape_pipes(row[start:end].strip()) for (start, _), end in zip(spans, bounds, strict=True)]
+
+
+def _escape_pipes(cell: str) -> str:
+    """Escape the ``|`` that would split a Markdown table cell (those inside code spans do not)."""
+    parts = re.split(r"(`+[^`]*`+)", cell)
+    return "".join(part if part.startswith("`") else part.replace("|", "\\|") for part in parts)
+
+
+def _table_rows(lines: list[str], spans: list[tuple[int, int]]) -> list[list[str]]:
+    """Rows of cells; a line whose first cell is empty continues the row above (reStructuredText rule)."""
+    rows: list[list[str]] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        cells = _cells(line, spans)
+        if rows and not cells[0]:
+            rows[-1] = [f"{old} {new}".strip() for old, new in zip(rows[-1], cells, strict=True)]
+        else:
+            rows.append(cells)
+    return rows
 
 
 def _tables(lines: list[str]) -> list[str]:
-    """reStructuredText simple tables (border, header, border, rows, border) -> Markdown pipe tables."""
+    """reStructuredText simple tables -> Markdown pipe tables.
+
+    With a header: border, header, border, rows, border. Without one: border, rows, border (the Markdown
+    table then gets an empty header row).
+    """
     out: list[str] = []
     i = 0
     while i < len(lines):
@@ -60,18 +84,25 @@ def _tables(lines: list[str]) -> list[str]:
         border = line.rstrip()
         spans = [(m.start(), m.end()) for m in re.finditer(r"=+", border)]
         end = next((j for j in range(i + 1, len(lines)) if lines[j].rstrip() == border), None)
-        last = next((j for j in range((end or i) + 1, len(lines)) if lines[j].rstrip() == border), None)
-        if end is None or last is None:
+        if end is None:
             out.append(line)
             i += 1
             continue
-
-        header = _cells(lines[i + 1], spans)
-        out += ["", "| " + " | ".join(header) + " |"]
-        out.append("|" + "---|" * len(header))
-        out.extend("| " + " | ".join(_cells(row, spans)) + " |" for row in lines[end + 1:last] if row.strip())
+        last = None
+        for j in range(end + 1, len(lines)):
+            if not lines[j].strip():
+                break
+            if lines[j].rstrip() == border:
+                last = j
+                break
+        if last is None:  # no header
+            header, body, i_next = [""] * len(spans), lines[i + 1:end], end + 1
+        else:
+            header, body, i_next = _cells(lines[i + 1], spans), lines[end + 1:last], last + 1
+        out += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(spans)]
+        out += ["| " + " | ".join(row) + " |" for row in _table_rows(body, spans)]
         out.append("")
-        i = last + 1
+        i = i_next
     return out
 
 
