@@ -59,7 +59,6 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -70,7 +69,8 @@ from rethinkgen.seeding import stream_seed
 from rethinkgen.train.allocator import keep_freed_memory
 from rethinkgen.train.config import TrainConfig, run_key
 from rethinkgen.train.data import PreparedData, load_source, prepare_data, source_key
-from rethinkgen.train.loop import Trainer, make_optimizer, select_device, train
+from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, run_summary
+from rethinkgen.train.loop import make_optimizer, select_device, train
 from rethinkgen.train.metrics import summarize
 from rethinkgen.train.resolve import eval_batch_size, resolve_config
 from rethinkgen.train.schedule import decay_period, lr_at
@@ -209,77 +209,47 @@ def train_group(configs: Sequence[TrainConfig], *, callbacks: Sequence[Sequence[
     return summaries  # type: ignore[return-value]
 
 
-# ------------------------------------------------------------------------------ one run's view
-class _ModelView:
-    """What ``Trainer.checkpoint`` / ``restore`` need of a run's model: its slice of the stack."""
-
-    def __init__(self, group: _FusedGroup, run: _Run) -> None:
-        self.group, self.run = group, run
-
-    def state_dict(self) -> OrderedDict[str, torch.Tensor]:
-        return self.group.run_tensors(self.run)[0]
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing = set(self.group.state_names) ^ set(state)
-        if missing:
-            from rethinkgen.errors import ConfigError
-
-            raise ConfigError(f"checkpoint does not fit the model (keys differ: {sorted(missing)[:4]}); "
-                              "delete it or use its config")
-        with torch.no_grad():
-            for name in self.group.state_names:
-                stack = self.group.params[name] if name in self.group.params else self.group.stats[name]
-                stack[self.run.slot].copy_(state[name])
-
-
-class _OptimizerView:
-    """What ``Trainer.checkpoint`` / ``restore`` need of a run's optimizer: a ``torch.optim.SGD`` state."""
-
-    def __init__(self, group: _FusedGroup, run: _Run) -> None:
-        self.group, self.run = group, run
-
-    def state_dict(self) -> dict[str, Any]:
-        c, run = self.run.config, self.run
-        state, momentum = self.group.run_tensors(run)
-        tensors = [state[name] for name in self.group.param_names]
-        optimizer = make_optimizer(tensors, c, self.group.device)  # the single trainer's optimizer and flags
-        if run.step > 0:  # lr of the last step, as the single trainer leaves it in the param group
-            last_batch = self.group.n_train - (self.group.steps_per_epoch - 1) * c.batch_size
-            optimizer.param_groups[0]["lr"] = lr_at(c.lr, c.lr_decay, run.period, run.samples_seen - last_batch)
-            if c.momentum != 0:
-                for tensor, name in zip(tensors, self.group.param_names, strict=True):
-                    optimizer.state[tensor]["momentum_buffer"] = momentum[name]
-        return optimizer.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        entries = state.get("state", {})
-        with torch.no_grad():
-            for i, name in enumerate(self.group.param_names):
-                buf = entries.get(i, {}).get("momentum_buffer")
-                if buf is not None:
-                    self.group.momentum[name][self.run.slot].copy_(buf)
-
-
+# ------------------------------------------------------------------------------ one run of a group
 class _Run:
-    """One run of a group. It has the Trainer's history attributes, so the Trainer's own bookkeeping
-    methods (checkpoint format, restore, end-of-epoch status, summary) are reused unchanged."""
-
-    start_history = Trainer.start_history
-    checkpoint = Trainer.checkpoint
-    restore = Trainer.restore
-    _finish_epoch = Trainer._finish_epoch
-    summary = Trainer.summary
+    """One run of a group: its config, callbacks and :class:`RunHistory`, and where its tensors are in
+    the group's stacks. ``checkpoint()`` / ``restore()`` speak the single trainer's format (a
+    ``state_dict`` of the run's model and of a ``torch.optim.SGD`` over its parameters)."""
 
     def __init__(self, group: _FusedGroup, slot: int, config: TrainConfig, realized_noise_rate: float,
                  callbacks: list[Any]) -> None:
-        self.config, self.device, self.n_params = config, group.device, group.n_params
-        self.data = SimpleNamespace(realized_noise_rate=realized_noise_rate)  # what Trainer.summary reads
-        self.model, self.optimizer = _ModelView(group, self), _OptimizerView(group, self)
-        self.callbacks = callbacks
+        self.group, self.config, self.callbacks = group, config, callbacks
+        self.realized_noise_rate = realized_noise_rate
         self.period = decay_period(config.lr_decay_every, group.n_train)
         self.slot: int | None = slot  # index in the group's stacked tensors; None once the run has left
         self.final: tuple[dict, dict] | None = None  # its (model state, momentum) when it left
-        self.start_history()
+        self.history = RunHistory()
+
+    def checkpoint(self) -> dict[str, Any]:
+        """A snapshot in the single trainer's checkpoint format: ``train(config, resume=ckpt)`` continues it."""
+        state, momentum = self.group.run_tensors(self)
+        return make_checkpoint(self.history, self.config, state, self._optimizer_state(state, momentum))
+
+    def _optimizer_state(self, state: dict[str, torch.Tensor], momentum: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The ``state_dict`` the single trainer's optimizer would have for this run."""
+        c, h, group = self.config, self.history, self.group
+        tensors = [state[name] for name in group.param_names]
+        optimizer = make_optimizer(tensors, c, group.device)  # the single trainer's optimizer and flags
+        if h.step > 0:  # lr of the last step, as the single trainer leaves it in the param group
+            last_batch = group.n_train - (group.steps_per_epoch - 1) * c.batch_size
+            optimizer.param_groups[0]["lr"] = lr_at(c.lr, c.lr_decay, self.period, h.samples_seen - last_batch)
+            if c.momentum != 0:
+                for tensor, name in zip(tensors, group.param_names, strict=True):
+                    optimizer.state[tensor]["momentum_buffer"] = momentum[name]
+        return optimizer.state_dict()
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Continue from a checkpoint of either trainer (raises ConfigError for another run's)."""
+        self.history, model_state, optimizer_state = read_checkpoint(ckpt, self.config)
+        self.group.load_run(self, model_state, optimizer_state)
+
+    def summary(self) -> dict[str, Any]:
+        return run_summary(self.history, self.config, n_params=self.group.n_params,
+                           realized_noise_rate=self.realized_noise_rate, device=self.group.device)
 
 
 # ------------------------------------------------------------------------------ batched MLP
@@ -523,14 +493,32 @@ class _FusedGroup:
             state[name] = stack[run.slot].detach().clone()
         return state, {n: b[run.slot].clone() for n, b in self.momentum.items()}
 
+    def load_run(self, run: _Run, model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any]) -> None:
+        """Copy a run's checkpointed weights, BatchNorm statistics and momentum buffers into its slot."""
+        missing = set(self.state_names) ^ set(model_state)
+        if missing:
+            from rethinkgen.errors import ConfigError
+
+            raise ConfigError(f"checkpoint does not fit the model (keys differ: {sorted(missing)[:4]}); "
+                              "delete it or use its config")
+        entries = optimizer_state.get("state", {})
+        with torch.no_grad():
+            for name in self.state_names:
+                stack = self.params[name] if name in self.params else self.stats[name]
+                stack[run.slot].copy_(model_state[name])
+            for i, name in enumerate(self.param_names):
+                buf = entries.get(i, {}).get("momentum_buffer")
+                if buf is not None:
+                    self.momentum[name][run.slot].copy_(buf)
+
     def _leave(self, done: list[_Run]) -> None:
         """Slice finished runs out of every stacked tensor."""
         for run in done:
             run.final = self.run_tensors(run)
-        keep = [r.slot for r in self.runs if r.status is None]
+        keep = [r.slot for r in self.runs if not r.history.finished]
         for run in done:
             run.slot = None
-        self.runs = [r for r in self.runs if r.status is None]
+        self.runs = [r for r in self.runs if not r.history.finished]
         if not keep:
             return
         index = torch.tensor(keep, device=self.device, dtype=torch.long)
@@ -568,16 +556,16 @@ class _FusedGroup:
         """One epoch of every active run (each its own next epoch); (mean loss, logged losses) per run."""
         runs, n, bs, dev = self.runs, self.n_train, self.batch_size, self.device
         k = len(runs)
-        perms = torch.stack([
-            torch.randperm(n, generator=torch.Generator().manual_seed(stream_seed(r.config.seed, "order", r.epoch + 1)))
-            for r in runs]).to(dev)  # (K, N)
+        orders = [torch.Generator().manual_seed(stream_seed(r.config.seed, "order", r.history.epoch + 1)) for r in runs]
+        perms = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(dev)  # (K, N)
         generators: list[torch.Generator | None] = [
-            torch.Generator(device=dev).manual_seed(stream_seed(r.config.seed, "augment", r.epoch + 1))
+            torch.Generator(device=dev).manual_seed(stream_seed(r.config.seed, "augment", r.history.epoch + 1))
             if self.augment[i] is not None else None for i, r in enumerate(runs)]
         # runs of one seed at the same epoch draw the same order (e.g. the corruption levels of a sweep)
-        same_order = len({(r.config.seed, r.epoch) for r in runs}) == 1
+        same_order = len({(r.config.seed, r.history.epoch) for r in runs}) == 1
         starts = list(range(0, n, bs))
-        lrs = [[lr_at(r.config.lr, r.config.lr_decay, r.period, r.samples_seen + s) for r in runs] for s in starts]
+        lrs = [[lr_at(r.config.lr, r.config.lr_decay, r.period, r.history.samples_seen + s) for r in runs]
+               for s in starts]
         lr_table = torch.tensor(lrs, dtype=torch.float32, device=dev).neg_()  # (S, K): -lr, one copy per epoch
         names = self.param_names
         plist = [self.params[name] for name in names]
@@ -619,12 +607,13 @@ class _FusedGroup:
         per_step, sums = host[:-1], host[-1]
         results = []
         for j, run in enumerate(runs):
-            first_step = run.step
+            h = run.history
+            first_step = h.step
             logged = [[first_step + i + 1, per_step[i][j]] for i in range(len(starts))
                       if (first_step + i + 1) % run.config.log_every == 0]
-            run.step += len(starts)
-            run.samples_seen += n
-            run.epoch += 1
+            h.step += len(starts)
+            h.samples_seen += n
+            h.epoch += 1
             results.append((sums[j] / max(len(starts), 1), logged))
         return results
 
@@ -664,28 +653,28 @@ class _FusedGroup:
         changed = self.changed if subset is None else self.changed[subset]
         rows = []
         for j, (run, train_loss) in enumerate(zip(runs, train_losses, strict=True)):
-            c = run.config
+            c, h = run.config, run.history
             tr = summarize(tr_loss[j], tr_ok[j], changed[j])
             te = summarize(te_loss[j], te_ok[j], None)
             rows.append({
-                "epoch": run.epoch, "step": run.step, "samples_seen": run.samples_seen,
-                "lr": lr_at(c.lr, c.lr_decay, run.period, max(run.samples_seen - 1, 0)),
+                "epoch": h.epoch, "step": h.step, "samples_seen": h.samples_seen,
+                "lr": lr_at(c.lr, c.lr_decay, run.period, max(h.samples_seen - 1, 0)),
                 "train_loss": train_loss, "train_eval_loss": tr.loss, "train_acc": tr.acc,
                 "train_acc_corrupted": tr.acc_changed, "train_acc_clean": tr.acc_unchanged,
-                "test_loss": te.loss, "test_acc": te.acc, "wall_time_s": run.wall_time_s,
+                "test_loss": te.loss, "test_acc": te.acc, "wall_time_s": h.wall_time_s,
             })
         return rows
 
     # ------------------------------------------------------------------ the group's life
     def _record(self, run: _Run, row: dict[str, Any], logged: list, bar: _GroupProgress) -> None:
-        run._finish_epoch(row)
+        run.history.finish_epoch(row, run.config)
         for cb in run.callbacks:
             if hasattr(cb, "on_epoch_end"):
                 cb.on_epoch_end(row, logged, run)
         bar.update(run, row)
 
     def _retire(self) -> None:
-        done = [r for r in self.runs if r.status is not None]
+        done = [r for r in self.runs if r.history.finished]
         if not done:
             return
         self._leave(done)
@@ -697,7 +686,7 @@ class _FusedGroup:
 
     def fit(self, progress: bool = False) -> list[dict[str, Any]]:
         with _GroupProgress(self.runs, enabled=progress) as bar:
-            fresh = [r for r in self.runs if r.epoch == 0 and not r.metrics]
+            fresh = [r for r in self.runs if r.history.untrained]
             if fresh:  # epoch 0: the untrained models
                 for run, row in zip(fresh, self.evaluate_rows(fresh, [None] * len(fresh)), strict=True):
                     self._record(run, row, [], bar)
@@ -707,14 +696,14 @@ class _FusedGroup:
                 results = self.train_epoch()
                 elapsed = time.perf_counter() - t0
                 for run, (_, logged) in zip(self.runs, results, strict=True):
-                    run.wall_time_s += elapsed
-                    run.step_losses.extend(logged)
+                    run.history.wall_time_s += elapsed
+                    run.history.step_losses.extend(logged)
                 t0 = time.perf_counter()
                 rows = self.evaluate_rows(self.runs, [loss for loss, _ in results])
                 elapsed = time.perf_counter() - t0
                 for run, row, (_, logged) in zip(list(self.runs), rows, results, strict=True):
-                    run.wall_time_s += elapsed
-                    row["wall_time_s"] = run.wall_time_s
+                    run.history.wall_time_s += elapsed
+                    row["wall_time_s"] = run.history.wall_time_s
                     self._record(run, row, logged, bar)
                 self._retire()
         solo = {id(run): self._finish_alone(run, progress) for run in self.runs}  # the last run, if any
@@ -751,7 +740,8 @@ class _GroupProgress:
             for run in self.runs:
                 c = run.config
                 title = f"{c.model} · {c.corruption}" + (f" p={c.level:g}" if c.corruption == "partial_labels" else "")
-                self.tasks[id(run)] = self.progress.add_task(title, total=c.epochs, completed=run.epoch, info="")
+                self.tasks[id(run)] = self.progress.add_task(title, total=c.epochs, completed=run.history.epoch,
+                                                             info="")
         return self
 
     def update(self, run: _Run, row: dict[str, Any]) -> None:

@@ -14,8 +14,6 @@ to exactly the numbers of an uninterrupted run on the CPU.
 from __future__ import annotations
 
 import copy
-import math
-import platform
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -25,13 +23,12 @@ import torch.nn.functional as F
 
 from rethinkgen.seeding import stream_seed
 from rethinkgen.train.allocator import keep_freed_memory
-from rethinkgen.train.config import TrainConfig, run_key
+from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.data import PreparedData, prepare_data
+from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, run_summary
 from rethinkgen.train.metrics import evaluate
 from rethinkgen.train.resolve import eval_batch_size, resolve_config
 from rethinkgen.train.schedule import decay_period, lr_at
-
-CHECKPOINT_VERSION = 1
 
 __all__ = ["train", "resolve_config", "select_device", "Trainer"]
 
@@ -98,49 +95,20 @@ class Trainer:
         self.forward = torch.compile(self.model) if (config.compile and device.type == "cuda") else self.model
         self.optimizer = make_optimizer(self.model.parameters(), config, device)
         self.period = decay_period(config.lr_decay_every, self.data.n_train)
-        self.start_history()
-
-    def start_history(self) -> None:
-        """The run's history before its first epoch (also used by the fused trainer's per-run state)."""
-        self.epoch = self.step = self.samples_seen = 0
-        self.wall_time_s = 0.0
-        self.metrics: list[dict[str, Any]] = []  # one row per epoch, epoch 0 = the untrained model
-        self.step_losses: list[list[float]] = []  # [step, minibatch loss] every log_every steps
-        self.status: str | None = None  # converged | max_epochs | diverged once finished
-        self.converged_step: int | None = None
-        self.converged_epoch: int | None = None
+        self.history = RunHistory()
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint(self) -> dict[str, Any]:
-        """A ``torch.save``-able snapshot from which :func:`train` resumes exactly."""
-        return {
-            "version": CHECKPOINT_VERSION,
-            "run_key": run_key(self.config),
-            "model": copy.deepcopy(self.model.state_dict()),  # copies: training goes on mutating them
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "epoch": self.epoch,
-            "step": self.step,
-            "samples_seen": self.samples_seen,
-            "wall_time_s": self.wall_time_s,
-            "metrics": list(self.metrics),
-            "step_losses": list(self.step_losses),
-            "status": self.status,
-            "converged_step": self.converged_step,
-            "converged_epoch": self.converged_epoch,
-        }
+        """A ``torch.save``-able snapshot from which :func:`train` (or the fused trainer) resumes exactly."""
+        return make_checkpoint(self.history, self.config, copy.deepcopy(self.model.state_dict()),
+                               copy.deepcopy(self.optimizer.state_dict()))
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        from rethinkgen.errors import ConfigError
-
-        if ckpt.get("run_key") != run_key(self.config):
-            raise ConfigError("checkpoint belongs to another run (run_key differs); delete it or use its config")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(copy.deepcopy(ckpt["optimizer"]))  # torch keeps the tensors it is given
-        for name in ("epoch", "step", "samples_seen", "wall_time_s", "status", "converged_step",
-                     "converged_epoch"):
-            setattr(self, name, ckpt[name])
-        self.metrics = list(ckpt["metrics"])
-        self.step_losses = [list(p) for p in ckpt["step_losses"]]
+        """Continue from ``ckpt`` (from either trainer's ``checkpoint()``); raises ConfigError for a
+        checkpoint of another run or format."""
+        self.history, model_state, optimizer_state = read_checkpoint(ckpt, self.config)
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))  # torch keeps the tensors it is given
 
     # ---------------------------------------------------------------- one epoch
     def _batch(self, index: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -151,7 +119,8 @@ class Trainer:
 
     def train_epoch(self) -> tuple[float, list[list[float]]]:
         """One pass over the training set in a fresh seeded order; returns (mean loss, logged losses)."""
-        c, epoch = self.config, self.epoch + 1
+        c, h = self.config, self.history
+        epoch = h.epoch + 1
         order = torch.Generator().manual_seed(stream_seed(c.seed, "order", epoch))
         perm = torch.randperm(self.data.n_train, generator=order).to(self.device)  # (N,)
         augment = None
@@ -164,7 +133,7 @@ class Trainer:
         n_batches = 0
         for start in range(0, self.data.n_train, c.batch_size):
             index = perm[start:start + c.batch_size]  # (B,)
-            lr = lr_at(c.lr, c.lr_decay, self.period, self.samples_seen)
+            lr = lr_at(c.lr, c.lr_decay, self.period, h.samples_seen)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
@@ -173,57 +142,46 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            self.step += 1
-            self.samples_seen += int(index.shape[0])
+            h.step += 1
+            h.samples_seen += int(index.shape[0])
             n_batches += 1
             loss_sum += loss.detach()
-            if self.step % c.log_every == 0:
-                logged.append((self.step, loss.detach()))
-        self.epoch = epoch
+            if h.step % c.log_every == 0:
+                logged.append((h.step, loss.detach()))
+        h.epoch = epoch
         values = torch.stack([v for _, v in logged]).tolist() if logged else []
         return float(loss_sum) / max(n_batches, 1), [[s, v] for (s, _), v in zip(logged, values, strict=True)]
 
     # ---------------------------------------------------------------- evaluation
     def evaluate_row(self, train_loss: float | None) -> dict[str, Any]:
         """The per-epoch metrics row (keys fixed: the results store relies on them)."""
-        c, d = self.config, self.data
+        c, d, h = self.config, self.data, self.history
         tr = evaluate(self.forward, d.x_train, d.y_train, self.eval_batch_size, d.changed, self.use_amp)
         te = evaluate(self.forward, d.x_test, d.y_test, self.eval_batch_size, None, self.use_amp)
-        lr_now = lr_at(c.lr, c.lr_decay, self.period, max(self.samples_seen - 1, 0))
+        lr_now = lr_at(c.lr, c.lr_decay, self.period, max(h.samples_seen - 1, 0))
         return {
-            "epoch": self.epoch, "step": self.step, "samples_seen": self.samples_seen, "lr": lr_now,
+            "epoch": h.epoch, "step": h.step, "samples_seen": h.samples_seen, "lr": lr_now,
             "train_loss": train_loss, "train_eval_loss": tr.loss, "train_acc": tr.acc,
             "train_acc_corrupted": tr.acc_changed, "train_acc_clean": tr.acc_unchanged,
-            "test_loss": te.loss, "test_acc": te.acc, "wall_time_s": self.wall_time_s,
+            "test_loss": te.loss, "test_acc": te.acc, "wall_time_s": h.wall_time_s,
         }
-
-    def _finish_epoch(self, row: dict[str, Any]) -> None:
-        self.metrics.append(row)
-        losses = [row["train_loss"], row["train_eval_loss"]]
-        if any(v is not None and not math.isfinite(v) for v in losses):
-            self.status = "diverged"
-        elif row["train_acc"] >= self.config.target_train_acc - 1e-12:
-            self.status = "converged"
-            self.converged_step, self.converged_epoch = self.step, self.epoch
-        elif self.epoch >= self.config.epochs:
-            self.status = "max_epochs"
 
     # ---------------------------------------------------------------- the run
     def fit(self, callbacks: Iterable[Any] = (), progress: bool = False) -> dict[str, Any]:
-        callbacks = list(callbacks)
+        callbacks, h = list(callbacks), self.history
         bar = _Progress(self.config, enabled=progress)
         with bar:
-            if self.epoch == 0 and not self.metrics:  # epoch 0: the untrained model
+            if h.untrained:  # epoch 0: the untrained model
                 self._record(self.evaluate_row(None), [], callbacks, bar)
-            while self.status is None:
+            while not h.finished:
                 t0 = time.perf_counter()
                 train_loss, logged = self.train_epoch()
-                self.wall_time_s += time.perf_counter() - t0
-                self.step_losses.extend(logged)
+                h.wall_time_s += time.perf_counter() - t0
+                h.step_losses.extend(logged)
                 t0 = time.perf_counter()
                 row = self.evaluate_row(train_loss)
-                self.wall_time_s += time.perf_counter() - t0
-                row["wall_time_s"] = self.wall_time_s
+                h.wall_time_s += time.perf_counter() - t0
+                row["wall_time_s"] = h.wall_time_s
                 self._record(row, logged, callbacks, bar)
         summary = self.summary()
         for cb in callbacks:
@@ -232,41 +190,15 @@ class Trainer:
         return summary
 
     def _record(self, row, logged, callbacks, bar) -> None:
-        self._finish_epoch(row)
+        self.history.finish_epoch(row, self.config)
         for cb in callbacks:
             if hasattr(cb, "on_epoch_end"):
                 cb.on_epoch_end(row, logged, self)
         bar.update(row)
 
     def summary(self) -> dict[str, Any]:
-        last = self.metrics[-1] if self.metrics else {}
-        tests = [r["test_acc"] for r in self.metrics if r.get("test_acc") is not None]
-        return {
-            "status": self.status,
-            "train_acc": last.get("train_acc"),
-            "test_acc": last.get("test_acc"),
-            "best_test_acc": max(tests) if tests else None,
-            "converged_step": self.converged_step,
-            "converged_epoch": self.converged_epoch,
-            "steps": self.step,
-            "epochs": self.epoch,
-            "n_params": self.n_params,
-            "realized_noise_rate": self.data.realized_noise_rate,
-            "config": self.config.to_dict(),
-            "run_key": run_key(self.config),
-            "wall_time_s": self.wall_time_s,
-            "metrics": list(self.metrics),
-            "step_losses": list(self.step_losses),
-            "device": str(self.device),
-            "torch_version": torch.__version__,
-            "hardware": hardware_description(self.device),
-        }
-
-
-def hardware_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        return run_summary(self.history, self.config, n_params=self.n_params,
+                           realized_noise_rate=self.data.realized_noise_rate, device=self.device)
 
 
 def train(config: TrainConfig | None = None, *, callbacks: Iterable[Any] = (), resume: dict | None = None,
@@ -286,7 +218,7 @@ def train(config: TrainConfig | None = None, *, callbacks: Iterable[Any] = (), r
             keep_freed_memory()  # (rethinkgen.train.allocator)
         if resume is not None:
             trainer.restore(resume)
-        if trainer.status is not None:  # the checkpoint is of a finished run
+        if trainer.history.finished:  # the checkpoint is of a finished run
             return trainer.summary()
         return trainer.fit(callbacks, progress)
 
