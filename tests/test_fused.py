@@ -216,10 +216,10 @@ def test_diverging_run_leaves_without_spoiling_the_others():
 
 def test_label_corrupted_runs_share_one_preprocessed_input_set():
     from rethinkgen.train.data import prepare_data
-    from rethinkgen.train.fused import _SharedInputs
+    from rethinkgen.train.fused import SharedInputs
     from rethinkgen.train.resolve import resolve_config
 
-    shared = _SharedInputs(torch.device("cpu"))
+    shared = SharedInputs(torch.device("cpu"))
     configs = [resolve_config(TrainConfig(**MLP, corruption=c, level=p, seed=s))
                for c, p, s in (("true_labels", None, 0), ("partial_labels", 0.5, 0), ("random_labels", None, 0),
                                ("shuffled_pixels", None, 0))]
@@ -245,17 +245,17 @@ def test_group_runs_splits_by_key_and_size():
 def test_runs_reading_the_same_batches_share_one_input_and_match_separate_training(spec, monkeypatch):
     """Label corruptions of one seed read the same batches: the fused step feeds them one (B, ...) batch
     (for an MLP the first layer of all runs is one GEMM), with the numbers of separate training."""
-    from rethinkgen.train import fused as fused_module
+    from rethinkgen.train.fused import FusedGroup
 
     shared_steps = []
-    real = fused_module._FusedGroup._inputs
+    real = FusedGroup._inputs
 
     def spy(self, index, generators, same_order):
         xb, shared = real(self, index, generators, same_order)
         shared_steps.append(shared)
         return xb, shared
 
-    monkeypatch.setattr(fused_module._FusedGroup, "_inputs", spy)
+    monkeypatch.setattr(FusedGroup, "_inputs", spy)
     configs = [TrainConfig(**spec, corruption="true_labels", epochs=3),
                TrainConfig(**{**spec, "lr": 0.05}, corruption="partial_labels", level=0.5, epochs=3),
                TrainConfig(**spec, corruption="random_labels", epochs=2)]
@@ -266,16 +266,16 @@ def test_runs_reading_the_same_batches_share_one_input_and_match_separate_traini
 
 
 def test_the_last_run_of_a_group_goes_on_in_the_single_trainer(monkeypatch):
-    from rethinkgen.train import fused as fused_module
+    from rethinkgen.train.fused import group as group_module
 
     handed_over = []
-    real_train = fused_module.train
+    real_train = group_module.train
 
     def spy(config, **kwargs):
         handed_over.append((config.corruption, kwargs["resume"]["epoch"]))
         return real_train(config, **kwargs)
 
-    monkeypatch.setattr(fused_module, "train", spy)
+    monkeypatch.setattr(group_module, "train", spy)
     configs = [TrainConfig(**MLP, corruption="true_labels", epochs=40),  # converges at epoch 9
                TrainConfig(**MLP, corruption="random_labels", epochs=40)]  # then trains alone to epoch 15
     recorders = [Recorder(), Recorder()]

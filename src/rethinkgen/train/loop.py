@@ -27,6 +27,7 @@ from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.data import PreparedData, prepare_data
 from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, run_summary
 from rethinkgen.train.metrics import evaluate
+from rethinkgen.train.progress import Progress
 from rethinkgen.train.resolve import eval_batch_size, resolve_config
 from rethinkgen.train.schedule import decay_period, lr_at
 
@@ -169,8 +170,7 @@ class Trainer:
     # ---------------------------------------------------------------- the run
     def fit(self, callbacks: Iterable[Any] = (), progress: bool = False) -> dict[str, Any]:
         callbacks, h = list(callbacks), self.history
-        bar = _Progress(self.config, enabled=progress)
-        with bar:
+        with Progress([(0, self.config, h.epoch)], enabled=progress) as bar:
             if h.untrained:  # epoch 0: the untrained model
                 self._record(self.evaluate_row(None), [], callbacks, bar)
             while not h.finished:
@@ -194,7 +194,7 @@ class Trainer:
         for cb in callbacks:
             if hasattr(cb, "on_epoch_end"):
                 cb.on_epoch_end(row, logged, self)
-        bar.update(row)
+        bar.update(0, row)
 
     def summary(self) -> dict[str, Any]:
         return run_summary(self.history, self.config, n_params=self.n_params,
@@ -221,35 +221,3 @@ def train(config: TrainConfig | None = None, *, callbacks: Iterable[Any] = (), r
         if trainer.history.finished:  # the checkpoint is of a finished run
             return trainer.summary()
         return trainer.fit(callbacks, progress)
-
-
-class _Progress:
-    """A rich progress bar over epochs showing loss and train/test accuracy (no-op when disabled)."""
-
-    def __init__(self, config: TrainConfig, enabled: bool) -> None:
-        self.enabled = enabled
-        self.total = config.epochs
-        self.title = f"{config.model} · {config.corruption}" + (
-            f" p={config.level:g}" if config.level is not None and config.corruption == "partial_labels" else "")
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-            self.progress.__enter__()
-            self.task = self.progress.add_task(self.title, total=self.total, info="")
-        return self
-
-    def update(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        loss = row["train_loss"]
-        info = (f"loss {loss:.3f} · " if loss is not None else "") + \
-            f"train {100 * row['train_acc']:.1f}% · test {100 * row['test_acc']:.1f}%"
-        self.progress.update(self.task, completed=row["epoch"], info=info)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.progress.__exit__(*exc)
