@@ -120,7 +120,8 @@ def test_resolve_fills_dataset_and_model_defaults():
     assert resolved.lr_decay_every == 50_000 and resolved.standardize == "per_feature"
     assert run_key(resolved) == run_key(resolve_config(resolved))  # idempotent
     assert run_key(resolved) != run_key(resolved.replace(seed=1))
-    assert run_key(resolved) == run_key(resolved.replace(device="cuda", data_dir="/elsewhere"))
+    # where and in which memory format it runs is not part of what is computed
+    assert run_key(resolved) == run_key(resolved.replace(device="cuda", data_dir="/elsewhere", channels_last=True))
 
 
 @pytest.mark.parametrize("change, words", [
@@ -133,6 +134,7 @@ def test_resolve_fills_dataset_and_model_defaults():
     (dict(augment=True), ["augment", "image data", "signal"]),
     (dict(model="alexnet_small"), ["alexnet_small", "signal"]),
     (dict(batch_size=0), ["batch_size"]),
+    (dict(channels_last=True), ["channels_last needs image data", "signal"]),
 ])
 def test_bad_configs_name_the_fix(change, words):
     with pytest.raises((ConfigError, UnknownNameError)) as info:

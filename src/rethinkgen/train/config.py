@@ -57,6 +57,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda -> mps -> cpu) | "cpu" | "cuda" | "mps"
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, where bf16 is slower)
     compile: bool = False  # torch.compile the model (CUDA only; no gain measured on CPU)
+    channels_last: bool | None = None  # channels-last memory format for images; None: on CUDA only
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -74,8 +75,9 @@ class TrainConfig:
         return cls(**values)
 
 
-# Fields that do not change what is computed, so they are left out of the run key.
-KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size"})
+# Fields that do not change what is computed, so they are left out of the run key (the memory format,
+# like the device, changes only the order of float operations).
+KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last"})
 
 
 def field_names() -> list[str]:

@@ -28,7 +28,7 @@ from rethinkgen.train.data import PreparedData, prepare_data
 from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, run_summary
 from rethinkgen.train.metrics import evaluate
 from rethinkgen.train.progress import Progress
-from rethinkgen.train.resolve import eval_batch_size, resolve_config
+from rethinkgen.train.resolve import eval_batch_size, resolve_config, use_channels_last
 from rethinkgen.train.schedule import decay_period, lr_at
 
 __all__ = ["train", "resolve_config", "select_device", "Trainer"]
@@ -50,14 +50,16 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 class _ContiguousSGD(torch.optim.SGD):
-    """``torch.optim.SGD`` that hands its kernel contiguous gradients only: torch's fused CPU kernel
-    (2.14) reads a strided gradient (e.g. a transposed view) in memory order, i.e. wrongly."""
+    """``torch.optim.SGD`` that hands its kernel gradients laid out as their parameters: torch's fused CPU
+    kernel (2.14) walks parameter, gradient and momentum buffer in memory order, so a gradient with
+    other strides (a transposed view from bmm; a default-layout gradient of a channels-last weight)
+    would be added to the wrong entries."""
 
     def step(self, closure=None):
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None and not p.grad.is_contiguous():
-                    p.grad = p.grad.contiguous()
+                if p.grad is not None and p.grad.stride() != p.stride():
+                    p.grad = torch.empty_like(p).copy_(p.grad)  # empty_like keeps p's strides (dense p)
         return super().step(closure)
 
 
@@ -84,7 +86,7 @@ class Trainer:
         self.data: PreparedData = prepare_data(config, device)
         self.use_amp = config.amp and device.type == "cuda"
         self.eval_batch_size = eval_batch_size(config, self.data.layout, device.type)
-        self.channels_last = device.type == "cuda" and self.data.layout == "image"
+        self.channels_last = use_channels_last(config, self.data.layout, device.type)
         torch.manual_seed(stream_seed(config.seed, "init"))
         model = create_model(config.model, self.data.input_shape, self.data.num_classes,
                              dropout=config.dropout, layout=self.data.layout)

@@ -3,7 +3,6 @@ together step by step (see the package docstring for what each run keeps of its 
 
 from __future__ import annotations
 
-import copy
 import functools
 import time
 from collections import OrderedDict
@@ -17,6 +16,7 @@ from torch.optim.sgd import sgd
 from rethinkgen.seeding import stream_seed
 from rethinkgen.train.allocator import keep_freed_memory
 from rethinkgen.train.config import TrainConfig
+from rethinkgen.train.fused.batchnorm import vmappable
 from rethinkgen.train.fused.grouping import why_not_fused
 from rethinkgen.train.fused.inputs import Inputs, SharedInputs, intern
 from rethinkgen.train.fused.mlp import linear_plan, mlp_forward
@@ -24,7 +24,7 @@ from rethinkgen.train.fused.run import Run
 from rethinkgen.train.loop import make_optimizer, select_device, train
 from rethinkgen.train.metrics import summarize
 from rethinkgen.train.progress import Progress
-from rethinkgen.train.resolve import eval_batch_size, resolve_config
+from rethinkgen.train.resolve import eval_batch_size, resolve_config, use_channels_last
 from rethinkgen.train.schedule import lr_at
 
 __all__ = ["FusedGroup", "train_group"]
@@ -102,7 +102,7 @@ class FusedGroup:
             self.num_classes, self.layout, input_shape = d.num_classes, d.layout, d.input_shape
             del d
         del shared_inputs
-        self.channels_last = device.type == "cuda" and self.layout == "image"
+        self.channels_last = use_channels_last(first, self.layout, device.type)
         self.eval_batch_size = eval_batch_size(first, self.layout, device.type)  # samples per pass, all runs
         self.x_train = Inputs(train_pool, train_which, device, self.channels_last)
         self.x_test = Inputs(test_pool, test_which, device, self.channels_last)
@@ -128,7 +128,9 @@ class FusedGroup:
         self.params = {n: p.detach().to(device).requires_grad_() for n, p in stacked.items()}  # (K, ...)
         self.stats = {n: b.to(device) for n, b in stats.items()}  # BatchNorm running statistics (K, ...)
         self.momentum = {n: torch.zeros_like(p, requires_grad=False) for n, p in self.params.items()}
-        self.template = template = copy.deepcopy(models[0]).to("meta")
+        # the model's structure without weights; BatchNorm layers as plain reductions (fused/batchnorm.py:
+        # torch's batch_norm queries a vmapped channels-last tensor's memory format on CUDA and fails)
+        self.template = template = vmappable(models[0].to("meta"))
         self.state_names = list(template.state_dict())  # the single model's state_dict order
         del models, stacked, stats
 
