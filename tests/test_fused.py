@@ -44,8 +44,9 @@ def one_thread():
 
 def assert_same_run(fused: dict, alone: dict) -> None:
     assert set(fused) == set(alone)
-    for key in ("status", "steps", "epochs", "converged_step", "converged_epoch", "n_params", "run_key",
-                "config", "realized_noise_rate", "device"):
+    for key in ("status", "steps", "epochs", "converged_step", "converged_epoch", "converged_train_acc",
+                "eval_every", "convergence_resolution_steps", "n_params", "run_key", "config", "realized_noise_rate",
+                "device"):
         assert fused[key] == alone[key], key
     assert len(fused["metrics"]) == len(alone["metrics"])
     for a, b in zip(fused["metrics"], alone["metrics"], strict=True):
@@ -100,6 +101,20 @@ def test_alexnet_with_augmentation_and_input_corruption_matches_separate_trainin
     fused = train_group(configs)
     for f, c in zip(fused, configs, strict=True):
         assert_same_run(f, train(c))
+
+
+def test_runs_with_their_own_eval_every_converge_at_the_steps_the_single_trainer_finds():
+    """Evaluations between epoch ends in a group: each run on its own schedule (every step, every 3rd,
+    per epoch), the same convergence steps — mid-epoch ones included — as trained alone."""
+    configs = [TrainConfig(**MLP, corruption="random_labels", epochs=40, eval_every=1),
+               TrainConfig(**MLP, corruption="random_labels", epochs=40, eval_every=3),
+               TrainConfig(**MLP, corruption="true_labels", epochs=40)]
+    fused = train_group(configs)
+    for f, c in zip(fused, configs, strict=True):
+        assert_same_run(f, train(c))
+    steps = [s["converged_step"] for s in fused]
+    assert steps[0] % 8 != 0 and steps[0] <= steps[1]  # 8 steps per epoch: the first one is mid-epoch
+    assert [s["convergence_resolution_steps"] for s in fused] == [1, 3, 8]
 
 
 class Recorder:

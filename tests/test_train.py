@@ -10,7 +10,7 @@ import torch
 
 import rethinkgen
 from rethinkgen.errors import ConfigError, UnknownNameError
-from rethinkgen.train.config import TrainConfig, run_key
+from rethinkgen.train.config import TrainConfig, canonical_json, run_key
 from rethinkgen.train.loop import resolve_config, train
 
 ROW_KEYS = {"epoch", "step", "samples_seen", "lr", "train_loss", "train_eval_loss", "train_acc",
@@ -149,3 +149,63 @@ def test_package_level_train_is_the_function():
     assert callable(rethinkgen.train) and callable(loop.train)
     summary = rethinkgen.train(**SMALL, epochs=1)
     assert json.loads(json.dumps(summary["config"]))["model"] == "mlp_1x512"
+
+
+# ------------------------------------------------------------------ convergence at a stated resolution
+# 256 MNIST-1D samples in batches of 32: 8 SGD steps per epoch. Random labels: the training accuracy
+# first touches 100% inside an epoch and is below it again at that epoch's end (CPU, one seed).
+CONV = dict(data="mnist1d", n_train=256, n_test=200, model="mlp_1x512", lr=0.1, device="cpu", batch_size=32,
+            log_every=3, corruption="random_labels", epochs=40)
+STEPS_PER_EPOCH = 8
+
+
+def test_convergence_step_is_found_between_epoch_ends_at_the_stated_resolution():
+    per_epoch = train(TrainConfig(**CONV))
+    every_step = train(TrainConfig(**CONV, eval_every=1))
+    every_3 = train(TrainConfig(**CONV, eval_every=3))
+    assert [s["status"] for s in (per_epoch, every_step, every_3)] == ["converged"] * 3
+    # resolutions: an epoch, one step, three steps
+    assert [s["convergence_resolution_steps"] for s in (per_epoch, every_step, every_3)] == [STEPS_PER_EPOCH, 1, 3]
+    assert [s["eval_every"] for s in (per_epoch, every_step, every_3)] == [None, 1, 3]
+    assert per_epoch["converged_step"] % STEPS_PER_EPOCH == 0  # today's resolution: epoch ends only
+    first = every_step["converged_step"]
+    assert first % STEPS_PER_EPOCH != 0 and first < per_epoch["converged_step"]  # inside an epoch, earlier
+    assert every_step["converged_train_acc"] == 1.0
+    assert every_step["converged_epoch"] == -(-first // STEPS_PER_EPOCH)  # the epoch that step fell in
+    # the run finishes the epoch it converged in: whole epochs, and here the accuracy dipped again
+    assert every_step["steps"] == every_step["epochs"] * STEPS_PER_EPOCH
+    assert every_step["train_acc"] < 1.0 == every_step["converged_train_acc"]
+    # a coarser resolution finds an evaluated step at or after the first one
+    assert every_3["converged_step"] >= first
+    assert every_3["converged_step"] % 3 == 0 or every_3["converged_step"] % STEPS_PER_EPOCH == 0
+    # evaluating changes nothing about the training itself: the same rows and losses, as far as both go
+    n = len(every_step["metrics"])
+    assert [_numbers(r) for r in every_step["metrics"]] == [_numbers(r) for r in per_epoch["metrics"][:n]]
+    assert every_step["step_losses"] == per_epoch["step_losses"][:len(every_step["step_losses"])]
+
+
+def test_evaluations_between_epochs_are_in_eval_mode_and_leave_batchnorm_statistics_alone():
+    """A train-mode evaluation would update BatchNorm's running statistics (and every later row):
+    with eval_every=1 the small Inception's rows and losses are those of per-epoch evaluation."""
+    config = TrainConfig(data="synthetic", data_options={"shape": "3x12x12"}, n_train=32, n_test=16, crop=10,
+                         model="inception_small", lr=0.05, batch_size=8, epochs=2, log_every=1, device="cpu",
+                         target_train_acc=1.0)
+    plain, evaluated = train(config), train(config.replace(eval_every=1))
+    assert evaluated["epochs"] == plain["epochs"] == 2
+    assert [_numbers(r) for r in evaluated["metrics"]] == [_numbers(r) for r in plain["metrics"]]
+    assert evaluated["step_losses"] == plain["step_losses"]
+
+
+def test_eval_every_is_validated_in_configs_and_specs():
+    from rethinkgen.sweep.spec import parse_spec
+
+    with pytest.raises(ConfigError, match="eval_every must be >= 1"):
+        train(TrainConfig(**SMALL, epochs=1, eval_every=0))
+    with pytest.raises(ConfigError, match="eval_every must be >= 1"):
+        parse_spec('name = "x"\n[defaults]\ndata = "mnist1d"\neval_every = 0\n')
+    spec = parse_spec('name = "x"\n[defaults]\ndata = "mnist1d"\n[grid]\neval_every = [1, 50]\n')
+    assert sorted(r.config.eval_every for r in spec.runs) == [1, 50]
+    # unset, it leaves the run key as it was before the field existed; set, it is part of the key
+    base = resolve_config(TrainConfig(**SMALL))
+    assert '"eval_every"' not in canonical_json(base)
+    assert run_key(base) != run_key(base.replace(eval_every=10))

@@ -51,6 +51,7 @@ class TrainConfig:
     flip: bool = False  # random horizontal flips (images)
     # --- stopping and logging ------------------------------------------------------------------
     target_train_acc: float = 1.0  # stop when eval-mode accuracy on the (corrupted) train set reaches it
+    eval_every: int | None = None  # SGD steps between train-set evaluations (convergence step); None: per epoch
     log_every: int = 10  # SGD steps between recorded training losses (Figure 1a)
     eval_batch_size: int | None = None  # samples per evaluation pass (None: by device and layout, train.resolve)
     seed: int = 0  # the one seed; split into corruption / init / order / augment / dropout streams
@@ -80,13 +81,20 @@ class TrainConfig:
 KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last"})
 
 
+# Fields added after run keys were first stored: left out of the canonical JSON while None (their
+# default), so every run that does not set them keeps the key it always had.
+KEY_OMITTED_IF_NONE = frozenset({"eval_every"})
+
+
 def field_names() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
 
 
 def canonical_json(config: TrainConfig) -> str:
-    """Sorted-key, compact JSON of the config without the fields in ``KEY_EXCLUDED``."""
-    values = {k: v for k, v in config.to_dict().items() if k not in KEY_EXCLUDED}
+    """Sorted-key, compact JSON of the config without the fields in ``KEY_EXCLUDED`` (and those in
+    ``KEY_OMITTED_IF_NONE`` while they are None)."""
+    values = {k: v for k, v in config.to_dict().items()
+              if k not in KEY_EXCLUDED and not (k in KEY_OMITTED_IF_NONE and v is None)}
     return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
 

@@ -9,8 +9,13 @@ Status (design §2; paper Figure 1b for the convergence step), decided at each e
 
 - ``diverged``: the epoch's mean training loss or the evaluated training loss is not finite;
 - ``converged``: an evaluation of the whole (corrupted) training set in eval mode reached
-  ``target_train_acc``; ``converged_step`` is the step of the *first* such evaluation, and
-  ``converged_epoch`` the epoch it fell in;
+  ``target_train_acc``; ``converged_step`` is the step of the *first* such evaluation,
+  ``converged_epoch`` the epoch it fell in and ``converged_train_acc`` the accuracy it measured. The
+  training set is evaluated at every epoch end (the row) and, with ``eval_every``, also after every
+  ``eval_every``-th SGD step (counted over the whole run), so the convergence step is the true first
+  step at or above the target up to :func:`convergence_resolution` steps. A run that converges inside
+  an epoch still finishes that epoch (rows stay whole epochs), so its last row may show a training
+  accuracy just below the target again;
 - ``max_epochs``: the epoch limit is reached without either;
 - ``None``: the run goes on.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import math
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +33,11 @@ import torch
 from rethinkgen.train.config import TrainConfig, run_key
 
 # Checkpoint format written by both trainers (a dict; torch.save-able, weights_only-loadable).
-CHECKPOINT_VERSION = 1
-_HISTORY_FIELDS = ("epoch", "step", "samples_seen", "wall_time_s", "status", "converged_step", "converged_epoch")
+# Version 2 added converged_train_acc; version 1 checkpoints still load (see read_checkpoint).
+CHECKPOINT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+_HISTORY_FIELDS = ("epoch", "step", "samples_seen", "wall_time_s", "status", "converged_step", "converged_epoch",
+                   "converged_train_acc")
 TARGET_SLACK = 1e-12  # an accuracy this close below the target counts as reaching it (float rounding)
 
 
@@ -49,6 +58,7 @@ class RunHistory:
     status: str | None = None  # converged | max_epochs | diverged once finished
     converged_step: int | None = None  # step of the first evaluation that reached target_train_acc
     converged_epoch: int | None = None  # the epoch that step fell in
+    converged_train_acc: float | None = None  # the training accuracy that evaluation measured
 
     @property
     def finished(self) -> bool:
@@ -59,17 +69,35 @@ class RunHistory:
         """No epoch recorded yet, not even epoch 0 (the untrained model's row)."""
         return self.epoch == 0 and not self.metrics
 
-    def finish_epoch(self, row: dict[str, Any], config: TrainConfig) -> None:
-        """Append an epoch's metrics row and decide the run's status (module docstring)."""
+    def finish_epoch(self, row: dict[str, Any], config: TrainConfig,
+                     evaluations: Sequence[tuple[int, float]] = ()) -> None:
+        """Append an epoch's metrics row and decide the run's status (module docstring).
+
+        ``evaluations`` are the epoch's evaluations of the training set before its end, as (step,
+        accuracy) pairs in step order (``eval_every``); the row is the evaluation at the epoch's end.
+        """
         self.metrics.append(row)
         losses = [row["train_loss"], row["train_eval_loss"]]
         if any(v is not None and not math.isfinite(v) for v in losses):
             self.status = "diverged"
-        elif row["train_acc"] >= config.target_train_acc - TARGET_SLACK:
+            return
+        looks = [*evaluations, (self.step, row["train_acc"])]
+        reached = next(((s, a) for s, a in looks if a >= config.target_train_acc - TARGET_SLACK), None)
+        if reached is not None:
             self.status = "converged"
-            self.converged_step, self.converged_epoch = self.step, self.epoch
+            self.converged_step, self.converged_train_acc = reached
+            self.converged_epoch = self.epoch
         elif self.epoch >= config.epochs:
             self.status = "max_epochs"
+
+
+def convergence_resolution(eval_every: int | None, steps_per_epoch: int) -> int:
+    """The largest number of SGD steps between two evaluations of the training set: the convergence
+    step is the first evaluated step at or above the target, at most this many steps after the true one.
+
+    Evaluations fall on every ``eval_every``-th step and on every epoch end (``steps_per_epoch`` apart).
+    """
+    return min(eval_every, steps_per_epoch) if eval_every else steps_per_epoch
 
 
 # ------------------------------------------------------------------------------------ checkpoints
@@ -98,20 +126,23 @@ def read_checkpoint(ckpt: dict[str, Any], config: TrainConfig) -> tuple[RunHisto
     from rethinkgen.errors import ConfigError
 
     version = ckpt.get("version")
-    if version != CHECKPOINT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ConfigError(f"checkpoint format version {version!r} cannot be read by this rethinkgen (it reads "
-                          f"version {CHECKPOINT_VERSION}); rerun the run from scratch")
+                          f"versions {', '.join(map(str, READABLE_VERSIONS))}); rerun the run from scratch, "
+                          "or resume it with the rethinkgen that wrote it")
     if ckpt.get("run_key") != run_key(config):
         raise ConfigError("checkpoint belongs to another run (run_key differs); delete it or use its config")
-    history = RunHistory(**{name: ckpt[name] for name in _HISTORY_FIELDS},
-                         metrics=[dict(r) for r in ckpt["metrics"]],
-                         step_losses=[list(p) for p in ckpt["step_losses"]])
+    values = {name: ckpt.get(name) for name in _HISTORY_FIELDS}
+    metrics = [dict(r) for r in ckpt["metrics"]]
+    if version == 1 and values["status"] == "converged":  # v1 converged only at epoch ends: that row's accuracy
+        values["converged_train_acc"] = next(r["train_acc"] for r in metrics if r["epoch"] == values["converged_epoch"])
+    history = RunHistory(**values, metrics=metrics, step_losses=[list(p) for p in ckpt["step_losses"]])
     return history, ckpt["model"], ckpt["optimizer"]
 
 
 # ---------------------------------------------------------------------------------------- summary
 def run_summary(history: RunHistory, config: TrainConfig, *, n_params: int, realized_noise_rate: float,
-                device: torch.device) -> dict[str, Any]:
+                steps_per_epoch: int, device: torch.device) -> dict[str, Any]:
     """The summary of a run (keys fixed: the results store and the CLI rely on them)."""
     last = history.metrics[-1] if history.metrics else {}
     tests = [r["test_acc"] for r in history.metrics if r.get("test_acc") is not None]
@@ -122,6 +153,9 @@ def run_summary(history: RunHistory, config: TrainConfig, *, n_params: int, real
         "best_test_acc": max(tests) if tests else None,
         "converged_step": history.converged_step,
         "converged_epoch": history.converged_epoch,
+        "converged_train_acc": history.converged_train_acc,
+        "eval_every": config.eval_every,  # None: the training set was evaluated once per epoch
+        "convergence_resolution_steps": convergence_resolution(config.eval_every, steps_per_epoch),
         "steps": history.step,
         "epochs": history.epoch,
         "n_params": n_params,

@@ -26,7 +26,7 @@ from rethinkgen.train.allocator import keep_freed_memory
 from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.data import PreparedData, prepare_data
 from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, run_summary
-from rethinkgen.train.metrics import evaluate
+from rethinkgen.train.metrics import evaluate, predict_correct
 from rethinkgen.train.progress import Progress
 from rethinkgen.train.resolve import eval_batch_size, resolve_config, use_channels_last
 from rethinkgen.train.schedule import decay_period, lr_at
@@ -99,6 +99,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model.parameters(), config, device)
         self.period = decay_period(config.lr_decay_every, self.data.n_train)
         self.history = RunHistory()
+        self.epoch_evaluations: list[list[float]] = []  # (step, train accuracy) inside the last epoch
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint(self) -> dict[str, Any]:
@@ -121,7 +122,12 @@ class Trainer:
         return xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
 
     def train_epoch(self) -> tuple[float, list[list[float]]]:
-        """One pass over the training set in a fresh seeded order; returns (mean loss, logged losses)."""
+        """One pass over the training set in a fresh seeded order; returns (mean loss, logged losses).
+
+        With ``eval_every``, the training set is also evaluated (eval mode) after every
+        ``eval_every``-th step but the epoch's last (the epoch-end row is that evaluation); the
+        (step, accuracy) pairs are left in ``self.epoch_evaluations`` for :meth:`fit`.
+        """
         c, h = self.config, self.history
         epoch = h.epoch + 1
         order = torch.Generator().manual_seed(stream_seed(c.seed, "order", epoch))
@@ -133,27 +139,47 @@ class Trainer:
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         logged: list[tuple[int, torch.Tensor]] = []
+        evaluations: list[tuple[int, torch.Tensor]] = []
         n_batches = 0
-        for start in range(0, self.data.n_train, c.batch_size):
+        starts = range(0, self.data.n_train, c.batch_size)
+        for start in starts:
             index = perm[start:start + c.batch_size]  # (B,)
-            lr = lr_at(c.lr, c.lr_decay, self.period, h.samples_seen)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-                logits = self.forward(self._batch(index, augment))  # (B, K)
-            loss = F.cross_entropy(logits.float(), self.data.y_train[index])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            loss = self._sgd_step(index, augment, lr_at(c.lr, c.lr_decay, self.period, h.samples_seen))
             h.step += 1
             h.samples_seen += int(index.shape[0])
             n_batches += 1
-            loss_sum += loss.detach()
+            loss_sum += loss
             if h.step % c.log_every == 0:
-                logged.append((h.step, loss.detach()))
+                logged.append((h.step, loss))
+            if c.eval_every and h.step % c.eval_every == 0 and start != starts[-1]:
+                evaluations.append((h.step, self._train_accuracy()))
         h.epoch = epoch
-        values = torch.stack([v for _, v in logged]).tolist() if logged else []
-        return float(loss_sum) / max(n_batches, 1), [[s, v] for (s, _), v in zip(logged, values, strict=True)]
+        # the epoch's one host sync: loss sum, logged losses and evaluated accuracies together
+        values = torch.stack([loss_sum, *(v for _, v in logged), *(a for _, a in evaluations)]).tolist()
+        losses, accs = values[1:1 + len(logged)], values[1 + len(logged):]
+        self.epoch_evaluations = [[s, a] for (s, _), a in zip(evaluations, accs, strict=True)]
+        return values[0] / max(n_batches, 1), [[s, v] for (s, _), v in zip(logged, losses, strict=True)]
+
+    def _sgd_step(self, index: torch.Tensor, augment: torch.Generator | None, lr: float) -> torch.Tensor:
+        """One SGD step on the samples ``index`` (B,) at learning rate ``lr``; returns the minibatch loss
+        (a detached 0-d tensor on the device: no host sync). Forward, backward and optimizer step, nothing
+        else: the unit a captured (CUDA graph) step would replace."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            logits = self.forward(self._batch(index, augment))  # (B, K)
+        loss = F.cross_entropy(logits.float(), self.data.y_train[index])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def _train_accuracy(self) -> torch.Tensor:
+        """Accuracy on the whole training set (labels trained on) in eval mode, a 0-d device tensor;
+        the model goes back to train mode after."""
+        d = self.data
+        _, correct = predict_correct(self.forward, d.x_train, d.y_train, self.eval_batch_size, self.use_amp)
+        return correct.float().mean()
 
     # ---------------------------------------------------------------- evaluation
     def evaluate_row(self, train_loss: float | None) -> dict[str, Any]:
@@ -184,15 +210,15 @@ class Trainer:
                 row = self.evaluate_row(train_loss)
                 h.wall_time_s += time.perf_counter() - t0
                 row["wall_time_s"] = h.wall_time_s
-                self._record(row, logged, callbacks, bar)
+                self._record(row, logged, callbacks, bar, self.epoch_evaluations)
         summary = self.summary()
         for cb in callbacks:
             if hasattr(cb, "on_train_end"):
                 cb.on_train_end(summary)
         return summary
 
-    def _record(self, row, logged, callbacks, bar) -> None:
-        self.history.finish_epoch(row, self.config)
+    def _record(self, row, logged, callbacks, bar, evaluations=()) -> None:
+        self.history.finish_epoch(row, self.config, evaluations)
         for cb in callbacks:
             if hasattr(cb, "on_epoch_end"):
                 cb.on_epoch_end(row, logged, self)
@@ -200,7 +226,8 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         return run_summary(self.history, self.config, n_params=self.n_params,
-                           realized_noise_rate=self.data.realized_noise_rate, device=self.device)
+                           realized_noise_rate=self.data.realized_noise_rate,
+                           steps_per_epoch=-(-self.data.n_train // self.config.batch_size), device=self.device)
 
 
 def train(config: TrainConfig | None = None, *, callbacks: Iterable[Any] = (), resume: dict | None = None,

@@ -101,6 +101,8 @@ def validate(c: TrainConfig, *, dataset_layout: str, model_layouts: tuple[str, .
     need(0.0 <= c.dropout < 1.0, f"dropout must be in [0, 1), got {c.dropout}")
     need(0.0 < c.target_train_acc <= 1.0, f"target_train_acc must be in (0, 1], got {c.target_train_acc}")
     need(c.log_every > 0, f"log_every must be > 0 steps, got {c.log_every}")
+    need(c.eval_every is None or c.eval_every >= 1,
+         f"eval_every must be >= 1 steps (or unset: once per epoch), got {c.eval_every}")
     need(c.eval_batch_size is None or c.eval_batch_size > 0, f"eval_batch_size must be > 0, got {c.eval_batch_size}")
     need(c.crop >= 0, f"crop must be >= 0 pixels (0: none), got {c.crop}")
     need(c.n_train is None or c.n_train > 0, f"n_train must be > 0, got {c.n_train}")

@@ -236,7 +236,9 @@ class FusedGroup:
         return torch.stack(parts), False
 
     def train_epoch(self) -> list[tuple[float, list[list[float]]]]:
-        """One epoch of every active run (each its own next epoch); (mean loss, logged losses) per run."""
+        """One epoch of every active run (each its own next epoch); per run (mean loss, logged losses), and
+        in ``run.epoch_evaluations`` the (step, train accuracy) pairs of its evaluations inside the epoch
+        (``eval_every``; as the single trainer's)."""
         runs, n, bs, dev = self.runs, self.n_train, self.batch_size, self.device
         k = len(runs)
         orders = [torch.Generator().manual_seed(stream_seed(r.config.seed, "order", r.history.epoch + 1)) for r in runs]
@@ -250,6 +252,8 @@ class FusedGroup:
         lrs = [[lr_at(r.config.lr, r.config.lr_decay, r.period, r.history.samples_seen + s) for r in runs]
                for s in starts]
         lr_table = torch.tensor(lrs, dtype=torch.float32, device=dev).neg_()  # (S, K): -lr, one copy per epoch
+        due = self._evaluations_due(len(starts))  # step index -> slots of the runs evaluated after it
+        evaluations: list[tuple[int, list[int], torch.Tensor]] = []
         names = self.param_names
         plist = [self.params[name] for name in names]
         blist = [self.momentum[name] for name in names]
@@ -286,8 +290,17 @@ class FusedGroup:
             detached = losses.detach()
             loss_sum += detached
             step_loss[i] = detached
-        host = torch.cat([step_loss, loss_sum[None]]).cpu().tolist()  # the one host sync of the epoch
-        per_step, sums = host[:-1], host[-1]
+            if i in due:
+                evaluations.append((i, due[i], self._train_accuracy(due[i])))
+        # the one host sync of the epoch: every step's losses, their sums and the evaluated accuracies
+        host = torch.cat([step_loss.flatten(), loss_sum, *(acc for _, _, acc in evaluations)]).cpu().tolist()
+        per_step = [host[i * k:(i + 1) * k] for i in range(len(starts))]
+        sums, accs = host[len(starts) * k:(len(starts) + 1) * k], iter(host[(len(starts) + 1) * k:])
+        for run in runs:
+            run.epoch_evaluations = []
+        for i, slots, _ in evaluations:
+            for j in slots:
+                runs[j].epoch_evaluations.append([runs[j].history.step + i + 1, next(accs)])
         results = []
         for j, run in enumerate(runs):
             h = run.history
@@ -301,12 +314,32 @@ class FusedGroup:
         return results
 
     # ------------------------------------------------------------------ evaluation
+    def _evaluations_due(self, n_steps: int) -> dict[int, list[int]]:
+        """{step index in this epoch: slots of the runs whose training set is evaluated after that step}:
+        every ``eval_every``-th step of each run's own count, but not the epoch's last (the row is)."""
+        due: dict[int, list[int]] = {}
+        for j, run in enumerate(self.runs):
+            every = run.config.eval_every
+            if every:
+                for i in range(n_steps - 1):
+                    if (run.history.step + i + 1) % every == 0:
+                        due.setdefault(i, []).append(j)
+        return due
+
+    def _train_accuracy(self, slots: list[int]) -> torch.Tensor:
+        """Training-set accuracies (K',) of the runs at ``slots``, in eval mode, left on the device."""
+        subset = None if len(slots) == len(self.runs) else torch.tensor(slots, device=self.device)
+        _, correct = self._predict(self.x_train, self.y_train, subset)
+        return correct.float().mean(dim=1)
+
     def _predict(self, inputs: Inputs, y: torch.Tensor, runs: torch.Tensor | None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample loss and correctness (K', M) of the runs ``runs`` (None: all active) on ``inputs``."""
+        """Per-sample loss and correctness (K', M) of the runs ``runs`` (None: all active) on ``inputs``,
+        in eval mode (BatchNorm: running statistics, not updated); the template's mode is restored."""
         params = self.params if runs is None else {n: p[runs] for n, p in self.params.items()}
         stats = self.stats if runs is None else {n: b[runs] for n, b in self.stats.items()}
-        self.template.eval()  # BatchNorm: running statistics, not updated
+        was_training = self.template.training
+        self.template.eval()
         if runs is not None:
             y = y[runs]
         # written into preallocated (K', M) outputs: small per-chunk results kept in a list would sit
@@ -324,6 +357,7 @@ class FusedGroup:
                 losses[:, start:start + chunk] = F.cross_entropy(logits.flatten(0, 1), target.flatten(),
                                                                  reduction="none").view(target.shape)
                 correct[:, start:start + chunk] = logits.argmax(dim=-1) == target
+        self.template.train(was_training)
         return losses, correct
 
     def evaluate_rows(self, runs: list[Run], train_losses: list[float | None]) -> list[dict[str, Any]]:
@@ -350,7 +384,8 @@ class FusedGroup:
 
     # ------------------------------------------------------------------ the group's life
     def _record(self, run: Run, row: dict[str, Any], logged: list, bar: Progress) -> None:
-        run.history.finish_epoch(row, run.config)
+        run.history.finish_epoch(row, run.config, run.epoch_evaluations)
+        run.epoch_evaluations = []
         for cb in run.callbacks:
             if hasattr(cb, "on_epoch_end"):
                 cb.on_epoch_end(row, logged, run)

@@ -31,6 +31,7 @@ class Run:
         self.slot: int | None = slot  # index in the group's stacked tensors; None once the run has left
         self.final: tuple[dict, dict] | None = None  # its (model state, momentum) when it left
         self.history = RunHistory()
+        self.epoch_evaluations: list[list[float]] = []  # (step, train accuracy) inside the last epoch
 
     def checkpoint(self) -> dict[str, Any]:
         """A snapshot in the single trainer's checkpoint format: ``train(config, resume=ckpt)`` continues it."""
@@ -57,4 +58,5 @@ class Run:
 
     def summary(self) -> dict[str, Any]:
         return run_summary(self.history, self.config, n_params=self.group.n_params,
-                           realized_noise_rate=self.realized_noise_rate, device=self.group.device)
+                           realized_noise_rate=self.realized_noise_rate,
+                           steps_per_epoch=self.group.steps_per_epoch, device=self.group.device)
