@@ -209,3 +209,46 @@ def test_eval_every_is_validated_in_configs_and_specs():
     base = resolve_config(TrainConfig(**SMALL))
     assert '"eval_every"' not in canonical_json(base)
     assert run_key(base) != run_key(base.replace(eval_every=10))
+
+
+# ------------------------------------------------------------------ the row's learning rate
+def test_row_lr_is_the_rate_of_the_epochs_last_step_in_both_trainers():
+    """1,000 samples in batches of 128: the last step of epoch e starts at 1000·e − 104 samples. With a
+    decay every 950 samples the rate changes *inside* that last batch, so "the rate after the last
+    sample" (0.05 for epoch 1) and "the rate of the last step" (0.1) differ; the row says the latter,
+    which is also what the optimizer holds after the epoch. Epoch 0: the initial rate."""
+    from rethinkgen.train.fused import train_group
+
+    config = TrainConfig(**SMALL, epochs=3, lr_decay_every=950, lr_decay=0.5)
+    optimizer_lrs = []
+
+    class Spy:
+        def on_epoch_end(self, row, step_losses, state):
+            optimizer_lrs.append(state.optimizer.param_groups[0]["lr"])
+
+    summary = train(config, callbacks=[Spy()])
+    lrs = [r["lr"] for r in summary["metrics"]]
+    assert lrs == [0.1, 0.1, 0.05, 0.0125]  # last steps start at 896, 1896, 2896 samples: decays 0, 1, 3
+    assert lrs[1:] == optimizer_lrs[1:]  # the rate the last step used
+    other = config.replace(corruption="random_labels")
+    fused = train_group([config, other])  # the fused trainer writes the same rows' rates
+    assert [r["lr"] for r in fused[0]["metrics"]] == lrs
+    assert [r["lr"] for r in fused[1]["metrics"]] == lrs
+
+
+def test_trainer_used_directly_leaves_the_global_rng_alone():
+    """Trainer (public) initialises its model and draws dropout masks from seeded streams; the caller's
+    global torch RNG is where the caller left it, on construction and after an epoch."""
+    from rethinkgen.train.loop import Trainer
+
+    config = resolve_config(TrainConfig(**SMALL, epochs=1, dropout=0.3))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    trainer = Trainer(config, torch.device("cpu"))
+    trainer.train_epoch()
+    assert torch.equal(torch.rand(3), expected)
+    # and the numbers do not depend on the caller's RNG state
+    torch.manual_seed(7)
+    again = Trainer(config, torch.device("cpu"))
+    assert again.train_epoch() == Trainer(config, torch.device("cpu")).train_epoch()

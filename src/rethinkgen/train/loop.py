@@ -1,14 +1,19 @@
 """The trainer: one randomization-test run (paper §2, Figure 1; Appendix A optimisation).
 
 SGD with momentum on the (possibly corrupted) training set, the paper's x0.95 learning-rate decay
-counted in samples seen, evaluation of the whole training set in eval mode after every epoch, and a
-stop as soon as training accuracy reaches ``target_train_acc`` — the step at which that happens is
-the run's *convergence step* (Figure 1b). Measured at epoch ends, so its resolution is one epoch.
+counted in samples seen, evaluation of the whole training set in eval mode after every epoch (and,
+with ``eval_every``, after every ``eval_every``-th step), and a stop at the end of the epoch in which
+an evaluation first reaches ``target_train_acc`` — that evaluation's step is the run's *convergence
+step* (Figure 1b), exact up to ``min(eval_every, steps per epoch)`` steps (history.py).
 
-Randomness: every torch draw happens inside ``torch.random.fork_rng`` (the caller's global RNG is
-untouched); the model is initialised from the "init" stream, and each epoch reseeds its data order,
-augmentation and dropout from ``(seed, epoch)``. A checkpoint taken at an epoch end therefore resumes
-to exactly the numbers of an uninterrupted run on the CPU.
+Randomness: the model is initialised from the "init" stream, and each epoch reseeds its data order,
+augmentation and dropout from ``(seed, epoch)``; torch's global generators are seeded only inside
+:func:`rethinkgen.train.rng.seeded`, which gives the caller's state back. A checkpoint taken at an
+epoch end therefore resumes to exactly the numbers of an uninterrupted run on the CPU.
+
+The step (:meth:`Trainer._sgd_step`: forward, backward, optimizer) is kept apart from the epoch's
+bookkeeping (order, learning rate, counters, logged losses, evaluations), which reads the device back
+once per epoch.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoin
 from rethinkgen.train.metrics import evaluate, predict_correct
 from rethinkgen.train.progress import Progress
 from rethinkgen.train.resolve import eval_batch_size, resolve_config, use_channels_last
-from rethinkgen.train.schedule import decay_period, lr_at
+from rethinkgen.train.rng import seeded
+from rethinkgen.train.schedule import decay_period, last_step_lr, lr_at
 
 __all__ = ["train", "resolve_config", "select_device", "Trainer"]
 
@@ -75,7 +81,8 @@ def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig, device: 
 class Trainer:
     """State of one run: data, model, optimizer and the history so far.
 
-    Construct it inside ``torch.random.fork_rng`` (``train`` does): the model is initialised here.
+    The model is initialised here and dropout masks drawn in :meth:`train_epoch`, each from a seeded
+    stream inside :func:`rethinkgen.train.rng.seeded`: the caller's global torch RNG is left as it was.
     """
 
     def __init__(self, config: TrainConfig, device: torch.device) -> None:
@@ -87,9 +94,9 @@ class Trainer:
         self.use_amp = config.amp and device.type == "cuda"
         self.eval_batch_size = eval_batch_size(config, self.data.layout, device.type)
         self.channels_last = use_channels_last(config, self.data.layout, device.type)
-        torch.manual_seed(stream_seed(config.seed, "init"))
-        model = create_model(config.model, self.data.input_shape, self.data.num_classes,
-                             dropout=config.dropout, layout=self.data.layout)
+        with seeded(stream_seed(config.seed, "init"), torch.device("cpu")):  # built on the CPU, then moved
+            model = create_model(config.model, self.data.input_shape, self.data.num_classes,
+                                 dropout=config.dropout, layout=self.data.layout)
         self.n_params = count_params(model)
         self.model = model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
         if self.channels_last:
@@ -135,24 +142,24 @@ class Trainer:
         augment = None
         if self.data.x_train_raw is not None:
             augment = torch.Generator(device=self.device).manual_seed(stream_seed(c.seed, "augment", epoch))
-        torch.manual_seed(stream_seed(c.seed, "dropout", epoch))
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         logged: list[tuple[int, torch.Tensor]] = []
         evaluations: list[tuple[int, torch.Tensor]] = []
         n_batches = 0
         starts = range(0, self.data.n_train, c.batch_size)
-        for start in starts:
-            index = perm[start:start + c.batch_size]  # (B,)
-            loss = self._sgd_step(index, augment, lr_at(c.lr, c.lr_decay, self.period, h.samples_seen))
-            h.step += 1
-            h.samples_seen += int(index.shape[0])
-            n_batches += 1
-            loss_sum += loss
-            if h.step % c.log_every == 0:
-                logged.append((h.step, loss))
-            if c.eval_every and h.step % c.eval_every == 0 and start != starts[-1]:
-                evaluations.append((h.step, self._train_accuracy()))
+        with seeded(stream_seed(c.seed, "dropout", epoch), self.device):  # dropout draws from the global RNG
+            for start in starts:
+                index = perm[start:start + c.batch_size]  # (B,)
+                loss = self._sgd_step(index, augment, lr_at(c.lr, c.lr_decay, self.period, h.samples_seen))
+                h.step += 1
+                h.samples_seen += int(index.shape[0])
+                n_batches += 1
+                loss_sum += loss
+                if h.step % c.log_every == 0:
+                    logged.append((h.step, loss))
+                if c.eval_every and h.step % c.eval_every == 0 and start != starts[-1]:
+                    evaluations.append((h.step, self._train_accuracy()))
         h.epoch = epoch
         # the epoch's one host sync: loss sum, logged losses and evaluated accuracies together
         values = torch.stack([loss_sum, *(v for _, v in logged), *(a for _, a in evaluations)]).tolist()
@@ -187,7 +194,7 @@ class Trainer:
         c, d, h = self.config, self.data, self.history
         tr = evaluate(self.forward, d.x_train, d.y_train, self.eval_batch_size, d.changed, self.use_amp)
         te = evaluate(self.forward, d.x_test, d.y_test, self.eval_batch_size, None, self.use_amp)
-        lr_now = lr_at(c.lr, c.lr_decay, self.period, max(h.samples_seen - 1, 0))
+        lr_now = last_step_lr(c.lr, c.lr_decay, self.period, h.samples_seen, d.n_train, c.batch_size)
         return {
             "epoch": h.epoch, "step": h.step, "samples_seen": h.samples_seen, "lr": lr_now,
             "train_loss": train_loss, "train_eval_loss": tr.loss, "train_acc": tr.acc,
@@ -240,13 +247,11 @@ def train(config: TrainConfig | None = None, *, callbacks: Iterable[Any] = (), r
     config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
     resolved = resolve_config(config)
     device = select_device(resolved.device)
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
-        trainer = Trainer(resolved, device)
-        if device.type == "cpu":  # after the data is loaded: no per-step page faults on the activations
-            keep_freed_memory()  # (rethinkgen.train.allocator)
-        if resume is not None:
-            trainer.restore(resume)
-        if trainer.history.finished:  # the checkpoint is of a finished run
-            return trainer.summary()
-        return trainer.fit(callbacks, progress)
+    trainer = Trainer(resolved, device)
+    if device.type == "cpu":  # after the data is loaded: no per-step page faults on the activations
+        keep_freed_memory()  # (rethinkgen.train.allocator)
+    if resume is not None:
+        trainer.restore(resume)
+    if trainer.history.finished:  # the checkpoint is of a finished run
+        return trainer.summary()
+    return trainer.fit(callbacks, progress)

@@ -25,7 +25,8 @@ from rethinkgen.train.loop import make_optimizer, select_device, train
 from rethinkgen.train.metrics import summarize
 from rethinkgen.train.progress import Progress
 from rethinkgen.train.resolve import eval_batch_size, resolve_config, use_channels_last
-from rethinkgen.train.schedule import lr_at
+from rethinkgen.train.rng import seeded
+from rethinkgen.train.schedule import last_step_lr, lr_at
 
 __all__ = ["FusedGroup", "train_group"]
 
@@ -56,14 +57,12 @@ def train_group(configs: Sequence[TrainConfig], *, callbacks: Sequence[Sequence[
         if finished[i]:  # a finished run's checkpoint: its summary, no callbacks (as train does)
             summaries[i] = train(configs[i], resume=resumes[i])
     device = select_device(configs[0].device)
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
-        group = FusedGroup([configs[i] for i in todo], device, [callbacks[i] for i in todo],
-                            [resumes[i] for i in todo])
-        if device.type == "cpu":  # after the data is loaded (as the single trainer)
-            keep_freed_memory()
-        for i, summary in zip(todo, group.fit(progress), strict=True):
-            summaries[i] = summary
+    group = FusedGroup([configs[i] for i in todo], device, [callbacks[i] for i in todo],
+                       [resumes[i] for i in todo])
+    if device.type == "cpu":  # after the data is loaded (as the single trainer)
+        keep_freed_memory()
+    for i, summary in zip(todo, group.fit(progress), strict=True):
+        summaries[i] = summary
     return summaries  # type: ignore[return-value]
 
 
@@ -120,8 +119,9 @@ class FusedGroup:
         self.fused_sgd = make_optimizer([torch.zeros(1, device=device)], first, device).defaults["fused"]
         models = []
         for c in configs:
-            torch.manual_seed(stream_seed(c.seed, "init"))
-            models.append(create_model(c.model, input_shape, self.num_classes, dropout=c.dropout, layout=self.layout))
+            with seeded(stream_seed(c.seed, "init"), torch.device("cpu")):  # as the single trainer
+                models.append(create_model(c.model, input_shape, self.num_classes, dropout=c.dropout,
+                                           layout=self.layout))
         self.n_params = count_params(models[0])
         stacked, stats = stack_module_state(models)
         self.param_names = list(stacked)
@@ -375,7 +375,7 @@ class FusedGroup:
             te = summarize(te_loss[j], te_ok[j], None)
             rows.append({
                 "epoch": h.epoch, "step": h.step, "samples_seen": h.samples_seen,
-                "lr": lr_at(c.lr, c.lr_decay, run.period, max(h.samples_seen - 1, 0)),
+                "lr": last_step_lr(c.lr, c.lr_decay, run.period, h.samples_seen, self.n_train, c.batch_size),
                 "train_loss": train_loss, "train_eval_loss": tr.loss, "train_acc": tr.acc,
                 "train_acc_corrupted": tr.acc_changed, "train_acc_clean": tr.acc_unchanged,
                 "test_loss": te.loss, "test_acc": te.acc, "wall_time_s": h.wall_time_s,

@@ -10,7 +10,7 @@ import torch
 from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, run_summary
 from rethinkgen.train.loop import make_optimizer
-from rethinkgen.train.schedule import decay_period, lr_at
+from rethinkgen.train.schedule import decay_period, last_step_lr
 
 if TYPE_CHECKING:
     from rethinkgen.train.fused.group import FusedGroup
@@ -44,8 +44,8 @@ class Run:
         tensors = [state[name] for name in group.param_names]
         optimizer = make_optimizer(tensors, c, group.device)  # the single trainer's optimizer and flags
         if h.step > 0:  # lr of the last step, as the single trainer leaves it in the param group
-            last_batch = group.n_train - (group.steps_per_epoch - 1) * c.batch_size
-            optimizer.param_groups[0]["lr"] = lr_at(c.lr, c.lr_decay, self.period, h.samples_seen - last_batch)
+            optimizer.param_groups[0]["lr"] = last_step_lr(c.lr, c.lr_decay, self.period, h.samples_seen,
+                                                           group.n_train, c.batch_size)
             if c.momentum != 0:
                 for tensor, name in zip(tensors, group.param_names, strict=True):
                     optimizer.state[tensor]["momentum_buffer"] = momentum[name]
