@@ -24,7 +24,12 @@ def test_random_labels_are_memorized_and_test_stays_at_chance():
     summary = train(TrainConfig(**SMALL, corruption="random_labels", epochs=300))
     assert summary["status"] == "converged"
     assert summary["train_acc"] == 1.0
-    assert summary["converged_step"] == summary["steps"] > 0
+    rows = summary["metrics"]
+    # per-epoch evaluation: the convergence step is the end of the first epoch whose row reaches 100%
+    first = next(r for r in rows if r["train_acc"] >= 1.0)
+    assert (summary["converged_step"], summary["converged_epoch"]) == (first["step"], first["epoch"]) != (0, 0)
+    assert rows[-1]["epoch"] == first["epoch"] < 300  # it stopped there, not at the epoch limit
+    assert summary["convergence_resolution_steps"] == math.ceil(1000 / 128)
     assert 0.03 < summary["test_acc"] < 0.2  # chance is 0.10 on 10 classes
     assert 0.85 < summary["realized_noise_rate"] < 0.95  # p(1 - 1/K) = 0.9
 
@@ -81,29 +86,52 @@ def test_global_rng_is_untouched():
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_resume_from_checkpoint_gives_identical_numbers():
+class Interrupt(Exception):
+    pass
+
+
+class StopAfter:
+    """A callback that keeps the checkpoint of epoch ``epoch`` and then interrupts the run."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.ckpt, self.rows = epoch, None, []
+
+    def on_epoch_end(self, row, step_losses, state):
+        self.rows.append(row["epoch"])
+        if row["epoch"] == self.epoch:
+            self.ckpt = state.checkpoint()
+            raise Interrupt
+
+
+def test_an_interrupted_run_resumes_to_the_numbers_of_an_uninterrupted_one():
+    """CPU, bit for bit: dropout masks, data order and the optimizer state all continue exactly."""
     config = TrainConfig(**SMALL, corruption="partial_labels", level=0.4, epochs=4, dropout=0.1)
     full = train(config)
+    stop = StopAfter(2)
+    with pytest.raises(Interrupt):
+        train(config, callbacks=[stop])
+    assert stop.rows == [0, 1, 2] and stop.ckpt["epoch"] == 2  # it really stopped at epoch 2 of 4
+    resumed_rows = []
 
-    class Grab:
-        ckpt = None
-
+    class Rows:
         def on_epoch_end(self, row, step_losses, state):
-            if row["epoch"] == 2:
-                Grab.ckpt = state.checkpoint()
+            resumed_rows.append(row["epoch"])
 
-    train(config.replace(epochs=4), callbacks=[Grab()])
-    resumed = train(config, resume=Grab.ckpt)
+    resumed = train(config, resume=stop.ckpt, callbacks=[Rows()])
+    assert resumed_rows == [3, 4]  # only the epochs after the checkpoint were trained again
     assert [_numbers(r) for r in resumed["metrics"]] == [_numbers(r) for r in full["metrics"]]
     assert resumed["step_losses"] == full["step_losses"]
-    again = train(config, resume=Grab.ckpt)  # resuming must not consume the checkpoint
+    again = train(config, resume=stop.ckpt)  # resuming must not consume the checkpoint
     assert again["step_losses"] == full["step_losses"]
 
 
-def test_huge_learning_rate_diverges_without_crashing():
+def test_huge_learning_rate_diverges_and_stops_at_the_first_non_finite_loss():
     summary = train(TrainConfig(**{**SMALL, "lr": 1e6}, epochs=5))
-    assert summary["status"] == "diverged"
-    assert summary["epochs"] <= 5
+    assert summary["status"] == "diverged" and summary["converged_step"] is None
+    rows = summary["metrics"]
+    finite = [all(math.isfinite(r[k]) for k in ("train_loss", "train_eval_loss") if r[k] is not None) for r in rows]
+    assert finite[-1] is False and all(finite[:-1])  # the last row is the first non-finite one
+    assert summary["epochs"] == rows[-1]["epoch"] < 5  # it stopped there instead of running to epochs=5
 
 
 def test_lr_decays_per_samples_seen():
@@ -252,3 +280,43 @@ def test_trainer_used_directly_leaves_the_global_rng_alone():
     torch.manual_seed(7)
     again = Trainer(config, torch.device("cpu"))
     assert again.train_epoch() == Trainer(config, torch.device("cpu")).train_epoch()
+
+
+# ------------------------------------------------------------------ what the trainer measures
+def test_test_accuracy_is_against_the_true_labels_when_training_labels_are_random():
+    """Design §2: test labels are never corrupted. The row's test accuracy is recomputed here from the
+    trained model and the source's own test labels (loaded independently), while ~90% of the training
+    labels the trainer used differ from the source's."""
+    from rethinkgen.data.sources import load_dataset
+    from rethinkgen.train.loop import Trainer
+
+    config = resolve_config(TrainConfig(**SMALL, corruption="random_labels", epochs=3))
+    trainer = Trainer(config, torch.device("cpu"))
+    summary = trainer.fit()
+    source = load_dataset("mnist1d", None, n_train=1000, n_test=500, seed=0)
+    assert (trainer.data.y_train != source.y_train).float().mean() > 0.8
+    trainer.model.eval()
+    with torch.no_grad():
+        predicted = trainer.model(trainer.data.x_test).argmax(dim=1)
+    true_acc = (predicted == source.y_test).float().mean().item()
+    assert summary["metrics"][-1]["test_acc"] == pytest.approx(true_acc, abs=1e-7)  # float32 mean vs float
+
+
+def test_training_accuracy_is_measured_in_eval_mode():
+    """With dropout 0.5 the network's train-mode predictions are noisy: the row's training accuracy is
+    the eval-mode one (recomputed here), not a train-mode one (which differs on these 1,000 samples)."""
+    from rethinkgen.train.loop import Trainer
+    from rethinkgen.train.rng import seeded
+
+    config = resolve_config(TrainConfig(**SMALL, epochs=2, dropout=0.5))
+    trainer = Trainer(config, torch.device("cpu"))
+    summary = trainer.fit()
+    x, y = trainer.data.x_train, trainer.data.y_train
+    with torch.no_grad():
+        trainer.model.eval()
+        eval_acc = (trainer.model(x).argmax(1) == y).float().mean().item()
+        trainer.model.train()
+        with seeded(0, torch.device("cpu")):
+            train_mode_acc = (trainer.model(x).argmax(1) == y).float().mean().item()
+    assert summary["metrics"][-1]["train_acc"] == pytest.approx(eval_acc, abs=1e-7)
+    assert abs(train_mode_acc - eval_acc) > 1e-3
