@@ -312,15 +312,16 @@ def test_the_last_run_of_a_group_goes_on_in_the_single_trainer(monkeypatch):
 BN_TOL = dict(rtol=1e-5, atol=1e-5)
 
 
-def _bn_pair(kind, momentum):
-    torch.manual_seed(0)
+def _bn_pair(kind, momentum, formulation="reductions"):
+    g = torch.Generator().manual_seed(0)
     ref = kind(5, momentum=momentum)
     with torch.no_grad():
-        ref.weight.uniform_(0.5, 1.5)
-        ref.bias.uniform_(-0.5, 0.5)
-    return ref, StackableBatchNorm(copy.deepcopy(ref))
+        ref.weight.copy_(0.5 + torch.rand(5, generator=g))
+        ref.bias.copy_(torch.rand(5, generator=g) - 0.5)
+    return ref, StackableBatchNorm(copy.deepcopy(ref), formulation)
 
 
+@pytest.mark.parametrize("formulation", ["reductions", "native"])
 @pytest.mark.parametrize("kind, shape, channels_last, momentum", [
     (torch.nn.BatchNorm2d, (8, 5, 6, 6), False, 0.1),
     (torch.nn.BatchNorm2d, (8, 5, 6, 6), True, 0.1),
@@ -328,15 +329,17 @@ def _bn_pair(kind, momentum):
     (torch.nn.BatchNorm1d, (8, 5), False, 0.1),
     (torch.nn.BatchNorm1d, (8, 5, 7), False, 0.1),
 ])
-def test_stackable_batchnorm_equals_torch_batchnorm_in_train_and_eval_mode(kind, shape, channels_last, momentum):
-    ref, ours = _bn_pair(kind, momentum)
+def test_stackable_batchnorm_equals_torch_batchnorm_in_train_and_eval_mode(kind, shape, channels_last, momentum,
+                                                                           formulation):
+    ref, ours = _bn_pair(kind, momentum, formulation)
+    gen = torch.Generator().manual_seed(1)
     for mode in ("train", "train", "train", "eval"):
         ref.train(mode == "train")
         ours.train(mode == "train")
-        x = (3 * torch.randn(shape) + 1).requires_grad_()
+        x = (3 * torch.randn(shape, generator=gen) + 1).requires_grad_()
         if channels_last:
             x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
-        upstream = torch.randn(shape)
+        upstream = torch.randn(shape, generator=gen)
         y_ref, y = ref(x), ours(x)
         torch.testing.assert_close(y, y_ref, **BN_TOL)
         grads_ref = torch.autograd.grad((y_ref * upstream).sum(), [x, ref.weight, ref.bias])
@@ -349,34 +352,47 @@ def test_stackable_batchnorm_equals_torch_batchnorm_in_train_and_eval_mode(kind,
     assert int(ref.num_batches_tracked) == 3  # eval mode left the statistics alone
 
 
-def test_stackable_batchnorm_on_bfloat16_inputs_computes_in_float32():
+@pytest.mark.parametrize("formulation", ["reductions", "native"])
+def test_stackable_batchnorm_on_bfloat16_inputs_computes_in_float32(formulation):
     """Under autocast a BatchNorm sees bfloat16 activations: statistics in float32, output in bfloat16,
     equal to torch's kernel within bfloat16 rounding (relative 1e-2)."""
-    ref, ours = _bn_pair(torch.nn.BatchNorm2d, 0.1)
-    x = (3 * torch.randn(8, 5, 6, 6) + 1).to(torch.bfloat16)
+    ref, ours = _bn_pair(torch.nn.BatchNorm2d, 0.1, formulation)
+    x = (3 * torch.randn(8, 5, 6, 6, generator=torch.Generator().manual_seed(2)) + 1).to(torch.bfloat16)
     y_ref, y = ref(x), ours(x)
     assert y.dtype == torch.bfloat16 and ours.running_mean.dtype == torch.float32
     torch.testing.assert_close(y.float(), y_ref.float(), rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(ours.running_var, ref.running_var, rtol=1e-3, atol=1e-3)
 
 
-def test_stackable_batchnorm_under_vmap_updates_each_runs_own_statistics():
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                        reason="needs a CUDA device")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+@pytest.mark.parametrize("formulation", ["reductions", "native"])
+def test_stackable_batchnorm_under_vmap_updates_each_runs_own_statistics(formulation, device):
+    """Three runs' BatchNorms stacked and vmapped over channels-last inputs — on CUDA the very case in
+    which torch's own BatchNorm raises — against each run's nn.BatchNorm2d applied alone (float32)."""
     from torch.func import functional_call, stack_module_state, vmap
 
-    torch.manual_seed(1)
-    refs = [torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)) for _ in range(3)]
-    for i, m in enumerate(refs):  # each run its own statistics
-        m[1].running_mean.fill_(0.1 * i)
-        m[1].running_var.fill_(1.0 + i)
+    gen = torch.Generator().manual_seed(1)
+    refs = [torch.nn.BatchNorm2d(4).to(device) for _ in range(3)]
+    for i, m in enumerate(refs):  # each run its own parameters and statistics
+        with torch.no_grad():
+            m.weight.fill_(1.0 + i)
+            m.bias.fill_(-0.5 * i)
+        m.running_mean.fill_(0.1 * i)
+        m.running_var.fill_(1.0 + i)
     params, stats = stack_module_state(refs)
-    template = vmappable(refs[0]).to("meta")
-    x = torch.randn(3, 6, 3, 8, 8).contiguous()  # (K, B, C, H, W): per-run inputs
+    template = vmappable(refs[0], formulation).to("meta")
+    x = (2 * torch.randn(3, 6, 4, 8, 8, generator=gen) + 1).to(device)  # (K, B, C, H, W): per-run inputs
+    x = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)  # channels-last within each run
     out = vmap(lambda p, s, xb: functional_call(template, (p, s), (xb,)))(params, stats, x)
     for k, m in enumerate(refs):
         torch.testing.assert_close(out[k], m(x[k]), **BN_TOL)
-        torch.testing.assert_close(stats["1.running_mean"][k], m[1].running_mean, **BN_TOL)
-        torch.testing.assert_close(stats["1.running_var"][k], m[1].running_var, **BN_TOL)
-    assert stats["1.num_batches_tracked"].tolist() == [1, 1, 1]
+        torch.testing.assert_close(stats["running_mean"][k], m.running_mean, **BN_TOL)
+        torch.testing.assert_close(stats["running_var"][k], m.running_var, **BN_TOL)
+    assert stats["num_batches_tracked"].tolist() == [1, 1, 1]
 
 
 @pytest.mark.parametrize("model", ["inception_small", "resnet18"])

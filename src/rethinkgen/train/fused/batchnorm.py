@@ -15,11 +15,22 @@ batch rule never asks, which is why a channels-last fused group trains on the CP
 CUDA. (Read in torch's sources; the ``gpu``-marked test in tests/test_fused.py runs the fused group on
 a device.)
 
-:class:`StackableBatchNorm` computes the same function with ``var_mean``, broadcasting arithmetic and
-in-place updates of its running-statistics buffers — every one of them has a vmap batch rule and
-none looks at strides — so it runs under ``vmap(functional_call)`` with per-run stacked parameters
-and statistics on any device and in any memory format. :func:`vmappable` swaps it in for every
-BatchNorm layer of a (meta-device) template; the state-dict names stay those of the original model.
+:class:`StackableBatchNorm` computes the same function without that composite, in one of two
+formulations:
+
+- ``"reductions"`` (the default): ``var_mean``, broadcasting arithmetic and in-place updates of the
+  running-statistics buffers — each op has a vmap batch rule and none looks at strides, so it cannot
+  hit the query on any device, whatever torch's BatchNorm kernels do;
+- ``"native"``: torch's ``native_batch_norm`` called directly — its batch rule
+  (``aten/src/ATen/functorch/BatchRulesNorm.cpp``) unwraps the vmapped tensor before any kernel runs,
+  so the query is skipped too, and torch's own kernels do the work (fewer passes over memory).
+
+Both equal ``nn.BatchNorm2d`` within float rounding on the CPU (tests/test_fused.py). The default is
+the one whose correctness does not depend on torch's device kernels; ``benchmarks/fused_batchnorm.py``
+times both against torch's module (on the 2-core development machine, under load: 1.2-1.45x and
+1.1-1.3x its step time in a vmapped inception_small step; to be measured on a GPU before choosing
+there). :func:`vmappable` swaps it in for every BatchNorm layer of a (meta-device) template; the
+state-dict names stay those of the original model.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 __all__ = ["GlobalAvgPool2d", "StackableBatchNorm", "vmappable"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+FORMULATIONS = ("native", "reductions")
 
 
 class StackableBatchNorm(nn.Module):
@@ -48,8 +60,11 @@ class StackableBatchNorm(nn.Module):
     (tests/test_fused.py).
     """
 
-    def __init__(self, bn: _BatchNorm) -> None:
+    def __init__(self, bn: _BatchNorm, formulation: str = "reductions") -> None:
         super().__init__()
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"formulation must be one of {', '.join(FORMULATIONS)}, got {formulation!r}")
+        self.formulation = formulation
         self.num_features, self.eps, self.momentum = bn.num_features, bn.eps, bn.momentum
         self.affine, self.track_running_stats = bn.affine, bn.track_running_stats
         # the same tensors under the same names, in the same order: state_dict keys do not change
@@ -60,6 +75,23 @@ class StackableBatchNorm(nn.Module):
         self.train(bn.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.formulation == "native" and self.momentum is not None:
+            return self._native(x)
+        return self._reductions(x)
+
+    def _native(self, x: torch.Tensor) -> torch.Tensor:
+        """torch's ``native_batch_norm`` kernel, called directly (its vmap batch rule unwraps the tensor
+        before any kernel runs; ``_batch_norm_impl_index``, the composite that queries, is skipped)."""
+        work = x.float() if x.dtype in _LOW_PRECISION else x  # the batch rule's dummy weight takes x's dtype
+        if self.training and self.running_mean is not None:
+            self.num_batches_tracked.add_(1)
+        use_batch = self.training or self.running_mean is None
+        y, _, _ = torch.ops.aten.native_batch_norm(work, self.weight, self.bias, self.running_mean, self.running_var,
+                                                   use_batch, self.momentum, self.eps)
+        return y.to(x.dtype)
+
+    def _reductions(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function from ``var_mean`` and broadcasting arithmetic (no BatchNorm kernel at all)."""
         dims = [0, *range(2, x.dim())]  # every dimension but the channels
         shape = [1, -1] + [1] * (x.dim() - 2)  # (1, C, 1, ...): broadcasts over (N, C, *)
         work = x.float() if x.dtype in _LOW_PRECISION else x
@@ -70,9 +102,12 @@ class StackableBatchNorm(nn.Module):
                 self._update_running(mean.detach(), var.detach(), x.numel() // x.shape[1])
         else:
             mean, var = self.running_mean, self.running_var
-        y = (work - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
+        scale = torch.rsqrt(var + self.eps)  # (C,): 1/σ, times γ when affine
         if self.weight is not None:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+            scale = scale * self.weight
+            y = torch.addcmul(self.bias.view(shape), work - mean.view(shape), scale.view(shape))  # (x−μ)·γ/σ + β
+        else:
+            y = (work - mean.view(shape)) * scale.view(shape)
         return y.to(x.dtype)
 
     @torch.no_grad()
@@ -100,26 +135,26 @@ class GlobalAvgPool2d(nn.Module):
         return x.mean(dim=(-2, -1), keepdim=True)
 
 
-def _replacement(module: nn.Module) -> nn.Module | None:
+def _replacement(module: nn.Module, batchnorm: str) -> nn.Module | None:
     if isinstance(module, _BatchNorm):
-        return StackableBatchNorm(module)
+        return StackableBatchNorm(module, batchnorm)
     if isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size in (1, (1, 1)):
         return GlobalAvgPool2d()
     return None
 
 
-def vmappable(model: nn.Module) -> nn.Module:
+def vmappable(model: nn.Module, batchnorm: str = "reductions") -> nn.Module:
     """A copy of ``model`` whose ``nn.BatchNorm{1,2,3}d`` layers are :class:`StackableBatchNorm` (sharing
     their parameters and buffers, so state-dict names do not change) and whose global average pools
     are :class:`GlobalAvgPool2d`; the same function, runnable under ``vmap`` on any device and in any
     memory format. Other modules are kept as they are."""
     model = copy.deepcopy(model)
-    whole = _replacement(model)
+    whole = _replacement(model, batchnorm)
     if whole is not None:
         return whole
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            new = _replacement(child)
+            new = _replacement(child, batchnorm)
             if new is not None:
                 setattr(module, name, new)
     return model
