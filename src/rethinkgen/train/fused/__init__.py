@@ -8,8 +8,8 @@ them — MLPs as one ``baddbmm`` per layer, every other model under ``torch.func
 (grouped convolutions for the convnets). Each run keeps everything that makes it *its* run, exactly
 as :func:`rethinkgen.train.loop.train` would compute it alone:
 
-- its initial weights (``torch.manual_seed(stream_seed(seed, "init"))`` before ``create_model``) and
-  BatchNorm statistics;
+- its initial weights (``create_model`` under ``rng.seeded(stream_seed(seed, "init"))``, as the single
+  trainer) and BatchNorm statistics;
 - its data order (``torch.randperm`` from ``stream_seed(seed, "order", epoch)``), labels, inputs
   (input corruptions and seeded subsets give per-run inputs; identical inputs are stored once) and
   augmentation draws (``stream_seed(seed, "augment", epoch)``);
@@ -21,6 +21,8 @@ as :func:`rethinkgen.train.loop.train` would compute it alone:
 - its stopping point: a run that converges, diverges or reaches its epoch limit leaves the group at
   that epoch's end (its tensors are sliced out) while the others go on; the last run left continues
   in the single trainer from its checkpoint (one run gains nothing from batched kernels);
+- its evaluations: the training set after every ``eval_every``-th step of its own count (its
+  convergence step at its own resolution) and the per-epoch rows;
 - its records: the same per-epoch rows, logged step losses, callbacks (``on_epoch_end(row,
   step_losses, state)`` with ``state.checkpoint()`` in the *single trainer's* checkpoint format, so
   ``train(config, resume=ckpt)`` continues a fused run alone, and vice versa) and summary.
@@ -39,19 +41,22 @@ trains them one after another with the single trainer):
 - **models with buffers other than BatchNorm statistics** (none of the registered models): fused
   training would not know how to stack them. BatchNorm itself fuses: each run's running mean and
   variance are stacked like its weights and updated in place under ``vmap`` from that run's own
-  batch statistics (inception_small, resnet18).
+  batch statistics (inception_small, resnet18), by :mod:`~rethinkgen.train.fused.batchnorm` (torch's
+  own BatchNorm cannot run under ``vmap`` on CUDA with channels-last inputs).
 - **different data shape or step structure**: ``data``, ``data_dir``, ``data_options``, ``n_train``,
-  ``n_test``, ``crop``, ``model``, ``batch_size``, ``eval_batch_size``, ``device``, ``amp`` and
-  ``compile`` must be equal (:data:`SHARED_FIELDS`); everything else may differ.
+  ``n_test``, ``crop``, ``model``, ``batch_size``, ``eval_batch_size``, ``device``, ``amp``,
+  ``compile`` and ``channels_last`` must be equal (:data:`SHARED_FIELDS`); everything else may differ.
 
 GPU path (same as the single trainer): bf16 autocast when ``amp`` (CUDA only), channels-last storage
-of shared image tensors, optional ``torch.compile`` of the vmapped forward (``compile``, CUDA only),
-and no host synchronisation inside the step loop: the epoch's permutations and learning-rate table
-go to the device once per epoch, and step losses stay on the device until the epoch ends.
+of shared image tensors and augmented batches (``channels_last``; None: CUDA only), optional
+``torch.compile`` of the vmapped forward (``compile``, CUDA only), and no host synchronisation inside
+the step loop: the epoch's permutations and learning-rate table go to the device once per epoch, and
+step losses and evaluated accuracies stay on the device until the epoch ends.
 
 Modules: :mod:`~rethinkgen.train.fused.grouping` (who can fuse, and the split of a sweep into groups),
 :mod:`~rethinkgen.train.fused.inputs` (each distinct input set prepared once),
 :mod:`~rethinkgen.train.fused.mlp` (stacked MLPs as batched matmuls),
+:mod:`~rethinkgen.train.fused.batchnorm` (BatchNorm and global pooling that run under ``vmap`` anywhere),
 :mod:`~rethinkgen.train.fused.run` (one run's history and checkpoints),
 :mod:`~rethinkgen.train.fused.group` (the group and :func:`train_group`).
 """
