@@ -254,42 +254,15 @@ class FusedGroup:
         lr_table = torch.tensor(lrs, dtype=torch.float32, device=dev).neg_()  # (S, K): -lr, one copy per epoch
         due = self._evaluations_due(len(starts))  # step index -> slots of the runs evaluated after it
         evaluations: list[tuple[int, list[int], torch.Tensor]] = []
-        names = self.param_names
-        plist = [self.params[name] for name in names]
-        blist = [self.momentum[name] for name in names]
-        views = [self.views[name] for name in names]
-        same_m, same_wd = len(set(self.momenta)) == 1, len(set(self.decays)) == 1
-        any_wd = any(self.decays)
         self.template.train()
         loss_sum = torch.zeros(k, device=dev)
         step_loss = torch.empty(len(starts), k, device=dev)  # every step's losses; read once at the end
         for i, start in enumerate(starts):
             index = perms[:, start:start + bs]  # (K, B)
             xb, shared = self._inputs(index, generators, same_order)
-            yb = self.y_train.gather(1, index)  # (K, B)
-            forward = self.forward_shared if shared else self.forward_each
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.use_amp):
-                logits = forward(self.params, self.stats, xb)  # (K, B, C)
-            losses = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none")
-            losses = losses.view(yb.shape).mean(dim=1)  # (K,): each run's minibatch mean
-            grads = [g if g.is_contiguous() else g.contiguous()  # bmm gives W's gradient transposed; the
-                     for g in torch.autograd.grad(losses.sum(), plist)]  # fused CPU kernel needs it contiguous
-            with torch.no_grad():
-                if same_m and same_wd and len(set(lrs[i])) == 1:
-                    # One set of hyperparameters: torch's own SGD kernel with the single trainer's flags
-                    # (fused on the CPU), elementwise on the stacked tensors. Buffers start at zero, so
-                    # the first step's m·0 + g is exactly SGD's buf = g.
-                    sgd(plist, grads, blist, fused=self.fused_sgd, weight_decay=self.decays[0],
-                        momentum=self.momenta[0], lr=lrs[i][0], dampening=0.0, nesterov=False, maximize=False)
-                else:  # per-run hyperparameters: the same operations with (K, 1, ...) tensors
-                    for p, g, buf, view in zip(plist, grads, blist, views, strict=True):
-                        if any_wd:
-                            g = g + p * self.decay_t.view(view)
-                        buf.mul_(self.momentum_t.view(view)).add_(g)
-                        p.addcmul_(buf, lr_table[i].view(view))
-            detached = losses.detach()
-            loss_sum += detached
-            step_loss[i] = detached
+            losses = self._sgd_step(xb, shared, self.y_train.gather(1, index), lrs[i], lr_table[i])
+            loss_sum += losses
+            step_loss[i] = losses
             if i in due:
                 evaluations.append((i, due[i], self._train_accuracy(due[i])))
         # the one host sync of the epoch: every step's losses, their sums and the evaluated accuracies
@@ -312,6 +285,38 @@ class FusedGroup:
             h.epoch += 1
             results.append((sums[j] / max(len(starts), 1), logged))
         return results
+
+    def _sgd_step(self, xb: torch.Tensor, shared: bool, yb: torch.Tensor, lrs: list[float],
+                  neg_lr: torch.Tensor) -> torch.Tensor:
+        """One SGD step of every active run: inputs ``xb`` ((B, ...) read by all runs when ``shared``, else
+        (K, B, ...)), labels ``yb`` (K, B), the runs' learning rates ``lrs`` (and negated on the device,
+        ``neg_lr`` (K,)). Returns the K minibatch losses, detached, on the device (no host sync). Forward,
+        backward and update, nothing else: the unit a captured (CUDA graph) step would replace."""
+        names = self.param_names
+        plist = [self.params[name] for name in names]
+        blist = [self.momentum[name] for name in names]
+        forward = self.forward_shared if shared else self.forward_each
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            logits = forward(self.params, self.stats, xb)  # (K, B, C)
+        losses = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none")
+        losses = losses.view(yb.shape).mean(dim=1)  # (K,): each run's minibatch mean
+        grads = [g if g.is_contiguous() else g.contiguous()  # bmm gives W's gradient transposed; the
+                 for g in torch.autograd.grad(losses.sum(), plist)]  # fused CPU kernel needs it contiguous
+        with torch.no_grad():
+            if len(set(self.momenta)) == 1 and len(set(self.decays)) == 1 and len(set(lrs)) == 1:
+                # One set of hyperparameters: torch's own SGD kernel with the single trainer's flags
+                # (fused on the CPU), elementwise on the stacked tensors. Buffers start at zero, so
+                # the first step's m·0 + g is exactly SGD's buf = g.
+                sgd(plist, grads, blist, fused=self.fused_sgd, weight_decay=self.decays[0],
+                    momentum=self.momenta[0], lr=lrs[0], dampening=0.0, nesterov=False, maximize=False)
+            else:  # per-run hyperparameters: the same operations with (K, 1, ...) tensors
+                for name, p, g, buf in zip(names, plist, grads, blist, strict=True):
+                    view = self.views[name]
+                    if any(self.decays):
+                        g = g + p * self.decay_t.view(view)
+                    buf.mul_(self.momentum_t.view(view)).add_(g)
+                    p.addcmul_(buf, neg_lr.view(view))
+        return losses.detach()
 
     # ------------------------------------------------------------------ evaluation
     def _evaluations_due(self, n_steps: int) -> dict[int, list[int]]:
