@@ -5,7 +5,8 @@ Why not ``torch.nn.BatchNorm2d`` under ``vmap``: functorch runs ``aten::batch_no
 ``aten/src/ATen/functorch/BatchRulesDecompositions.cpp``); only ``native_batch_norm`` further down has
 a batch rule that unwraps it. ``_batch_norm_impl_index`` (``aten/src/ATen/native/Normalization.cpp``)
 first picks a backend with ``_select_batch_norm_backend``: on a CUDA tensor with cuDNN available (float32
-or float16 input; bfloat16 is excluded) it picks cuDNN and then calls
+or float16 input in the sources read; bfloat16 was excluded there, so with bf16 autocast the crash
+needs a torch that admits it) it picks cuDNN and then calls
 ``input.contiguous(input.suggest_memory_format())``. For a channels-last input that is
 ``contiguous(ChannelsLast)``, whose first step is ``is_contiguous(ChannelsLast)`` — and
 ``BatchedTensorImpl::is_contiguous_custom`` (``aten/src/ATen/functorch/BatchedTensorImpl.cpp``) raises
