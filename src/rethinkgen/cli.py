@@ -154,6 +154,9 @@ def train(
     data_option: Annotated[list[str] | None, typer.Option(help="source option KEY=VALUE, repeatable")] = None,
     exclude_true_class: Annotated[bool, typer.Option(help="corrupted labels always differ")] = False,
     log_every: Annotated[int, typer.Option(help="steps between recorded training losses")] = 10,
+    eval_every: Annotated[int | None, typer.Option(
+        help="SGD steps between evaluations of the whole training set, the resolution of the convergence "
+             "step [default: once per epoch]")] = None,
     device: Annotated[str, typer.Option(help="auto|cpu|cuda|mps")] = "auto",
     out: Annotated[Path | None, typer.Option(help="output folder [default: runs/<run key>]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
@@ -169,7 +172,7 @@ def train(
         exclude_true_class=exclude_true_class, model=model, dropout=dropout, epochs=epochs,
         batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay,
         lr_decay_every=lr_decay_every, augment=augment, flip=flip, target_train_acc=target_train_acc,
-        log_every=log_every, seed=seed, device=device)
+        log_every=log_every, eval_every=eval_every, seed=seed, device=device)
     summary = train_run(config, progress=not quiet and not as_json and sys.stderr.isatty())
     folder = out or Path("runs") / summary["run_key"][:12]
     write_run_outputs(summary, folder)

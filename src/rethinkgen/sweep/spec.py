@@ -58,6 +58,7 @@ _DOMAINS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "n_test": (lambda v: v > 0, "> 0"),
     "eval_batch_size": (lambda v: v > 0, "> 0"),
     "log_every": (lambda v: v > 0, "> 0"),
+    "eval_every": (lambda v: v >= 1, ">= 1 steps"),
     "momentum": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     "weight_decay": (lambda v: v >= 0 and math.isfinite(v), ">= 0"),
     "lr_decay": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),

@@ -61,12 +61,14 @@ class TrainConfig:
     flip: bool = False  # random horizontal flips (images)
     # --- stopping and logging ------------------------------------------------------------------
     target_train_acc: float = 1.0  # stop when eval-mode accuracy on the (corrupted) train set reaches it
+    eval_every: int | None = None  # SGD steps between train-set evaluations (convergence step); None: per epoch
     log_every: int = 10  # SGD steps between recorded training losses (Figure 1a)
     eval_batch_size: int | None = None  # samples per evaluation pass (None: by device and layout, train.resolve)
     seed: int = 0  # the one seed; split into corruption / init / order / augment / dropout streams
     device: str = "auto"  # "auto" (cuda -> mps -> cpu) | "cpu" | "cuda" | "mps"
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, where bf16 is slower)
     compile: bool = False  # torch.compile the model (CUDA only; no gain measured on CPU)
+    channels_last: bool | None = None  # channels-last memory format for images; None: on CUDA only
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -84,8 +86,14 @@ class TrainConfig:
         return cls(**values)
 
 
-# Fields that do not change what is computed, so they are left out of the run key.
-KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size"})
+# Fields that do not change what is computed, so they are left out of the run key (the memory format,
+# like the device, changes only the order of float operations).
+KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last"})
+
+
+# Fields added after run keys were first stored: left out of the canonical JSON while None (their
+# default), so every run that does not set them keeps the key it always had.
+KEY_OMITTED_IF_NONE = frozenset({"eval_every"})
 
 
 def field_names() -> list[str]:
@@ -93,8 +101,10 @@ def field_names() -> list[str]:
 
 
 def canonical_json(config: TrainConfig) -> str:
-    """Sorted-key, compact JSON of the config without the fields in ``KEY_EXCLUDED``."""
-    values = {k: v for k, v in config.to_dict().items() if k not in KEY_EXCLUDED}
+    """Sorted-key, compact JSON of the config without the fields in ``KEY_EXCLUDED`` (and those in
+    ``KEY_OMITTED_IF_NONE`` while they are None)."""
+    values = {k: v for k, v in config.to_dict().items()
+              if k not in KEY_EXCLUDED and not (k in KEY_OMITTED_IF_NONE and v is None)}
     return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
 

@@ -56,6 +56,15 @@ def eval_batch_size(config: TrainConfig, layout: str, device_type: str) -> int:
     return EVAL_BATCH_CPU_IMAGES if layout == "image" and device_type == "cpu" else EVAL_BATCH
 
 
+def use_channels_last(config: TrainConfig, layout: str, device_type: str) -> bool:
+    """Whether a run stores images (inputs, activations, conv weights) channels-last: the config's
+    ``channels_last``, else on CUDA only (faster convolutions there; no gain measured on the CPU).
+    Never for signals and vectors (``validate`` refuses ``channels_last=True`` for them)."""
+    if layout != "image":
+        return False
+    return config.channels_last if config.channels_last is not None else device_type == "cuda"
+
+
 def _resolve_level(config: TrainConfig, corruption) -> float | None:
     name = config.corruption
     if name in FIXED_LEVEL:
@@ -92,6 +101,8 @@ def validate(c: TrainConfig, *, dataset_layout: str, model_layouts: tuple[str, .
     need(0.0 <= c.dropout < 1.0, f"dropout must be in [0, 1), got {c.dropout}")
     need(0.0 < c.target_train_acc <= 1.0, f"target_train_acc must be in (0, 1], got {c.target_train_acc}")
     need(c.log_every > 0, f"log_every must be > 0 steps, got {c.log_every}")
+    need(c.eval_every is None or c.eval_every >= 1,
+         f"eval_every must be >= 1 steps (or unset: once per epoch), got {c.eval_every}")
     need(c.eval_batch_size is None or c.eval_batch_size > 0, f"eval_batch_size must be > 0, got {c.eval_batch_size}")
     need(c.crop >= 0, f"crop must be >= 0 pixels (0: none), got {c.crop}")
     need(c.n_train is None or c.n_train > 0, f"n_train must be > 0, got {c.n_train}")
@@ -101,7 +112,8 @@ def validate(c: TrainConfig, *, dataset_layout: str, model_layouts: tuple[str, .
     need(dataset_layout in model_layouts,
          f"model {c.model} takes {'/'.join(model_layouts)} inputs but dataset {c.data} is {dataset_layout} data; "
          "choose a model for it with `rethinkgen list models`")
-    for flag, on in (("augment (random crop)", c.augment), ("flip", c.flip), ("crop", c.crop > 0)):
+    for flag, on in (("augment (random crop)", c.augment), ("flip", c.flip), ("crop", c.crop > 0),
+                     ("channels_last", bool(c.channels_last))):
         need(not on or dataset_layout == "image",
              f"{flag} needs image data; dataset {c.data} has layout {dataset_layout}")
     if problems:

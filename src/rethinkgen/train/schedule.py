@@ -17,3 +17,14 @@ def decay_period(lr_decay_every: int, n_train: int) -> int:
 def lr_at(lr0: float, decay: float, period_samples: int, samples_seen: int) -> float:
     """Learning rate after ``samples_seen`` samples: lr0 * decay ** floor(samples_seen / period)."""
     return lr0 * decay ** (samples_seen // period_samples)
+
+
+def last_step_lr(lr0: float, decay: float, period_samples: int, samples_seen: int, n_train: int,
+                 batch_size: int) -> float:
+    """The learning rate of the last SGD step of an epoch that ended after ``samples_seen`` samples (whole
+    epochs of ``n_train`` samples in batches of ``batch_size``; the last batch may be smaller); ``lr0``
+    before any step. It is the per-epoch row's ``lr`` in both trainers."""
+    if samples_seen == 0:
+        return lr0
+    last_batch = n_train - (-(-n_train // batch_size) - 1) * batch_size
+    return lr_at(lr0, decay, period_samples, samples_seen - last_batch)
