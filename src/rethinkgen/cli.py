@@ -89,7 +89,9 @@ def list_models_cmd(pattern: Annotated[str, typer.Argument(help="shell pattern, 
              f"{info.paper_params:,}" if info.paper_params else "–", f"{MODELS.get(info.name).paper_lr:g}",
              info.description] for info in describe_models(pattern)]
     _print_listing(["name", "inputs", "params", "paper (Table 1)", "paper lr", "description"], rows)
-    console.print("params: on 3×28×28 images (the paper's CIFAR-10 crop) or (1, 40) signals; 10 classes")
+    console.print("params: on 3×28×28 images (the paper's CIFAR-10 crop) or (1, 40) signals, 10 classes, "
+                  "no BatchNorm γ/β (Table 1's counting); the ImageNet models (inception_v3, resnet50) on "
+                  "3×299×299 / 3×224×224, 1000 classes, counted as torchvision does (BatchNorm γ/β included)")
 
 
 @list_app.command("corruptions")

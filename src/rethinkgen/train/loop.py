@@ -24,13 +24,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from rethinkgen.seeding import stream_seed
 from rethinkgen.train.allocator import keep_freed_memory
 from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.data import PreparedData, prepare_data
 from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, run_summary
+from rethinkgen.train.losses import training_loss
 from rethinkgen.train.metrics import evaluate, predict_correct
 from rethinkgen.train.progress import Progress
 from rethinkgen.train.resolve import eval_batch_size, resolve_config, use_channels_last
@@ -174,8 +174,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-            logits = self.forward(self._batch(index, augment))  # (B, K)
-        loss = F.cross_entropy(logits.float(), self.data.y_train[index])
+            output = self.forward(self._batch(index, augment))  # (B, K), or ((B, K), (B, K)) with aux logits
+        loss = training_loss(output, self.data.y_train[index])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
