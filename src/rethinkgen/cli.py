@@ -217,6 +217,10 @@ def print_summary(summary: dict[str, Any], folder: Path | None = None) -> None:
     table.add_row("status", summary["status"])
     table.add_row("train accuracy (labels trained on)", _pct(summary["train_acc"]))
     table.add_row("test accuracy (true labels)", _pct(summary["test_acc"]))
+    table.add_row("best test accuracy along training", _pct(summary.get("best_test_acc")))
+    if summary.get("test_acc_top5") is not None:  # more than 5 classes (Table 2)
+        table.add_row("top-5 train / test accuracy", f"{_pct(summary.get('train_acc_top5'))} / "
+                      f"{_pct(summary['test_acc_top5'])} (best {_pct(summary.get('best_test_acc_top5'))})")
     table.add_row("convergence step", str(summary["converged_step"] or "–"))
     table.add_row("epochs / steps", f"{summary['epochs']} / {summary['steps']}")
     table.add_row("realized noise rate", f"{summary['realized_noise_rate']:.4f}")

@@ -411,7 +411,8 @@ def table3(kernel_results: Sequence[dict]) -> Table:
 # --- per-run summary ---------------------------------------------------------------------------------
 
 def summary_table(runs: Sequence[dict], data: str) -> Table:
-    """Every run of one dataset, finished or not, with its stored summary numbers."""
+    """Every run of one dataset, finished or not, with its stored summary numbers (top-5 columns when
+    some run has them); "best test" is the best test accuracy along training (Table 2's parentheses)."""
     rows = []
     for run in sorted(runs, key=lambda r: (str(cfg(r, "model")), str(cfg(r, "corruption")),
                                            label_level(r) if label_level(r) is not None else -1,
@@ -421,6 +422,8 @@ def summary_table(runs: Sequence[dict], data: str) -> Table:
             "corruption": cfg(run, "corruption"), "level": cfg(run, "level"), "seed": cfg(run, "seed"),
             "status": run.get("status"), "train_acc": pct(run.get("train_acc")),
             "test_acc": pct(run.get("test_acc")), "best_test_acc": pct(run.get("best_test_acc")),
+            "train_acc_top5": pct(run.get("train_acc_top5")), "test_acc_top5": pct(run.get("test_acc_top5")),
+            "best_test_acc_top5": pct(run.get("best_test_acc_top5")),
             "converged_step": run.get("converged_step"), "steps": run.get("steps"),
             "epochs": run.get("epochs"), "n_params": run.get("n_params"),
             "realized_noise_rate": pct(run.get("realized_noise_rate")),
@@ -431,8 +434,12 @@ def summary_table(runs: Sequence[dict], data: str) -> Table:
     columns = [Column("name", "run"), Column("model", "model"), Column("corruption", "corruption"),
                Column("level", "level", "float"), Column("seed", "seed"), Column("status", "status"),
                Column("train_acc", "train acc (%)", "pct"), Column("test_acc", "test acc (%)", "pct"),
-               Column("best_test_acc", "best test (%)", "pct"),
-               Column("converged_step", "fit at step", "int"), Column("steps", "steps", "int"),
+               Column("best_test_acc", "best test (%)", "pct")]
+    if any(finite(r.get(k)) for r in rows for k in ("train_acc_top5", "test_acc_top5")):  # Table 2's top-5
+        columns += [Column("train_acc_top5", "train top-5 (%)", "pct"),
+                    Column("test_acc_top5", "test top-5 (%)", "pct"),
+                    Column("best_test_acc_top5", "best test top-5 (%)", "pct")]
+    columns += [Column("converged_step", "fit at step", "int"), Column("steps", "steps", "int"),
                Column("epochs", "epochs", "int"), Column("n_params", "params", "int"),
                Column("realized_noise_rate", "labels changed (%)", "pct"),
                Column("wall_time_s", "time (s)", "seconds"), Column("sweep", "sweep"),

@@ -23,6 +23,8 @@ Tables (names and columns are an interface: the report and the kernel commands r
 - ``measures``: (run_key, epoch, name, value) — room for generalization measures.
 - ``kernel_results``: one row per kernel interpolation (paper §5, Table 3), keyed by sha256(config_json).
 
+The schema, its versions and the migration of older stores: :mod:`rethinkgen.sweep.schema`.
+
 A missing store *directory* is refused, not created: a mistyped ``--store`` path would otherwise start
 an empty store and silently redo every finished run.
 """
@@ -46,57 +48,27 @@ from pathlib import Path
 from typing import Any
 
 from rethinkgen.errors import RethinkgenError
+from rethinkgen.sweep.schema import (
+    EPOCH_COLUMNS,
+    KERNEL_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SUMMARY_COLUMNS,
+    TABLES,
+    existing_columns,
+    migrate,
+)
 
 __all__ = [
     "FINISHED", "STATUSES", "STALE_AFTER_S", "TABLES", "Store", "StoreError", "StoreLockedError",
     "SweepLock", "environment", "is_stale", "lock_holder",
 ]
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
 STATUSES = ("pending", "running", "converged", "max_epochs", "diverged", "failed", "interrupted")
 FINISHED = ("converged", "max_epochs", "diverged")  # final: a sweep never reruns these
 STALE_AFTER_S = 120.0  # a "running" row without a heartbeat for this long belongs to a dead driver
 
-EPOCH_COLUMNS = ("epoch", "step", "samples_seen", "lr", "train_loss", "train_eval_loss", "train_acc",
-                 "train_acc_corrupted", "train_acc_clean", "test_loss", "test_acc", "wall_time_s")
-SUMMARY_COLUMNS = ("status", "train_acc", "test_acc", "best_test_acc", "converged_step", "converged_epoch",
-                   "steps", "epochs", "n_params", "realized_noise_rate", "wall_time_s")
-KERNEL_COLUMNS = ("result_key", "data", "n_train", "n_test", "kernel", "bandwidth", "features", "filters",
-                  "reg", "solver", "dtype", "test_error", "norm", "norm_per_class_json", "rel_residual",
-                  "time_s", "peak_mem_bytes", "config_json", "created_at", "code_version", "hardware",
-                  "torch_version")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS runs (
-    run_key TEXT PRIMARY KEY, name TEXT, sweep TEXT, config_json TEXT, status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, created_at REAL, started_at REAL, finished_at REAL,
-    heartbeat_at REAL, error TEXT, code_version TEXT, hardware TEXT, torch_version TEXT, device TEXT);
-CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
-CREATE TABLE IF NOT EXISTS run_tags (
-    run_key TEXT NOT NULL, sweep TEXT NOT NULL, experiment TEXT NOT NULL,
-    PRIMARY KEY (run_key, sweep, experiment));
-CREATE TABLE IF NOT EXISTS epochs (
-    run_key TEXT NOT NULL, epoch INTEGER NOT NULL, step INTEGER, samples_seen INTEGER, lr REAL,
-    train_loss REAL, train_eval_loss REAL, train_acc REAL, train_acc_corrupted REAL, train_acc_clean REAL,
-    test_loss REAL, test_acc REAL, wall_time_s REAL, PRIMARY KEY (run_key, epoch));
-CREATE TABLE IF NOT EXISTS step_losses (
-    run_key TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, PRIMARY KEY (run_key, step));
-CREATE TABLE IF NOT EXISTS summaries (
-    run_key TEXT PRIMARY KEY, status TEXT, train_acc REAL, test_acc REAL, best_test_acc REAL,
-    converged_step INTEGER, converged_epoch INTEGER, steps INTEGER, epochs INTEGER, n_params INTEGER,
-    realized_noise_rate REAL, wall_time_s REAL, summary_json TEXT);
-CREATE TABLE IF NOT EXISTS measures (
-    run_key TEXT NOT NULL, epoch INTEGER NOT NULL, name TEXT NOT NULL, value REAL,
-    PRIMARY KEY (run_key, epoch, name));
-CREATE TABLE IF NOT EXISTS kernel_results (
-    result_key TEXT PRIMARY KEY, data TEXT, n_train INTEGER, n_test INTEGER, kernel TEXT, bandwidth REAL,
-    features TEXT, filters TEXT, reg REAL, solver TEXT, dtype TEXT, test_error REAL, norm REAL,
-    norm_per_class_json TEXT, rel_residual REAL, time_s REAL, peak_mem_bytes INTEGER, config_json TEXT,
-    created_at REAL, code_version TEXT, hardware TEXT, torch_version TEXT);
-"""
-TABLES = ("runs", "run_tags", "epochs", "step_losses", "summaries", "measures", "kernel_results")
 
 
 class StoreError(RethinkgenError):
@@ -331,11 +303,11 @@ class Store:
                     if statement.strip():
                         c.execute(statement)
                 row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                if row is None:
-                    c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) > SCHEMA_VERSION:
+                if row is not None and int(row[0]) > SCHEMA_VERSION:
                     raise StoreError(f"store {self.path} has schema version {row[0]}, newer than this "
                                      f"rethinkgen's ({SCHEMA_VERSION}); upgrade rethinkgen")
+                migrate(c)  # a store of an older version gains the columns added since (sweep/schema.py)
+                c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
@@ -531,6 +503,12 @@ class Store:
         return row["result_key"]
 
     # -------------------------------------------------------------------- reads
+    def _select(self, table: str, columns: Iterable[str], prefix: str = "") -> list[str]:
+        """Select expressions for ``columns``: ``NULL AS c`` for a column that a store of an older schema,
+        opened read-only (so not migrated), lacks."""
+        have = existing_columns(self.conn, table)
+        return [f"{prefix}{c}" if c in have else f"NULL AS {c}" for c in columns]
+
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         try:
             return self.conn.execute(sql, tuple(params)).fetchall()
@@ -553,7 +531,7 @@ class Store:
         if run_key is not None:
             where.append("r.run_key = ?")
             params.append(run_key)
-        summary_cols = ", ".join(f"s.{k}" for k in SUMMARY_COLUMNS if k != "status")
+        summary_cols = ", ".join(self._select("summaries", [k for k in SUMMARY_COLUMNS if k != "status"], "s."))
         rows = self._query(f"SELECT r.*, {summary_cols} FROM runs r LEFT JOIN summaries s USING (run_key)"
                            + (f" WHERE {' AND '.join(where)}" if where else "")
                            + " ORDER BY r.created_at, r.rowid", params)
@@ -583,7 +561,8 @@ class Store:
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
     def epoch_rows(self, run_key: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._query(f"SELECT {', '.join(EPOCH_COLUMNS)} FROM epochs WHERE run_key = ? "
+        return [dict(r) for r in self._query(f"SELECT {', '.join(self._select('epochs', EPOCH_COLUMNS))} FROM epochs "
+                                             "WHERE run_key = ? "
                                              "ORDER BY epoch", (run_key,))]
 
     def step_losses(self, run_key: str) -> list[tuple[int, float]]:

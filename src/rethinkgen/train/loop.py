@@ -192,14 +192,15 @@ class Trainer:
     def evaluate_row(self, train_loss: float | None) -> dict[str, Any]:
         """The per-epoch metrics row (keys fixed: the results store relies on them)."""
         c, d, h = self.config, self.data, self.history
-        tr = evaluate(self.forward, d.x_train, d.y_train, self.eval_batch_size, d.changed, self.use_amp)
-        te = evaluate(self.forward, d.x_test, d.y_test, self.eval_batch_size, None, self.use_amp)
+        tr = evaluate(self.forward, d.x_train, d.y_train, self.eval_batch_size, d.changed, self.use_amp, d.num_classes)
+        te = evaluate(self.forward, d.x_test, d.y_test, self.eval_batch_size, None, self.use_amp, d.num_classes)
         lr_now = last_step_lr(c.lr, c.lr_decay, self.period, h.samples_seen, d.n_train, c.batch_size)
         return {
             "epoch": h.epoch, "step": h.step, "samples_seen": h.samples_seen, "lr": lr_now,
             "train_loss": train_loss, "train_eval_loss": tr.loss, "train_acc": tr.acc,
             "train_acc_corrupted": tr.acc_changed, "train_acc_clean": tr.acc_unchanged,
             "test_loss": te.loss, "test_acc": te.acc, "wall_time_s": h.wall_time_s,
+            "train_acc_top5": tr.acc_top5, "test_acc_top5": te.acc_top5,
         }
 
     # ---------------------------------------------------------------- the run
