@@ -72,6 +72,7 @@ from rethinkgen.train.config import TrainConfig, run_key
 from rethinkgen.train.data import PreparedData, load_source, prepare_data, source_key
 from rethinkgen.train.loop import Trainer, make_optimizer, select_device, train
 from rethinkgen.train.metrics import summarize
+from rethinkgen.train.numerics import plan_numerics
 from rethinkgen.train.resolve import eval_batch_size, resolve_config
 from rethinkgen.train.schedule import decay_period, lr_at
 
@@ -146,18 +147,20 @@ def fuse_key(config: TrainConfig) -> Hashable:
     return ("fused", *_shared(c))
 
 
-def group_runs(configs: Sequence[TrainConfig], max_group: int = 16, parallelism: int = 1,
-               key: Callable[[TrainConfig], Hashable] | None = None) -> list[list[int]]:
+def group_runs(configs: Sequence[TrainConfig], max_group: int | Callable[[TrainConfig], int] = 16,
+               parallelism: int = 1, key: Callable[[TrainConfig], Hashable] | None = None) -> list[list[int]]:
     """Indices of ``configs`` split into fusable groups of at most ``max_group`` runs (in input order).
 
     Runs with equal ``key`` (default :func:`fuse_key`) go together; a key with more runs than
     ``max_group`` is split into near-equal chunks (17 runs, max 16 -> 9 + 8). Runs that cannot be fused
     come out alone. When there are fewer keys than ``parallelism`` (worker processes, Ray tasks), each
     key is cut into enough parts to keep every worker busy: one group of 11 on a single worker would
-    leave the others idle.
+    leave the others idle. ``max_group`` may be a function of a key's first config (a sweep sizes GPU
+    groups by the model's memory: ``rethinkgen.sweep.sizing``).
     """
-    if max_group < 1:
+    if not callable(max_group) and max_group < 1:
         raise ValueError(f"max_group must be >= 1, got {max_group}")
+    limit = max_group if callable(max_group) else (lambda config: max_group)
     key = key or fuse_key
     by_key: dict[Hashable, list[int]] = {}
     for i, c in enumerate(configs):
@@ -165,7 +168,8 @@ def group_runs(configs: Sequence[TrainConfig], max_group: int = 16, parallelism:
     per_key = -(-parallelism // max(len(by_key), 1))
     groups = []
     for members in by_key.values():
-        parts = min(len(members), max(-(-len(members) // max_group), per_key))
+        cap = max(1, limit(configs[members[0]]))
+        parts = min(len(members), max(-(-len(members) // cap), per_key))
         size = -(-len(members) // parts)
         groups += [members[j:j + size] for j in range(0, len(members), size)]
     return groups
@@ -273,6 +277,7 @@ class _Run:
     def __init__(self, group: _FusedGroup, slot: int, config: TrainConfig, realized_noise_rate: float,
                  callbacks: list[Any]) -> None:
         self.config, self.device, self.n_params = config, group.device, group.n_params
+        self.numerics = group.numerics  # what Trainer.checkpoint / restore / summary record and check
         self.data = SimpleNamespace(realized_noise_rate=realized_noise_rate)  # what Trainer.summary reads
         self.model, self.optimizer = _ModelView(group, self), _OptimizerView(group, self)
         self.callbacks = callbacks
@@ -426,7 +431,6 @@ class _FusedGroup:
 
         first = configs[0]
         self.device = device
-        self.use_amp = first.amp and device.type == "cuda"
         self.batch_size = first.batch_size
         # ---- data: prepared per run exactly as the single trainer does, equal tensors kept once
         train_pool: list[torch.Tensor] = []
@@ -451,7 +455,9 @@ class _FusedGroup:
             self.num_classes, self.layout, input_shape = d.num_classes, d.layout, d.input_shape
             del d
         del shared_inputs
-        self.channels_last = device.type == "cuda" and self.layout == "image"
+        self.numerics = plan_numerics(first, device, self.layout)  # the single trainer's, recorded per run
+        self.use_amp = self.numerics.autocast is not None
+        self.channels_last = self.numerics.channels_last
         self.eval_batch_size = eval_batch_size(first, self.layout, device.type)  # samples per pass, all runs
         self.x_train = _Inputs(train_pool, train_which, device, self.channels_last)
         self.x_test = _Inputs(test_pool, test_which, device, self.channels_last)
@@ -490,7 +496,7 @@ class _FusedGroup:
             forward_shared = functools.partial(_mlp_forward, plan, shared=True)
         else:  # any other model: vmap (grouped convolutions for the convnets)
             forward_each, forward_shared = vmap(one, in_dims=(0, 0, 0)), vmap(one, in_dims=(0, 0, None))
-        if first.compile and device.type == "cuda":
+        if self.numerics.graph == "torch.compile":
             forward_each, forward_shared = torch.compile(forward_each), torch.compile(forward_shared)
         self.forward_each, self.forward_shared = forward_each, forward_shared
         # ---- runs

@@ -28,6 +28,7 @@ from rethinkgen.train.allocator import keep_freed_memory
 from rethinkgen.train.config import TrainConfig, run_key
 from rethinkgen.train.data import PreparedData, prepare_data
 from rethinkgen.train.metrics import evaluate
+from rethinkgen.train.numerics import Numerics, check_resume, plan_numerics
 from rethinkgen.train.resolve import eval_batch_size, resolve_config
 from rethinkgen.train.schedule import decay_period, lr_at
 
@@ -84,9 +85,10 @@ class Trainer:
         self.config = config
         self.device = device
         self.data: PreparedData = prepare_data(config, device)
-        self.use_amp = config.amp and device.type == "cuda"
+        self.numerics = plan_numerics(config, device, self.data.layout)  # recorded, checked on resume
+        self.use_amp = self.numerics.autocast is not None
         self.eval_batch_size = eval_batch_size(config, self.data.layout, device.type)
-        self.channels_last = device.type == "cuda" and self.data.layout == "image"
+        self.channels_last = self.numerics.channels_last
         torch.manual_seed(stream_seed(config.seed, "init"))
         model = create_model(config.model, self.data.input_shape, self.data.num_classes,
                              dropout=config.dropout, layout=self.data.layout)
@@ -95,7 +97,7 @@ class Trainer:
         if self.channels_last:
             self.data.x_train = self.data.x_train.contiguous(memory_format=torch.channels_last)
             self.data.x_test = self.data.x_test.contiguous(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if (config.compile and device.type == "cuda") else self.model
+        self.forward = torch.compile(self.model) if self.numerics.graph == "torch.compile" else self.model
         self.optimizer = make_optimizer(self.model.parameters(), config, device)
         self.period = decay_period(config.lr_decay_every, self.data.n_train)
         self.start_history()
@@ -116,6 +118,7 @@ class Trainer:
         return {
             "version": CHECKPOINT_VERSION,
             "run_key": run_key(self.config),
+            "numerics": self.numerics.to_dict(),  # a resume with other numerics is refused (train.numerics)
             "model": copy.deepcopy(self.model.state_dict()),  # copies: training goes on mutating them
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "epoch": self.epoch,
@@ -134,6 +137,10 @@ class Trainer:
 
         if ckpt.get("run_key") != run_key(self.config):
             raise ConfigError("checkpoint belongs to another run (run_key differs); delete it or use its config")
+        if ckpt.get("status") is None:  # to be continued: only with the numerics it was trained with
+            check_resume(ckpt.get("numerics"), self.numerics, run=f"run {run_key(self.config)[:10]}")
+        elif ckpt.get("numerics"):  # a finished run is only read back: it keeps the numerics it had
+            self.numerics = Numerics.from_dict(ckpt["numerics"])
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(copy.deepcopy(ckpt["optimizer"]))  # torch keeps the tensors it is given
         for name in ("epoch", "step", "samples_seen", "wall_time_s", "status", "converged_step",
@@ -258,6 +265,7 @@ class Trainer:
             "metrics": list(self.metrics),
             "step_losses": list(self.step_losses),
             "device": str(self.device),
+            "numerics": self.numerics.to_dict(),
             "torch_version": torch.__version__,
             "hardware": hardware_description(self.device),
         }
