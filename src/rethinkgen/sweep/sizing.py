@@ -138,9 +138,9 @@ def data_shape(config: Any) -> tuple[int, int, tuple[int, ...]]:
     elif config.data == "mnist1d":
         total = int(options.get("n_samples", DEFAULT_N_SAMPLES))
         n, m, shape = total * 4 // 5, total - total * 4 // 5, (1, 40)
-    elif config.data == "synthetic":
+    elif config.data == "synthetic":  # generates exactly n_train / n_test samples (its defaults otherwise)
         defaults = {k: v.default for k, v in inspect.signature(DATASETS.get("synthetic").load).parameters.items()}
-        n, m = int(options.get("n_train", defaults["n_train"])), int(options.get("n_test", defaults["n_test"]))
+        n, m = config.n_train or defaults["n_train"], config.n_test or defaults["n_test"]
         shape = parse_shape(options.get("shape", DEFAULT_SHAPE))
     elif config.data == "npz":
         x, x_test = _npz_shapes(config)
