@@ -24,6 +24,7 @@ from rethinkgen.sweep.sizing import (
     RESERVE,
     activation_bytes,
     group_limit,
+    group_memory,
     run_memory,
 )
 from rethinkgen.sweep.spec import parse_spec
@@ -103,6 +104,11 @@ def test_group_limit_divides_the_free_memory_by_one_runs_estimate():
     assert group_limit(config, 3 * GIB) == 1  # never less than one run
     assert group_limit(config, 10_000 * GIB) == MAX_GROUP_CUDA  # capped
     assert group_limit(config, None) == MAX_GROUP_CUDA  # unknown memory (a Ray cluster seen from the driver)
+    # a key mixing label and input corruptions (Figure 1a): sized by its largest run, the shared copy once
+    gaussian = inception(corruption="gaussian", level=None)
+    g = run_memory(gaussian)
+    assert group_limit([config, gaussian], 40 * GIB) == int((FILL * 40 * GIB - RESERVE - m.shared) // g.per_run)
+    assert group_memory([config, config, gaussian]) == m.shared + 2 * m.per_run + g.per_run
 
 
 @pytest.fixture
@@ -126,7 +132,7 @@ def test_a_gpu_sweep_groups_as_many_runs_as_its_memory_holds(gpu):
     sizes = [len(item.runs) for item in items]
     assert sum(sizes) == 11 and max(sizes) <= limit and len(items) == -(-11 // limit)
     assert all(item.device == "cuda" and item.memory == run_memory(runs[0].config).group(len(item.runs))
-               for item in items)
+               == group_memory([r.config for r in item.runs]) for item in items)
     gpu["free"] = 140 * GIB  # an H200: all eleven together
     assert [len(item.runs) for item in work_plan(runs, LocalExecutor(), fuse=None)] == [11]
     cpu_runs = parse_spec(FIG1.replace('device = "cuda"', 'device = "cpu"')).runs

@@ -127,7 +127,7 @@ def plan_command(
     todo = [run for run in plan.runs if (known.get(run.run_key) or {}).get("status") not in FINISHED]
     if todo:
         items = work_plan(todo, ex, fuse_mode)
-        console.print(_device_line(ex), highlight=False)
+        console.print(_device_line(ex, todo), highlight=False)
         console.print(plan_table(items, ex))
         if all(len(item.runs) == 1 for item in items):
             console.print(fused_alternative(todo), highlight=False)
@@ -135,12 +135,18 @@ def plan_command(
         console.print("nothing to run: every run is finished in the store", highlight=False)
 
 
-def _device_line(ex: Any) -> str:
+def _device_line(ex: Any, runs: list) -> str:
     """The device the plan is made for (a GPU's name and free memory, as sizing uses it)."""
     import torch
 
+    from rethinkgen.sweep.sizing import MAX_GROUP_CUDA
+
     if not ex.accelerated():
-        return "device: cpu (no GPU " + ("for these tasks)" if ex.name == "ray" else "visible to torch)")
+        line = "device: cpu (no GPU " + ("for these tasks)" if ex.name == "ray" else "visible to torch)")
+        if any(run.config.device == "cuda" for run in runs):
+            line += (f"; runs with device = \"cuda\" are planned with groups of at most {MAX_GROUP_CUDA} (free "
+                     "memory unknown here) and will need a GPU")
+        return line
     memory = ex.device_memory()
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "GPU"
     share = ex.gpu_share()

@@ -87,15 +87,17 @@ class Executor:
         when the driver cannot know (no GPU here, or a cluster's)."""
         return None
 
-    def max_group(self, config: Any = None) -> int:
-        """The most runs in one fused group of runs like ``config``: ``MAX_GROUP_CPU`` on a CPU; on a GPU
-        as many as its memory holds (:func:`rethinkgen.sweep.sizing.group_limit`), at most
-        ``MAX_GROUP_CUDA``. Without a config: the cap of this executor's device."""
-        if config is None:
+    def max_group(self, configs: Any = None) -> int:
+        """The most runs in one fused group of ``configs`` (one config, or the runs that may be grouped
+        together): ``MAX_GROUP_CPU`` on a CPU; on a GPU as many as its memory holds
+        (:func:`rethinkgen.sweep.sizing.group_limit`), at most ``MAX_GROUP_CUDA``. Without configs: the
+        cap of this executor's device."""
+        if configs is None:
             return MAX_GROUP_CUDA if self.accelerated() else MAX_GROUP_CPU
-        if not self.on_gpu(config):
+        first = configs[0] if isinstance(configs, list | tuple) else configs
+        if not self.on_gpu(first):
             return MAX_GROUP_CPU
-        return group_limit(config, self.device_memory(), MAX_GROUP_CUDA)
+        return group_limit(configs, self.device_memory(), MAX_GROUP_CUDA)
 
     def planned_numerics(self, config: Any) -> Numerics | None:
         """The numerics a run of ``config`` will get from this executor (device type, autocast, CPU

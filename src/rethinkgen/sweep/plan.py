@@ -14,7 +14,7 @@ from rich.table import Table
 
 from rethinkgen.sweep.executors import Executor, group_key
 from rethinkgen.sweep.runner import fuses, plan_groups
-from rethinkgen.sweep.sizing import MAX_GROUP_CPU, run_memory
+from rethinkgen.sweep.sizing import MAX_GROUP_CPU, group_memory
 
 __all__ = ["PlanItem", "fused_alternative", "plan_table", "work_plan"]
 
@@ -52,7 +52,7 @@ def work_plan(runs: list[Any], executor: Executor, fuse: bool | None) -> list[Pl
     items = []
     for group in groups:
         config = group[0].config
-        memory = run_memory(config).group(len(group)) if executor.on_gpu(config) else None
+        memory = group_memory([run.config for run in group]) if executor.on_gpu(config) else None
         items.append(PlanItem(tuple(group), _device(executor, config), memory))
     return items
 
@@ -70,8 +70,7 @@ def plan_table(items: list[PlanItem], executor: Executor) -> Table:
             alone.setdefault((item.model, item.device), []).append(item)
             continue
         n += 1
-        memory = "—" if item.memory is None else \
-            f"{item.memory / GB:.1f} GB ({run_memory(item.runs[0].config).per_run / GB:.2f} per run)"
+        memory = "—" if item.memory is None else f"{item.memory / GB:.1f} GB"
         table.add_row(str(n), item.model, str(len(item.runs)), "together (fused)", item.device, memory)
     for (model, device), singles in alone.items():
         memory = singles[0].memory

@@ -239,11 +239,21 @@ def _refusal(mismatched: list[tuple[PlannedRun, list[str], list[str]]]) -> str:
 def plan_groups(runs: list[PlannedRun], key: Callable[[Any], Hashable], max_group: int | Callable[[Any], int],
                 parallelism: int = 1) -> list[list[PlannedRun]]:
     """``runs`` split into groups of equal ``key(config)`` as :func:`rethinkgen.train.fused.group_runs`
-    splits configs (at most ``max_group`` runs each — a number, or a function of the group's config such
-    as :meth:`Executor.max_group` — cut further to keep ``parallelism`` workers busy)."""
+    splits configs (at most ``max_group`` runs each — a number, or a function of the configs of a key's
+    runs such as :meth:`Executor.max_group` — cut further to keep ``parallelism`` workers busy)."""
     from rethinkgen.train.fused import group_runs
 
-    indices = group_runs([run.config for run in runs], max_group, parallelism, key=key)
+    configs = [run.config for run in runs]
+    if callable(max_group):  # sized per key, by all the runs that may be grouped together
+        members: dict[Hashable, list[Any]] = {}
+        keys = [key(c) for c in configs]
+        for k, c in zip(keys, configs, strict=True):
+            members.setdefault(k, []).append(c)
+        limits = {k: max_group(cs) for k, cs in members.items()}
+        by_config = {id(c): limits[k] for k, c in zip(keys, configs, strict=True)}
+        indices = group_runs(configs, lambda c: by_config[id(c)], parallelism, key=key)
+    else:
+        indices = group_runs(configs, max_group, parallelism, key=key)
     return [[runs[i] for i in group] for group in indices]
 
 

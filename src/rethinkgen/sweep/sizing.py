@@ -17,7 +17,9 @@ its config (:func:`run_memory`):
 
 :func:`group_limit` divides ``FILL`` of the memory a group may use (the GPU's free memory, shared
 among the worker processes on it), less ``RESERVE`` (CUDA context, cuDNN workspaces, the evaluation
-chunks), by one run's estimate, and caps the result at ``MAX_GROUP_CUDA``; on a CPU groups are
+chunks), by one run's estimate (the largest among the runs that may be grouped: a group of label
+corruptions can hold input-corrupted runs with inputs of their own), and caps the result at
+``MAX_GROUP_CUDA``; on a CPU groups are
 ``MAX_GROUP_CPU`` runs. These constants are chosen, not tuned (``benchmarks/gpu.py`` prints each
 fused group's estimate next to its measured peak, so a GPU session can check them).
 """
@@ -34,7 +36,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["BACKWARD_FACTOR", "FILL", "MAX_GROUP_CPU", "MAX_GROUP_CUDA", "RESERVE", "RunMemory", "activation_bytes",
-           "group_limit", "run_memory"]
+           "group_limit", "group_memory", "run_memory"]
 
 MAX_GROUP_CPU = 16  # runs per fused group on a CPU (chosen, not tuned: larger groups' activations leave the caches)
 MAX_GROUP_CUDA = 64  # the most on a GPU (small models need many runs to fill it; chosen, not tuned)
@@ -165,11 +167,19 @@ def run_memory(config: Any) -> RunMemory:
                      own_inputs=own, labels=n * 9 + m * 8)
 
 
-def group_limit(config: Any, available: int | None, cap: int = MAX_GROUP_CUDA) -> int:
-    """The most runs like ``config`` in one fused group on a device with ``available`` bytes for it
-    (None: unknown, e.g. a Ray cluster's GPUs seen from the driver: ``cap``). At least 1."""
+def group_memory(configs: list[Any]) -> int:
+    """Estimated bytes of one fused group of ``configs`` (the shared inputs once, each run's own part)."""
+    memories = [run_memory(c) for c in configs]
+    return max(m.shared for m in memories) + sum(m.per_run for m in memories)
+
+
+def group_limit(configs: Any, available: int | None, cap: int = MAX_GROUP_CUDA) -> int:
+    """The most runs in one fused group drawn from ``configs`` (a config, or the list of runs that may be
+    grouped together, sized by the largest of them) on a device with ``available`` bytes for it (None:
+    unknown, e.g. a Ray cluster's GPUs seen from the driver: ``cap``). At least 1."""
     if available is None:
         return cap
-    memory = run_memory(config)
-    room = FILL * available - RESERVE - memory.shared
-    return max(1, min(cap, int(room // max(memory.per_run, 1))))
+    memories = [run_memory(c) for c in (configs if isinstance(configs, list | tuple) else [configs])]
+    per_run = max(m.per_run for m in memories)
+    room = FILL * available - RESERVE - max(m.shared for m in memories)
+    return max(1, min(cap, int(room // max(per_run, 1))))
