@@ -2,8 +2,9 @@
 
 Defaults live here, each with its unit and meaning. ``None`` means "resolved from the dataset or the
 model" (see :func:`resolve`); the resolved config is what gets stored with every result, and
-``run_key`` (sha256 of its canonical JSON, minus fields that do not change the numbers) makes
-reruns idempotent (design §3).
+``run_key`` (sha256 of its canonical JSON, minus fields that do not name the experiment: data_dir,
+eval_batch_size, device) makes reruns idempotent (design §3). How a run is computed on its device
+(autocast, threads, ...) is recorded apart, as its numerics (:mod:`rethinkgen.train.numerics`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,17 @@ STANDARDIZE = ("per_image", "per_feature", "none")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines one randomization-test run (paper §2, Appendix A)."""
+    """Everything that determines one randomization-test run (paper §2, Appendix A).
+
+    Examples
+    --------
+    >>> cfg = TrainConfig(model="mlp_1x512", corruption="partial_labels", level=0.2, seed=3)
+    >>> cfg.replace(seed=4).seed, cfg.lr is None  # None: resolved from the dataset and model
+    (4, True)
+    >>> cfg.level = 0.5
+    Traceback (most recent call last):
+    dataclasses.FrozenInstanceError: cannot assign to field 'level'
+    """
 
     # --- data --------------------------------------------------------------------------------
     data: str = "mnist1d"  # dataset registry name (`rethinkgen list datasets`)
@@ -74,7 +85,9 @@ class TrainConfig:
         return cls(**values)
 
 
-# Fields that do not change what is computed, so they are left out of the run key.
+# Fields that do not name the experiment, so they are left out of the run key: where its data lives, the
+# evaluation batch, and the device — whose effect on the floats each run records as its numerics
+# (rethinkgen.train.numerics; a resume with other numerics is refused).
 KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size"})
 
 
@@ -89,5 +102,16 @@ def canonical_json(config: TrainConfig) -> str:
 
 
 def run_key(config: TrainConfig) -> str:
-    """sha256 hex digest of the canonical JSON of a *resolved* config (design §3)."""
+    """sha256 hex digest of the canonical JSON of a *resolved* config (design §3).
+
+    Examples
+    --------
+    >>> from rethinkgen.train.resolve import resolve_config
+    >>> cfg = resolve_config(TrainConfig(data="mnist1d", corruption="random_labels", seed=1))
+    >>> key = run_key(cfg)
+    >>> len(key), key == run_key(cfg.replace(device="cpu"))  # the experiment, wherever it runs
+    (64, True)
+    >>> key == run_key(cfg.replace(seed=2))
+    False
+    """
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()
