@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ class TableEntry:
 
 @dataclass
 class Section:
-    """Everything shown for one dataset."""
+    """Everything shown for one dataset: the findings, then ``items`` (figures and tables) in order."""
 
     data: str
     compare: bool  # paper columns shown (the paper's data)
@@ -53,6 +54,7 @@ class Section:
     tables: list[TableEntry]
     findings: list[Finding]
     summary: TableEntry | None = None
+    items: list[FigureEntry | TableEntry] | None = None  # display order (None: figures, then tables)
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Page:
     provenance: list[tuple[str, str]]  # (label, value), all shown escaped
     sections: list[Section]
     kernel_table: TableEntry | None
-    unfinished: list[dict[str, Any]]  # runs that did not finish: name, status, attempts, error
+    unfinished: list[dict[str, Any]]  # runs that are not evidence: name, status, attempts, why, error
     messages: list[str] = field(default_factory=list)  # shown at the top (empty / partial store)
     empty: bool = False
 
@@ -138,12 +140,25 @@ def render_findings(findings: Sequence[Finding], compare: bool) -> str:
     where = "these runs" if compare else "these runs (the paper's claims are about CIFAR-10 and ImageNet)"
     items = []
     for f in findings:
-        sym, cls = {True: ("✓ agrees", "ok"), False: ("✗ differs", "bad"), None: ("– no runs", "unk")}[f.ok]
+        cls = {True: "ok", False: "bad", None: "unk"}[f.ok]
         details = "".join(f"<li>{esc(d)}</li>" for d in f.details[:20])
-        items.append(f'<li><span class="{cls}">{esc(sym)}</span> — {esc(f.claim)} [{esc(f.mark)}]'
-                     + (f'<ul class="notes">{details}</ul>' if details else "") + "</li>")
+        if len(f.details) > 20:
+            details += f"<li>… and {len(f.details) - 20} more</li>"
+        why = f" <em>({esc(f.why)})</em>" if f.ok is None and f.why else ""
+        left = (f'<li class="left">left out, not evidence: {esc(f.left_out)}</li>' if f.left_out else "")
+        items.append(f'<li><span class="{cls}">{esc(f.verdict)}</span> — {esc(f.claim)} [{esc(f.mark)}]{why}'
+                     + (f'<ul class="notes">{details}{left}</ul>' if details or left else "") + "</li>")
     return (f'<div class="box"><strong>The paper\'s findings, checked on {esc(where)}</strong>'
-            f"<ul>{''.join(items)}</ul></div>")
+            f"<ul>{''.join(items)}</ul>"
+            '<p class="sub">✓ agrees: every check agrees · ✗ differs: a check on runs that reached their '
+            "target disagrees · ? inconclusive: a check could not be decided (e.g. runs stopped at "
+            "max_epochs) or no run of its kind finished as intended. Diverged, failed and unfinished runs "
+            "never count.</p></div>")
+
+
+def inline(text: str) -> str:
+    """Escape ``text`` for HTML and show its `backtick` spans as <code> (no literal backticks)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(text))
 
 
 def render_marks() -> str:
@@ -161,7 +176,7 @@ def render(page: Page, out_dir: Path, *, embed: bool = False) -> str:
            f'(arXiv:{esc(ref["arxiv"])}). Report of store <code>{esc(page.source)}</code>, made '
            f"{esc(page.generated_at)}.</p>"]
     for message in page.messages:
-        out.append(f'<div class="box {"empty" if page.empty else "warn"}">{esc(message)}</div>')
+        out.append(f'<div class="box {"empty" if page.empty else "warn"}">{inline(message)}</div>')
     out.append('<div class="box" id="provenance"><strong>Made from</strong><dl class="prov">'
                + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in page.provenance) + "</dl></div>")
     if page.sections or page.kernel_table:
@@ -172,16 +187,18 @@ def render(page: Page, out_dir: Path, *, embed: bool = False) -> str:
             "“paper” and “Δ” = ours − paper, in percentage points); the kernel table compares MNIST and "
             "CIFAR-10. Other datasets get the same plots and tables without paper columns: the paper has "
             "no numbers for them, only its qualitative findings, which each section checks. Several seeds "
-            "of one setting are shown as mean ± spread; runs that are missing or did not converge are "
-            "marked, never filled in. Each paper number carries the certainty mark of our reference "
-            "sheet:</p>")
+            "of one setting are shown as mean ± spread. A run is evidence only if it finished as intended: "
+            "diverged, failed and unfinished runs are listed with their status and enter no number, figure "
+            "or finding; runs that stopped at max_epochs before reaching the target train accuracy are "
+            "shown as such (hollow markers, ▲, no Δ) and make a finding inconclusive rather than "
+            "different. Each paper number carries the certainty mark of our reference sheet:</p>")
         out.append(render_marks())
         nav = "".join(f'<li><a href="#data-{esc(slug(s.data))}">{esc(s.data)}</a> ({s.n_runs} runs)</li>'
                       for s in page.sections)
         if page.kernel_table:
             nav += '<li><a href="#kernels">Kernel interpolation (Table 3)</a></li>'
         if page.unfinished:
-            nav += '<li><a href="#unfinished">Runs that did not finish</a></li>'
+            nav += '<li><a href="#unfinished">Runs that are not evidence</a></li>'
         out.append(f"<ul>{nav}</ul>")
     for section in page.sections:
         out.append(f'<h2 id="data-{esc(slug(section.data))}">Dataset: {esc(section.data)}</h2>')
@@ -192,10 +209,10 @@ def render(page: Page, out_dir: Path, *, embed: bool = False) -> str:
             out.append(f"<p>The paper has no runs on {esc(section.data)}: the figures and tables below have "
                        "no paper columns. Compare the shapes with the paper's qualitative findings.</p>")
         out.append(render_findings(section.findings, section.compare))
-        for fig in section.figures:
-            out.append(render_figure(fig, out_dir, embed))
-        for table in section.tables:
-            out.append(render_table(table))
+        items = section.items if section.items is not None else [*section.figures, *section.tables]
+        for item in items:
+            out.append(render_figure(item, out_dir, embed) if isinstance(item, FigureEntry)
+                       else render_table(item))
         if section.summary is not None:
             out.append(f"<details><summary>All {section.n_runs} runs on {esc(section.data)}</summary>"
                        + render_table(section.summary) + "</details>")
@@ -205,16 +222,18 @@ def render(page: Page, out_dir: Path, *, embed: bool = False) -> str:
                    "<code>rethinkgen kernel fit --store PATH</code>.</p>")
         out.append(render_table(page.kernel_table))
     if page.unfinished:
-        out.append('<h2 id="unfinished">Runs that did not finish</h2>')
-        out.append("<p>These runs are in the store but have no final result (failed, interrupted, pending or "
-                   "still running). They are left out of every figure and table above.</p>")
+        out.append('<h2 id="unfinished">Runs that are not evidence</h2>')
+        out.append("<p>These runs are in the store but did not finish as intended (diverged, failed, "
+                   "interrupted, pending or still running). They are left out of every figure, table cell "
+                   "and finding above.</p>")
         rows = "".join(
             f"<tr><td>{esc(r.get('name'))}</td><td>{esc(r.get('data'))}</td><td>{esc(r.get('status'))}</td>"
             f"<td class=num>{esc(r.get('attempts'))}</td><td class=num>{esc(r.get('epochs_done'))}</td>"
-            f"<td>{'<pre>' + esc(r.get('error')) + '</pre>' if r.get('error') else ''}</td></tr>"
+            f"<td>{esc(r.get('why'))}"
+            f"{'<pre>' + esc(r.get('error')) + '</pre>' if r.get('error') else ''}</td></tr>"
             for r in page.unfinished)
         out.append('<div class="scroll"><table><thead><tr><th>run</th><th>data</th><th>status</th>'
-                   "<th>attempts</th><th>epochs recorded</th><th>error</th></tr></thead>"
+                   "<th>attempts</th><th>epochs recorded</th><th>why it is left out</th></tr></thead>"
                    f"<tbody>{rows}</tbody></table></div>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
