@@ -254,6 +254,32 @@ def test_figure2_learning_curves_and_cumulative_best():
     assert plot.figure.axes[0].collections
 
 
+def test_coinciding_curves_stay_visible_and_legends_sit_outside_the_data():
+    """Issue 15: the shuffled-pixels curve hid the true-labels one (Figure 1a), "wd 0.0005" hid "no
+    regularizer" (Figure 2). Coinciding curves: the first on top and thinnest, the next below, wider,
+    half-transparent, with markers at other steps."""
+    runs = corruption_runs()
+    runs[2]["step_losses"] = list(runs[0]["step_losses"])  # shuffled pixels exactly on true labels
+    lines = {line.get_label(): line for line in figures.figure1a(runs).figure.axes[0].get_lines()}
+    top, below = lines["true labels"], lines["shuffled pixels"]
+    assert list(top.get_ydata()) == list(below.get_ydata())
+    assert top.get_zorder() > below.get_zorder() and top.get_linewidth() < below.get_linewidth()
+    assert (below.get_alpha() or 1.0) < 1.0 and top.get_marker() != below.get_marker()
+    assert top.get_markevery()[0] != below.get_markevery()[0]  # markers at different steps
+    fig2 = figures.figure2([make_run(corruption="true_labels"),
+                            make_run(corruption="true_labels", weight_decay=5e-4)]).figure
+    drawn = [line for line in fig2.axes[0].get_lines() if line.get_linestyle() == "-" and len(line.get_xdata())]
+    plain, wd = drawn[0], drawn[1]  # train curves: no regularizer first, then wd
+    assert list(plain.get_ydata()) == list(wd.get_ydata())  # identical synthetic histories
+    assert plain.get_zorder() > wd.get_zorder() and plain.get_linewidth() < wd.get_linewidth()
+    # the early-stopping reference is shaded from 0 up to the cumulative best test accuracy
+    shaded = [c for c in fig2.axes[0].collections if c.get_paths()]
+    assert shaded and min(float(c.get_paths()[0].vertices[:, 1].min()) for c in shaded) == 0.0
+    for plot in figures.all_figures(full_runs() + corruption_runs(seed=1)):
+        if plot.figure is not None:
+            assert all(ax.get_legend() is None for ax in plot.figure.axes) and plot.figure.legends, plot.key
+
+
 def test_figures_say_why_when_there_is_nothing_to_draw():
     plots = figures.all_figures([make_run(level=0.5, status="failed")])
     assert all(p.figure is None and p.reason for p in plots)
@@ -535,6 +561,31 @@ def test_strings_from_the_store_are_escaped(tmp_path):
     assert all(re.fullmatch(r"[a-z0-9_.-]+", p.name) for p in (tmp_path / "out2").iterdir())
 
 
+def test_markdown_tables_escape_run_names(tmp_path):
+    """Issue 15: a run name with HTML or a pipe stays one cell of text in the Markdown files."""
+    runs = level_sweep()
+    runs[1]["name"] = f"{XSS}|x | y`z`\\"
+    runs[2]["name"] = "two\nlines"
+    build_from_data(runs, [], tmp_path / "out")
+    md = (tmp_path / "out" / "runs_mnist1d.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;alert(1)&lt;/script&gt;\\|x \\| y\\`z\\`\\\\" in md
+    header, _, *rows = [line for line in md.splitlines() if line.startswith("|")]
+    cells = len(re.split(r"(?<!\\)\|", header))
+    assert all(len(re.split(r"(?<!\\)\|", row.replace("\\\\", ""))) == cells for row in rows)
+    assert "two lines" in md
+
+
+def test_no_literal_backticks_on_the_page(tmp_path):
+    """The kernel notice and the empty-store message show commands as <code>, not `backticks`."""
+    text = build_from_data(level_sweep(), [], tmp_path / "out").read_text()
+    assert "add them with <code>rethinkgen kernel fit ... --store (in memory)</code>" in text
+    assert "`" not in re.sub(r"<[^>]+>", "", text)
+    with Store(tmp_path / "empty.db"):
+        pass
+    empty = build_report(tmp_path / "empty.db", tmp_path / "out2").read_text()
+    assert "`" not in re.sub(r"<[^>]+>", "", empty) and "<code>rethinkgen sweep run configs/quick.toml" in empty
+
+
 def test_cli_prints_where_the_report_is(tmp_path, capsys):
     from rethinkgen.report.cli import report_command
 
@@ -577,11 +628,44 @@ def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
+LAYOUT_PROBE = """
+<script>
+window.addEventListener('load', function () {
+  document.querySelectorAll('details').forEach(function (d) { d.open = true; });
+  var width = document.documentElement.clientWidth, out = [];
+  out.push('page=' + document.documentElement.scrollWidth + '/' + width);
+  document.querySelectorAll('.scroll, table, figure, img, pre, .box').forEach(function (el) {
+    var right = el.getBoundingClientRect().right;
+    if (el.scrollWidth > el.clientWidth + 1 || right > width + 1) {
+      var h = el.closest('details, div, figure, body').querySelector('h3');
+      out.push(el.tagName + ' ' + el.scrollWidth + '>' + el.clientWidth + ' right ' + Math.round(right)
+               + ' (' + (h ? h.textContent : '?') + ')');
+    }
+  });
+  out.push('backticks=' + (document.body.innerText.split('`').length - 1));
+  var pre = document.createElement('pre');
+  pre.textContent = 'LAYOUT' + 'PROBE[' + out.join(';') + ']LAYOUT' + 'PROBE';
+  document.body.appendChild(pre);
+});
+</script>
+"""
+
+
+def _wide_store(tmp_path: Path) -> Path:
+    """The widest report we make: CIFAR-10 Table 1 with paper columns, runs that are not evidence,
+    long run names with markup and pipes, two datasets, the kernel table."""
+    runs = _with_diverged(full_runs())
+    runs[0]["name"] = "a long run name with <b>markup</b> | a pipe/seed=0,corruption=partial_labels,level=0.0"
+    kernels = [kernel_row(), kernel_row(data="cifar10", features="random_conv", reg=0.1, test_error=0.16,
+                                        norm=None, n_train=50000)]
+    return write_store(tmp_path / "wide.db", runs, kernels)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium; "
                                              ".ci/run installs it)")
 def test_report_renders_in_headless_chromium(tmp_path):
     out = tmp_path / "out"
-    index = build_report(write_store(tmp_path / "s.db", full_runs(), [kernel_row()]), out)
+    index = build_report(_wide_store(tmp_path), out)
     n_images = index.read_text().count("<img ")
     assert n_images >= 5
     # a copy of the page with a probe that records, for every image, whether it decoded
@@ -593,7 +677,35 @@ def test_report_renders_in_headless_chromium(tmp_path):
     results = match.group(1).split(";")
     assert len(results) == n_images
     assert all(r.endswith("=true") for r in results), results
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium; "
+                                             ".ci/run installs it)")
+@pytest.mark.parametrize("width", [1280, 1400])
+def test_report_fits_a_laptop_screen_in_headless_chromium(tmp_path, width):
+    """Issue 15: at 1,280 px (and 1,400) nothing needs horizontal scrolling — the page, every table (with
+    the all-runs tables opened), every figure — and no literal backtick shows."""
+    out = tmp_path / "out"
+    index = build_report(_wide_store(tmp_path), out)
+    probe = out / "layout.html"
+    probe.write_text(index.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    done = _chromium([f"--window-size={width},1000", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                     tmp_path)
+    match = re.search(r"LAYOUTPROBE\[(.*?)\]LAYOUTPROBE", done.stdout)
+    assert match, f"probe did not run: {done.stderr[-2000:]}"
+    page, *overflowing, backticks = match.group(1).split(";")
+    scroll, client = map(int, page.removeprefix("page=").split("/"))
+    assert client > width - 40 and scroll <= client, page  # the viewport really is about `width` wide
+    assert overflowing == [], overflowing
+    assert backticks == "backticks=0"
+    # and a screenshot at that width whose right margin is page background (nothing drawn past the body)
     shot = tmp_path / "shot.png"
-    done = _chromium([f"--screenshot={shot}", "--window-size=1280,2400", "--virtual-time-budget=5000",
+    done = _chromium([f"--screenshot={shot}", f"--window-size={width},2400", "--virtual-time-budget=5000",
                       index.as_uri()], tmp_path)
     assert shot.is_file() and shot.stat().st_size > 20_000, done.stderr[-2000:]
+    from PIL import Image
+
+    image = Image.open(shot).convert("RGB")
+    assert image.size[0] == width
+    margin = image.crop((width - 24, 0, width - 16, image.size[1]))  # left of the scrollbar, right of the body
+    assert {color for _, color in margin.getcolors(maxcolors=1 << 16)} == {(255, 255, 255)}

@@ -106,7 +106,7 @@ def figure1a(runs: Sequence[dict], data: str | None = None) -> Plot:
                     notes.append(f"{titles[key]}, {corruption}: {stopped} of {seeds} runs stopped at "
                                  "max_epochs before reaching the target train accuracy")
                 kx = [x / 1000 for x in xs]
-                every = max(1, len(kx) // MARKS_PER_CURVE)
+                every = max(len(order), len(kx) // MARKS_PER_CURVE)  # offsets rank·every/5 all differ
                 ax.plot(kx, mean, label=label, color=styler.color(corruption),
                         linestyle=styler.linestyle(corruption), marker=styler.marker(corruption),
                         markevery=(min(len(kx) - 1, rank * every // len(order)), every),
@@ -145,9 +145,15 @@ def _only_left_out(ax, styler: Styler, name: str, sname: str, levels: dict, left
     everyone = [r for group in left.values() for r in group]
     mark_edge(ax, styler, sname, xs, top=False,
               label=f"{name}: no run finished as intended ({left_out_text(everyone)})")
-    series.append(Series(name, xs, [], kind="missing"))
+    series.append(Series(name, xs, [], kind="missing", extra={"whole_setting": True}))
     notes += _left_out_note(name, left)
     return True
+
+
+def _layered(kw: dict, rank: int) -> dict:
+    """Line style for the ``rank``-th line of a figure: the first on top, thin, small markers; each later
+    one drawn below it, wider, with bigger half-transparent markers, so lines that coincide all show."""
+    return {**kw, "linewidth": 1.6 + 0.6 * rank, "markersize": 5.5 + 2.0 * rank, "alpha": 1.0 if rank == 0 else 0.8}
 
 
 def _resolution_text(values: Sequence[int]) -> str:
@@ -224,7 +230,7 @@ def figure1b(runs: Sequence[dict], data: str | None = None) -> Plot:
                     ns.append(n)
                     res.append(max(halfwidths) if halfwidths else None)
             missing = [lv for lv in all_levels if lv not in levels]
-            kw = styler.kwargs(sname)
+            kw = _layered(styler.kwargs(sname), rank)
             if xs:
                 multi = max(ns) > 1
                 shown = [(x, y, h) for x, y, h in zip(xs, ys, res, strict=True) if h is not None]
@@ -253,7 +259,7 @@ def figure1b(runs: Sequence[dict], data: str | None = None) -> Plot:
         if any(s.kind == "not_converged" for s in series):
             extra.append((neutral_handle(NEUTRAL, marker="^", linestyle="none"),
                           "stopped at max_epochs (top)"))
-        if any(s.kind == "missing" for s in series):
+        if any(s.kind == "missing" and not s.extra.get("whole_setting") for s in series):
             extra.append((neutral_handle(NEUTRAL, marker="x", linestyle="none"),
                           "no run finished as intended (bottom)"))
         ax.set_xlabel("label corruption level p (fraction of labels redrawn)")
@@ -311,7 +317,7 @@ def figure1c(runs: Sequence[dict], data: str | None = None) -> Plot:
                 ns.append(n)
                 if any(stopped_at_budget(run) for run in levels[level].values()):
                     hollow.append((level, mean))
-            kw = styler.kwargs(sname)
+            kw = _layered(styler.kwargs(sname), rank)
             multi = bool(ns) and max(ns) > 1
             ax.errorbar(xs, ys, yerr=[[y - lo for y, lo in zip(ys, los, strict=True)],
                                       [hi - y for y, hi in zip(ys, his, strict=True)]] if multi else None,
@@ -354,7 +360,7 @@ def figure1c(runs: Sequence[dict], data: str | None = None) -> Plot:
         if any(s.kind == "not_converged" for s in series):
             extra.append((neutral_handle(NEUTRAL, linestyle="none", marker="o", markersize=9,
                                          markerfacecolor="white"), "stopped at max_epochs (hollow)"))
-        if any(s.kind == "missing" for s in series):
+        if any(s.kind == "missing" and not s.extra.get("whole_setting") for s in series):
             extra.append((neutral_handle(NEUTRAL, marker="x", linestyle="none"),
                           "no run finished as intended (bottom)"))
         ax.set_xlabel("label corruption level p (fraction of labels redrawn)")

@@ -131,7 +131,7 @@ def _draw_setting(ax, styler: Styler, model: str, name: str, group: list[dict], 
     ax.plot([], [], color=color, marker=marker, linestyle="-", label=f"{name}{suffix}")  # legend entry
     for (xs_e, mean, lo, hi, n), which, ls in ((train, "train", "-"), (test, "test", "--")):
         kx = [step_of[e] / 1000 for e in xs_e]
-        every = max(1, len(kx) // MARKS_PER_CURVE)
+        every = max(n_settings, len(kx) // MARKS_PER_CURVE)  # offsets rank·every/n all differ
         ax.plot(kx, mean, color=color, linestyle=ls, marker=marker, linewidth=width, alpha=alpha, zorder=z,
                 markevery=(min(max(len(kx) - 1, 0), rank * every // max(n_settings, 1)), every))
         multi = bool(n) and max(n) > 1

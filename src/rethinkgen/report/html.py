@@ -23,6 +23,9 @@ from rethinkgen.report.runs import slug
 from rethinkgen.report.tables import Table
 
 NUMERIC_KINDS = ("pct", "delta", "int", "float", "sci", "seconds", "ratio")
+#: Columns of free text that may be long (run names, setting lists): they wrap anywhere if they must.
+LONG_TEXT = ("name", "variant", "features", "error")
+_BREAK_AFTER = re.compile(r"([_/,=.;])")
 
 
 def esc(value: Any) -> str:
@@ -79,11 +82,12 @@ h3{margin-top:1.8rem}.sub{color:#555;margin-top:0}
 .warn{background:#fff6e5;border-color:#E69F00}.empty{background:#fdeeee;border-color:#D55E00;font-size:1.1rem}
 dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem;margin:.2rem 0}
 dl.prov dt{font-weight:600}dl.prov dd{margin:0}
-figure{margin:1.2rem 0}figure img{max-width:100%;height:auto;border:1px solid #e3e3e3}
+figure{margin:1.2rem 0}figure img{max-width:100%;height:auto;border:1px solid #e3e3e3;box-sizing:border-box}
 figcaption{color:#333;font-size:.92rem;max-width:1000px}
-.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.85rem;margin:.4rem 0}
-th,td{border:1px solid #d0d0d0;padding:.2rem .45rem;text-align:left;vertical-align:top}
-th{background:#eef2f6}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;font-size:.8rem;margin:.4rem 0}
+th,td{border:1px solid #d0d0d0;padding:.2rem .35rem;text-align:left;vertical-align:top}
+th{background:#eef2f6;hyphens:auto}td.long{overflow-wrap:anywhere;min-width:8rem}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.notrun td{color:#888;font-style:italic}.ok{color:#009E73;font-weight:700}
 .bad{color:#D55E00;font-weight:700}
 .unk{color:#888;font-weight:700}ul.notes{font-size:.85rem;color:#444}code{background:#f0f0f0;padding:0 .2rem}
@@ -98,6 +102,15 @@ def _img_src(image: str, out_dir: Path, embed: bool) -> str:
     return image
 
 
+def _cell(text: str, kind: str, *, long: bool = False) -> str:
+    """One table cell: numbers right-aligned on one line; text escaped, with line-break opportunities
+    after ``_ / , = . ;`` (so ``inception_small_nobn`` or a run name can wrap without a scrollbar)."""
+    if kind in NUMERIC_KINDS:
+        return f"<td class=num>{esc(text)}</td>"
+    body = _BREAK_AFTER.sub(r"\1<wbr>", esc(text)) if len(text) > 12 else esc(text)
+    return f'<td class="long">{body}</td>' if long else f"<td>{body}</td>"
+
+
 def render_table(entry: TableEntry) -> str:
     t = entry.table
     parts = [f'<h3 id="{esc(t.key)}">{esc(t.title)}</h3>',
@@ -106,17 +119,21 @@ def render_table(entry: TableEntry) -> str:
     if not t.rows:
         parts.append("<p>No rows: the store holds no runs for this table.</p>")
         return "\n".join(parts)
-    head = "".join(f"<th>{esc(c.title)}</th>" for c in t.columns)
+    columns = [c for c in t.columns if c.on_page]
+    head = "".join(f"<th>{esc(c.title)}</th>" for c in columns)
     body = []
     for row in t.rows:
         cls = ' class="notrun"' if row.get("status") == "not run" else ""
-        cells = "".join(f'<td{" class=num" if c.kind in NUMERIC_KINDS else ""}>{esc(t.cell(row, c))}</td>'
-                        for c in t.columns)
+        cells = "".join(_cell(t.cell(row, c), c.kind, long=c.key in LONG_TEXT) for c in columns)
         body.append(f"<tr{cls}>{cells}</tr>")
     parts.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>'
                  + "\n".join(body) + "</tbody></table></div>")
-    if t.notes:
-        parts.append('<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in t.notes) + "</ul>")
+    notes = list(t.notes)
+    hidden = [c.title for c in t.columns if not c.on_page]
+    if hidden:
+        notes.append(f"also in the CSV and Markdown files: {', '.join(hidden)}")
+    if notes:
+        parts.append('<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
     return "\n".join(parts)
 
 

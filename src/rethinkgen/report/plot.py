@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from matplotlib.container import Container
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
@@ -181,11 +182,23 @@ def outside_legend(fig: Figure, axes: Sequence, extra: Sequence[tuple[Any, str]]
             labels.append(label)
     if not handles:
         return
+    # lines first, marks only (× ▲ hollow, paper squares) last, each group in drawing order
+    order = sorted(range(len(handles)), key=lambda k: _marks_only(handles[k]))
+    handles, labels = [handles[k] for k in order], [labels[k] for k in order]
     if where == "below":
-        ncols = min(len(handles), 3 if len(axes) == 1 else 6)
+        longest = max(len(label) for label in labels)
+        per_row = (3 if len(axes) == 1 else 6) if longest <= 40 else (2 if longest <= 60 else 1)
+        ncols = min(len(handles), per_row)
         fig.legend(handles, labels, loc="outside lower center", ncols=ncols)
     else:
         fig.legend(handles, labels, loc="outside right upper")
+
+
+def _marks_only(handle: Any) -> bool:
+    """True for a legend handle drawn as markers without a line (an errorbar container: its data line)."""
+    line = handle[0] if isinstance(handle, Container) else handle
+    style = line.get_linestyle() if hasattr(line, "get_linestyle") else "-"
+    return style in ("None", "none", "", " ")
 
 
 def neutral_handle(color: str, **kw) -> Line2D:

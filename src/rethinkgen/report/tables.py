@@ -52,6 +52,7 @@ class Column:
     title: str
     kind: str = "text"  # text | pct | delta | int | float | sci | seconds | bool | ratio
     spread_key: str | None = None  # key of a standard deviation shown as "mean ± sd"
+    on_page: bool = True  # False: in the CSV and Markdown files only (keeps the HTML table narrow)
 
 
 @dataclass
@@ -486,8 +487,8 @@ def summary_table(runs: Sequence[dict], data: str) -> Table:
                Column("steps", "steps", "int"), Column("epochs", "epochs", "int"),
                Column("n_params", "params", "int"),
                Column("realized_noise_rate", "labels changed (%)", "pct"),
-               Column("wall_time_s", "time (s)", "seconds"), Column("sweep", "sweep"),
-               Column("run_key", "run key")]
+               Column("wall_time_s", "time (s)", "seconds"), Column("sweep", "sweep", on_page=False),
+               Column("run_key", "run key", on_page=False)]
     notes = ["train/test accuracies and the fit step are shown only for runs that finished as intended "
              "(converged or max_epochs); a diverged run's accuracies are those of NaN outputs, not results"]
     return Table(f"runs_{slug(data)}", f"All runs on {data}", columns, rows, notes)
