@@ -582,3 +582,19 @@ def test_bad_reg_is_refused_before_loading_data(tmp_path):
     for reg in (-1.0, float("inf"), float("nan")):
         with pytest.raises(ConfigError, match=r"--reg \(the ridge λ\) must be a finite number >= 0"):
             kernel_experiment("npz", data_dir=tmp_path / "missing.npz", reg=reg, log=lambda s: None)
+
+
+def test_closest_pairs_across_row_blocks_equal_brute_force():
+    g = _gen(12)
+    x = torch.randn(300, 5, generator=g, dtype=torch.float64)
+    x[250], x[200], x[5] = x[3] + 1e-9, x[10] + 2e-9, x[299] + 3e-9  # pairs in different row blocks
+    pairs = K.closest_pairs(x, torch.zeros(300), "gaussian", 1.0, count=6, row_block=64)
+    diff = (x[:, None, :] - x[None, :, :]).norm(dim=2)  # exact differences, no GEMM cancellation
+    i, j = torch.triu_indices(300, 300, 1)
+    want = sorted(zip(diff[i, j].tolist(), i.tolist(), j.tolist(), strict=True))[:3]
+    assert [(p.i, p.j) for p in pairs[:3]] == [(a, b) for _, a, b in want] == [(3, 250), (10, 200), (5, 299)]
+    assert [p.distance for p in pairs[:3]] == pytest.approx([d for d, _, _ in want], rel=1e-6)
+    assert len({(p.i, p.j) for p in pairs}) == 6 and all(p.i < p.j for p in pairs)  # each pair once
+    assert all(p.distance > 0.1 for p in pairs[3:])  # then the next nearest neighbours, in order
+    assert [p.distance for p in pairs] == sorted(p.distance for p in pairs)
+    assert pairs[0].one_minus_k == pytest.approx(0.5 * pairs[0].distance ** 2, rel=1e-6)

@@ -126,9 +126,11 @@ def one_minus_k(kernel: str, distance: float, h: float) -> float:
 
 def closest_pairs(x: torch.Tensor, labels: torch.Tensor, kernel: str, h: float, *, count: int = SHOWN,
                   row_block: int = 2048) -> list[NearPair]:
-    """The ``count`` closest pairs of distinct rows of ``x`` (n, D), by one blocked pass (float64).
+    """Close pairs of distinct rows of ``x`` (n, D), closest first, by one blocked pass (float64).
 
-    Exact duplicates (distance 0) are skipped: :func:`find_duplicates` names those.
+    Each point is paired with its nearest earlier point (so a point next to a near-duplicate pair is
+    listed with one of the two, not both); the ``count`` closest of these pairs are returned, each
+    pair once. Exact duplicates (distance 0) are skipped: :func:`find_duplicates` names those.
     """
     x = x.reshape(x.shape[0], -1).to(torch.float64)
     n = x.shape[0]
@@ -138,7 +140,7 @@ def closest_pairs(x: torch.Tensor, labels: torch.Tensor, kernel: str, h: float, 
         i1 = min(i0 + row_block, n)
         d2 = torch.addmm(sq[None, :], x[i0:i1], x.T, alpha=-2.0).add_(sq[i0:i1, None])
         idx = torch.arange(i0, i1, device=x.device)
-        d2[:, :i1].masked_fill_(torch.arange(i1, device=x.device)[None, :] >= idx[:, None], math.inf)  # j < i
+        d2.masked_fill_(torch.arange(n, device=x.device)[None, :] >= idx[:, None], math.inf)  # only j < i
         d2.clamp_(min=0.0)
         vals, cols = d2.min(dim=1)
         for r in torch.argsort(vals)[:count].tolist():
