@@ -50,18 +50,45 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f} s"
 
 
+EXECUTOR_OPT = typer.Option("local", "--executor", help="local | ray")
+JOBS_OPT = typer.Option(None, "--jobs", "-j", help="local: worker processes (default 1 = in this process); "
+                        "ray: CPUs of the local cluster it starts")
+WORKERS_PER_GPU_OPT = typer.Option(None, "--workers-per-gpu", help="N worker processes on each visible GPU, each "
+                                   "pinned to its GPU (local: --jobs = N x GPUs; ray: 1/N GPU per task); "
+                                   "default: one process, or --jobs")
+FUSE_OPT = typer.Option("auto", "--fuse", help="auto | on | off: train runs that share a model and data shape "
+                        "together (fused multi-run training; same numbers within float tolerance); auto: on a GPU "
+                        "only, in groups sized by its free memory")
+FUSE_MODES = {"auto": None, "on": True, "off": False}
+
+
+def _fuse_mode(fuse: str) -> bool | None:
+    if fuse not in FUSE_MODES:
+        raise RethinkgenError(f"--fuse must be one of auto, on, off; got {fuse!r}")
+    return FUSE_MODES[fuse]
+
+
 @sweep_app.command("plan")
 def plan_command(
     spec: Path = SPEC_ARG,
     store: Path | None = typer.Option(None, "--store", help="results store: show each run's status in it"),
     device: str | None = DEVICE_OPT,
     data_dir: Path | None = DATA_DIR_OPT,
+    executor: str = EXECUTOR_OPT,
+    jobs: int | None = JOBS_OPT,
+    workers_per_gpu: int | None = WORKERS_PER_GPU_OPT,
+    fuse: str = FUSE_OPT,
 ) -> None:
-    """Validate a spec and list its expanded runs (and, with --store, what is already done)."""
+    """Validate a spec, list its expanded runs (with --store: what is already done) and say how `sweep run`
+    with the same options would train them: which runs together, on which device, in how much memory."""
+    from rethinkgen.sweep.executors import make_executor
+    from rethinkgen.sweep.plan import fused_alternative, plan_table, work_plan
     from rethinkgen.sweep.spec import load_spec
-    from rethinkgen.sweep.store import Store
+    from rethinkgen.sweep.store import FINISHED, Store
 
     plan = load_spec(spec, overrides=_overrides(device, data_dir))
+    ex = make_executor(executor, jobs=jobs, workers_per_gpu=workers_per_gpu)  # bad options: before any output
+    fuse_mode = _fuse_mode(fuse)
     known: dict[str, dict[str, Any]] = {}
     epochs_done: dict[str, int] = {}
     if store is not None and Path(store).exists():
@@ -97,31 +124,43 @@ def plan_command(
     if store is not None:
         console.print("in store " + str(store) + ": "
                       + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), highlight=False)
-    console.print(_fusion_summary(plan.runs), highlight=False)
+    todo = [run for run in plan.runs if (known.get(run.run_key) or {}).get("status") not in FINISHED]
+    if todo:
+        items = work_plan(todo, ex, fuse_mode)
+        console.print(_device_line(ex, todo), highlight=False)
+        console.print(plan_table(items, ex))
+        if all(len(item.runs) == 1 for item in items):
+            console.print(fused_alternative(todo), highlight=False)
+    else:
+        console.print("nothing to run: every run is finished in the store", highlight=False)
 
 
-def _fusion_summary(runs: list) -> str:
-    """How `sweep run --fuse on` (one process, CPU group limit) would group the runs for fused training."""
-    from rethinkgen.sweep.executors import MAX_GROUP_CPU, group_key
-    from rethinkgen.sweep.runner import plan_groups
+def _device_line(ex: Any, runs: list) -> str:
+    """The device the plan is made for (a GPU's name and free memory, as sizing uses it)."""
+    import torch
 
-    groups = plan_groups(runs, group_key(), MAX_GROUP_CPU)
-    fused = [g for g in groups if len(g) > 1]
-    if not fused:
-        return "fused training: none of these runs can train together (see rethinkgen.train.fused.why_not_fused)"
-    sizes = ", ".join(f"{g[0].config.model} x{len(g)}" for g in fused)
-    alone = len(runs) - sum(len(g) for g in fused)
-    return (f"fused training (--fuse on, one CPU process): {len(fused)} group(s): {sizes}; {alone} run(s) "
-            "alone (dropout, or no partner)")
+    from rethinkgen.sweep.sizing import MAX_GROUP_CUDA
+
+    if not ex.accelerated():
+        line = "device: cpu (no GPU " + ("for these tasks)" if ex.name == "ray" else "visible to torch)")
+        if any(run.config.device == "cuda" for run in runs):
+            line += (f"; runs with device = \"cuda\" are planned with groups of at most {MAX_GROUP_CUDA} (free "
+                     "memory unknown here) and will need a GPU")
+        return line
+    memory = ex.device_memory()
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "GPU"
+    share = ex.gpu_share()
+    per = f"{memory / 1e9:.1f} GB free for each group" if memory is not None else "memory known to the workers only"
+    return f"device: {name}; {per}" + (f" ({share} workers per GPU)" if share > 1 else "")
 
 
 @sweep_app.command("run")
 def run_command(
     spec: Path = SPEC_ARG,
     store: Path = typer.Option(..., "--store", help="results store (SQLite file; its folder must exist)"),
-    executor: str = typer.Option("local", "--executor", help="local | ray"),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="local: worker processes (1 = in this process); "
-                             "ray: CPUs of the local cluster it starts"),
+    executor: str = EXECUTOR_OPT,
+    jobs: int | None = JOBS_OPT,
+    workers_per_gpu: int | None = WORKERS_PER_GPU_OPT,
     address: str | None = typer.Option(None, "--address", help="ray: cluster address (ray://HOST:10001 or "
                                        "auto); without it a local cluster starts"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="log lines instead of the live display"),
@@ -134,9 +173,12 @@ def run_command(
     checkpoint_every: int = typer.Option(1, "--checkpoint-every", help="epochs between checkpoints"),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep finished runs' checkpoints "
                                           "(final weights) instead of deleting them"),
-    fuse: str = typer.Option("auto", "--fuse", help="auto | on | off: train runs that share a model and data "
-                             "shape together (fused multi-run training; same numbers within float tolerance); "
-                             "auto: on a GPU only"),
+    fuse: str = FUSE_OPT,
+    restart_mismatched: bool = typer.Option(False, "--restart-mismatched", help="runs whose checkpoint was "
+                                            "trained with other numerics (device, autocast, CPU threads, "
+                                            "compile) than they would continue with here: discard the "
+                                            "checkpoint and train them from scratch (default: refuse, naming "
+                                            "the difference and the option that restores it)"),
 ) -> None:
     """Run every unfinished run of SPEC into the store; rerunning resumes where it stopped."""
     from rethinkgen.sweep.executors import make_executor
@@ -144,19 +186,20 @@ def run_command(
     from rethinkgen.sweep.runner import run_sweep
     from rethinkgen.sweep.spec import load_spec
 
-    fuse_modes = {"auto": None, "on": True, "off": False}
-    if fuse not in fuse_modes:
-        raise RethinkgenError(f"--fuse must be one of auto, on, off; got {fuse!r}")
+    fuse_mode = _fuse_mode(fuse)
     plan = load_spec(spec, overrides=_overrides(device, data_dir))  # every problem, before any run starts
-    ex = make_executor(executor, jobs=jobs, address=address, threads=threads, gpus_per_run=gpus_per_run)
+    ex = make_executor(executor, jobs=jobs, address=address, threads=threads, gpus_per_run=gpus_per_run,
+                       workers_per_gpu=workers_per_gpu)
     console = Console(soft_wrap=not sys.stdout.isatty())
     display = SweepDisplay(console, quiet=True if quiet else None)
     result = run_sweep(plan, store, executor=ex, display=display, checkpoint_every=checkpoint_every,
-                       keep_checkpoints=keep_checkpoints, fuse=fuse_modes[fuse])
+                       keep_checkpoints=keep_checkpoints, fuse=fuse_mode,
+                       restart_mismatched=restart_mismatched)
     done = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items())) or "none"
+    restarted = f"; restarted from scratch (numerics differed): {result.restarted}" if result.restarted else ""
     console.print(f"finished in this call: {done}; failed: {len(result.failed)}; skipped (already done): "
-                  f"{result.skipped}; resumed from a checkpoint: {result.resumed}; {result.wall_s:.1f} s",
-                  highlight=False)
+                  f"{result.skipped}; resumed from a checkpoint: {result.resumed}{restarted}; "
+                  f"{result.wall_s:.1f} s", highlight=False)
     if result.stopped or result.interrupted:
         console.print(f"[yellow]interrupted[/]: {len(result.interrupted)} run(s) marked interrupted; everything "
                       f"delivered is committed. Run the same command to resume.", highlight=False)
@@ -203,6 +246,7 @@ def status_command(
         table.add_row(escape(name), *(str(counts[c]) for c in used))
     if runs:
         console.print(table)
+        console.print(_numerics_summary(runs), highlight=False)
     active = [r for r in runs if r["status"] in ("running", "interrupted")]
     if active:
         t = Table(title="running / interrupted")
@@ -223,6 +267,29 @@ def status_command(
             lines = (r["error"] or "").strip().splitlines()
             t.add_row(escape(r["name"]), r["run_key"][:10], str(r["attempts"]), escape(lines[-1]) if lines else "")
         console.print(t)
+
+
+def _numerics_summary(runs: list[dict[str, Any]]) -> str:
+    """How the store's runs were computed (rethinkgen.train.numerics), e.g. ``numerics: 4 run(s) cpu,
+    float32, 1 thread``, with a warning when finished runs differ (equal within float tolerance only)."""
+    from rethinkgen.train.numerics import describe
+
+    counts: dict[str, int] = {}
+    finished: set[str] = set()
+    for r in runs:
+        if r.get("numerics") is None and r["status"] == "pending":
+            continue
+        text = describe(r.get("numerics"))
+        counts[text] = counts.get(text, 0) + 1
+        if r["status"] in ("converged", "max_epochs", "diverged"):
+            finished.add(text)
+    if not counts:
+        return "numerics: no run has trained yet"
+    line = "numerics: " + "; ".join(f"{n} run(s) {text}" for text, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    if len(finished) > 1:
+        line += (f"\n[yellow]note[/]: the finished runs were computed {len(finished)} ways; numbers of different "
+                 "devices, autocast or thread counts agree within float tolerance, not bit for bit")
+    return line
 
 
 EXPORT_TABLES = ("runs", "run_tags", "epochs", "step_losses", "summaries", "measures", "kernel_results")

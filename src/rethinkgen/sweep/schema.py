@@ -1,22 +1,29 @@
-"""The results store's SQLite schema, its versions and the migration of older stores.
+"""The results store's schema: tables, columns, statuses, migrations, and the errors a store raises.
 
-Version 1: the tables of :mod:`rethinkgen.sweep.store`. Version 2 added top-5 accuracies (Table 2:
-ImageNet is reported as top-1 and top-5): ``epochs.train_acc_top5`` and ``epochs.test_acc_top5``, and
-``summaries.train_acc_top5``, ``summaries.test_acc_top5`` and ``summaries.best_test_acc_top5`` (the
-best test top-5 along training, Table 2's parentheses). A store written by an older rethinkgen is
-migrated when it is opened for writing (columns added, NULL for the runs it already holds; nothing is
-rewritten); opened read-only it is read as it is, the new columns reading as None.
+The table and column names are an interface (the report and the kernel commands read them); see
+:mod:`rethinkgen.sweep.store` for what each table holds. Columns added after the first release come
+in through :data:`MIGRATIONS`: each is one idempotent function that adds what an older store lacks, so
+stores written by any earlier version open unchanged and gain the new columns on their first
+writable open (fresh stores get them the same way, right after ``SCHEMA`` creates the tables).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
-__all__ = ["EPOCH_COLUMNS", "KERNEL_COLUMNS", "SCHEMA", "SCHEMA_VERSION", "SUMMARY_COLUMNS", "TABLES",
-           "existing_columns", "migrate"]
+from rethinkgen.errors import RethinkgenError
 
-SCHEMA_VERSION = 2
+__all__ = ["EPOCH_COLUMNS", "FINISHED", "KERNEL_COLUMNS", "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "STALE_AFTER_S",
+           "STATUSES", "SUMMARY_COLUMNS", "TABLES", "StoreError", "StoreLockedError", "existing_columns",
+           "migrate"]
 
+SCHEMA_VERSION = 1
+STATUSES = ("pending", "running", "converged", "max_epochs", "diverged", "failed", "interrupted")
+FINISHED = ("converged", "max_epochs", "diverged")  # final: a sweep never reruns these
+STALE_AFTER_S = 120.0  # a "running" row without a heartbeat for this long belongs to a dead driver
+
+# The last columns of each came in through MIGRATIONS (top-5: Table 2).
 EPOCH_COLUMNS = ("epoch", "step", "samples_seen", "lr", "train_loss", "train_eval_loss", "train_acc",
                  "train_acc_corrupted", "train_acc_clean", "test_loss", "test_acc", "wall_time_s",
                  "train_acc_top5", "test_acc_top5")
@@ -41,15 +48,13 @@ CREATE TABLE IF NOT EXISTS run_tags (
 CREATE TABLE IF NOT EXISTS epochs (
     run_key TEXT NOT NULL, epoch INTEGER NOT NULL, step INTEGER, samples_seen INTEGER, lr REAL,
     train_loss REAL, train_eval_loss REAL, train_acc REAL, train_acc_corrupted REAL, train_acc_clean REAL,
-    test_loss REAL, test_acc REAL, wall_time_s REAL, train_acc_top5 REAL, test_acc_top5 REAL,
-    PRIMARY KEY (run_key, epoch));
+    test_loss REAL, test_acc REAL, wall_time_s REAL, PRIMARY KEY (run_key, epoch));
 CREATE TABLE IF NOT EXISTS step_losses (
     run_key TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, PRIMARY KEY (run_key, step));
 CREATE TABLE IF NOT EXISTS summaries (
     run_key TEXT PRIMARY KEY, status TEXT, train_acc REAL, test_acc REAL, best_test_acc REAL,
     converged_step INTEGER, converged_epoch INTEGER, steps INTEGER, epochs INTEGER, n_params INTEGER,
-    realized_noise_rate REAL, wall_time_s REAL, summary_json TEXT, train_acc_top5 REAL, test_acc_top5 REAL,
-    best_test_acc_top5 REAL);
+    realized_noise_rate REAL, wall_time_s REAL, summary_json TEXT);
 CREATE TABLE IF NOT EXISTS measures (
     run_key TEXT NOT NULL, epoch INTEGER NOT NULL, name TEXT NOT NULL, value REAL,
     PRIMARY KEY (run_key, epoch, name));
@@ -61,11 +66,38 @@ CREATE TABLE IF NOT EXISTS kernel_results (
 """
 TABLES = ("runs", "run_tags", "epochs", "step_losses", "summaries", "measures", "kernel_results")
 
-# Columns added after version 1, by table: (name, SQL type), in the order they were added.
-ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "epochs": (("train_acc_top5", "REAL"), ("test_acc_top5", "REAL")),
-    "summaries": (("train_acc_top5", "REAL"), ("test_acc_top5", "REAL"), ("best_test_acc_top5", "REAL")),
-}
+
+class StoreError(RethinkgenError):
+    """The results store cannot be opened or written; the message names the path and the fix."""
+
+
+class StoreLockedError(StoreError):
+    """Another sweep holds the store's lock file."""
+
+
+# ------------------------------------------------------------------------------------ migrations
+def add_column(conn: sqlite3.Connection, table: str, column: str, decl: str) -> bool:
+    """``ALTER TABLE table ADD COLUMN column decl`` unless the column exists; True if it was added."""
+    have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    if column in have:
+        return False
+    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    return True
+
+
+def _runs_numerics(conn: sqlite3.Connection) -> None:
+    """runs.numerics_json: how each run is computed (device, autocast, threads, ...; train.numerics)."""
+    add_column(conn, "runs", "numerics_json", "TEXT")
+
+
+def _top5(conn: sqlite3.Connection) -> None:
+    """Top-5 accuracies (Table 2, ImageNet): epochs.train_acc_top5 / test_acc_top5 and
+    summaries.train_acc_top5 / test_acc_top5 / best_test_acc_top5 (the best along training, Table 2's
+    parentheses); NULL for the runs a store already holds."""
+    for column in ("train_acc_top5", "test_acc_top5"):
+        add_column(conn, "epochs", column, "REAL")
+    for column in ("train_acc_top5", "test_acc_top5", "best_test_acc_top5"):
+        add_column(conn, "summaries", column, "REAL")
 
 
 def existing_columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -73,14 +105,10 @@ def existing_columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
-def migrate(conn: sqlite3.Connection) -> list[str]:
-    """Add the columns of :data:`ADDED_COLUMNS` a store lacks (inside the caller's transaction);
-    returns ``"table.column"`` for each column added."""
-    added = []
-    for table, columns in ADDED_COLUMNS.items():
-        have = existing_columns(conn, table)
-        for name, kind in columns:
-            if name not in have:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-                added.append(f"{table}.{name}")
-    return added
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_runs_numerics, _top5)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply every migration (inside the caller's transaction); each is a no-op on an up-to-date store."""
+    for migration in MIGRATIONS:
+        migration(conn)

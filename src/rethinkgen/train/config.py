@@ -2,8 +2,9 @@
 
 Defaults live here, each with its unit and meaning. ``None`` means "resolved from the dataset or the
 model" (see :func:`resolve`); the resolved config is what gets stored with every result, and
-``run_key`` (sha256 of its canonical JSON, minus fields that do not change the numbers) makes
-reruns idempotent (design §3).
+``run_key`` (sha256 of its canonical JSON, minus fields that do not name the experiment: data_dir,
+eval_batch_size, device) makes reruns idempotent (design §3). How a run is computed on its device
+(autocast, threads, ...) is recorded apart, as its numerics (:mod:`rethinkgen.train.numerics`).
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ class TrainConfig:
         return cls(**values)
 
 
-# Fields that do not change what is computed, so they are left out of the run key (the memory format,
-# like the device, changes only the order of float operations).
+# Fields that do not name the experiment, so they are left out of the run key: where its data lives, the
+# evaluation batch, the device and the memory format — whose effect on the floats (the order of float
+# operations) each run records as its numerics (rethinkgen.train.numerics; a resume with other numerics
+# is refused).
 KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last"})
 
 
@@ -116,7 +119,7 @@ def run_key(config: TrainConfig) -> str:
     >>> from rethinkgen.train.resolve import resolve_config
     >>> cfg = resolve_config(TrainConfig(data="mnist1d", corruption="random_labels", seed=1))
     >>> key = run_key(cfg)
-    >>> len(key), key == run_key(cfg.replace(device="cpu"))  # the device does not change the numbers
+    >>> len(key), key == run_key(cfg.replace(device="cpu"))  # the experiment, wherever it runs
     (64, True)
     >>> key == run_key(cfg.replace(seed=2))
     False

@@ -29,11 +29,12 @@ from rethinkgen.seeding import stream_seed
 from rethinkgen.train.allocator import keep_freed_memory
 from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.data import PreparedData, prepare_data
-from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, run_summary
+from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, resume_numerics, run_summary
 from rethinkgen.train.losses import training_loss
 from rethinkgen.train.metrics import evaluate, predict_correct
+from rethinkgen.train.numerics import plan_numerics
 from rethinkgen.train.progress import Progress
-from rethinkgen.train.resolve import eval_batch_size, resolve_config, use_channels_last
+from rethinkgen.train.resolve import eval_batch_size, resolve_config
 from rethinkgen.train.rng import seeded
 from rethinkgen.train.schedule import decay_period, last_step_lr, lr_at
 
@@ -91,9 +92,10 @@ class Trainer:
         self.config = config
         self.device = device
         self.data: PreparedData = prepare_data(config, device)
-        self.use_amp = config.amp and device.type == "cuda"
+        self.numerics = plan_numerics(config, device, self.data.layout)  # recorded, checked on resume
+        self.use_amp = self.numerics.autocast is not None
         self.eval_batch_size = eval_batch_size(config, self.data.layout, device.type)
-        self.channels_last = use_channels_last(config, self.data.layout, device.type)
+        self.channels_last = self.numerics.channels_last
         with seeded(stream_seed(config.seed, "init"), torch.device("cpu")):  # built on the CPU, then moved
             model = create_model(config.model, self.data.input_shape, self.data.num_classes,
                                  dropout=config.dropout, layout=self.data.layout)
@@ -102,7 +104,7 @@ class Trainer:
         if self.channels_last:
             self.data.x_train = self.data.x_train.contiguous(memory_format=torch.channels_last)
             self.data.x_test = self.data.x_test.contiguous(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if (config.compile and device.type == "cuda") else self.model
+        self.forward = torch.compile(self.model) if self.numerics.graph == "torch.compile" else self.model
         self.optimizer = make_optimizer(self.model.parameters(), config, device)
         self.period = decay_period(config.lr_decay_every, self.data.n_train)
         self.history = RunHistory()
@@ -112,12 +114,14 @@ class Trainer:
     def checkpoint(self) -> dict[str, Any]:
         """A ``torch.save``-able snapshot from which :func:`train` (or the fused trainer) resumes exactly."""
         return make_checkpoint(self.history, self.config, copy.deepcopy(self.model.state_dict()),
-                               copy.deepcopy(self.optimizer.state_dict()))
+                               copy.deepcopy(self.optimizer.state_dict()), self.numerics)
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from ``ckpt`` (from either trainer's ``checkpoint()``); raises ConfigError for a
-        checkpoint of another run or format."""
+        checkpoint of another run or format, NumericsMismatchError for an unfinished run's checkpoint
+        trained with other numerics (rethinkgen.train.numerics)."""
         self.history, model_state, optimizer_state = read_checkpoint(ckpt, self.config)
+        self.numerics = resume_numerics(ckpt, self.numerics, self.config)
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))  # torch keeps the tensors it is given
 
@@ -235,7 +239,8 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         return run_summary(self.history, self.config, n_params=self.n_params,
                            realized_noise_rate=self.data.realized_noise_rate,
-                           steps_per_epoch=-(-self.data.n_train // self.config.batch_size), device=self.device)
+                           steps_per_epoch=-(-self.data.n_train // self.config.batch_size), device=self.device,
+                           numerics=self.numerics)
 
 
 def train(config: TrainConfig | None = None, *, callbacks: Iterable[Any] = (), resume: dict | None = None,

@@ -23,8 +23,9 @@ from rethinkgen.train.fused.mlp import linear_plan, mlp_forward
 from rethinkgen.train.fused.run import Run
 from rethinkgen.train.loop import make_optimizer, select_device, train
 from rethinkgen.train.metrics import TOPK, summarize, topk_correct
+from rethinkgen.train.numerics import plan_numerics
 from rethinkgen.train.progress import Progress
-from rethinkgen.train.resolve import eval_batch_size, resolve_config, use_channels_last
+from rethinkgen.train.resolve import eval_batch_size, resolve_config
 from rethinkgen.train.rng import seeded
 from rethinkgen.train.schedule import last_step_lr, lr_at
 
@@ -76,7 +77,6 @@ class FusedGroup:
 
         first = configs[0]
         self.device = device
-        self.use_amp = first.amp and device.type == "cuda"
         self.batch_size = first.batch_size
         # ---- data: prepared per run exactly as the single trainer does, equal tensors kept once
         train_pool: list[torch.Tensor] = []
@@ -101,7 +101,9 @@ class FusedGroup:
             self.num_classes, self.layout, input_shape = d.num_classes, d.layout, d.input_shape
             del d
         del shared_inputs
-        self.channels_last = use_channels_last(first, self.layout, device.type)
+        self.numerics = plan_numerics(first, device, self.layout)  # the single trainer's, recorded per run
+        self.use_amp = self.numerics.autocast is not None
+        self.channels_last = self.numerics.channels_last
         self.eval_batch_size = eval_batch_size(first, self.layout, device.type)  # samples per pass, all runs
         self.x_train = Inputs(train_pool, train_which, device, self.channels_last)
         self.x_test = Inputs(test_pool, test_which, device, self.channels_last)
@@ -143,7 +145,7 @@ class FusedGroup:
             forward_shared = functools.partial(mlp_forward, plan, shared=True)
         else:  # any other model: vmap (grouped convolutions for the convnets)
             forward_each, forward_shared = vmap(one, in_dims=(0, 0, 0)), vmap(one, in_dims=(0, 0, None))
-        if first.compile and device.type == "cuda":
+        if self.numerics.graph == "torch.compile":
             forward_each, forward_shared = torch.compile(forward_each), torch.compile(forward_shared)
         self.forward_each, self.forward_shared = forward_each, forward_shared
         # ---- runs
