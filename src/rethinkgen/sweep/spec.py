@@ -67,6 +67,8 @@ _DOMAINS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "target_train_acc": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
     "crop": (lambda v: v >= 0, ">= 0 pixels (0: none)"),
     "seed": (lambda v: v >= 0, ">= 0"),
+    "world_size": (lambda v: v >= 1, ">= 1 processes"),
+    "workers": (lambda v: v >= 0, ">= 0 DataLoader processes"),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"device": DEVICES, "standardize": STANDARDIZE}
 

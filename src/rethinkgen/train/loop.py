@@ -37,6 +37,8 @@ from rethinkgen.train.progress import Progress
 from rethinkgen.train.resolve import eval_batch_size, resolve_config
 from rethinkgen.train.rng import seeded
 from rethinkgen.train.schedule import decay_period, last_step_lr, lr_at
+from rethinkgen.train.streaming.run import train_streamed
+from rethinkgen.train.streaming.select import streams
 
 __all__ = ["train", "resolve_config", "select_device", "Trainer"]
 
@@ -244,14 +246,18 @@ class Trainer:
 
 
 def train(config: TrainConfig | None = None, *, callbacks: Iterable[Any] = (), resume: dict | None = None,
-          progress: bool = False, **overrides: Any) -> dict[str, Any]:
+          progress: bool = False, run_dir: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Train one run and return its summary (see the module docstring).
 
     ``train(TrainConfig(...))`` or ``train(data="mnist1d", corruption="random_labels", ...)``; keyword
-    overrides replace fields of ``config``. ``resume`` is a dict from ``Trainer.checkpoint()``.
+    overrides replace fields of ``config``. ``resume`` is a dict from ``Trainer.checkpoint()``. Datasets
+    streamed from disk (``imagenet``) are trained by :func:`rethinkgen.train.streaming.run.train_streamed`,
+    which writes the run's label file into ``run_dir`` (ignored for the others).
     """
     config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
     resolved = resolve_config(config)
+    if streams(resolved):  # ImageNet: read from disk by DataLoader workers, on one or several processes
+        return train_streamed(resolved, callbacks=callbacks, resume=resume, progress=progress, run_dir=run_dir)
     device = select_device(resolved.device)
     trainer = Trainer(resolved, device)
     if device.type == "cpu":  # after the data is loaded: no per-step page faults on the activations

@@ -107,6 +107,15 @@ def validate(c: TrainConfig, *, dataset_layout: str, model_layouts: tuple[str, .
     need(c.crop >= 0, f"crop must be >= 0 pixels (0: none), got {c.crop}")
     need(c.n_train is None or c.n_train > 0, f"n_train must be > 0, got {c.n_train}")
     need(c.n_test is None or c.n_test > 0, f"n_test must be > 0, got {c.n_test}")
+    need(c.world_size is None or c.world_size >= 1, f"world_size must be >= 1 processes, got {c.world_size}")
+    need(c.workers is None or c.workers >= 0, f"workers must be >= 0 DataLoader processes, got {c.workers}")
+    need(c.world_size is None or c.batch_size % c.world_size == 0,
+         f"batch_size {c.batch_size} is split over world_size={c.world_size} processes: use a multiple of it")
+    if (c.world_size or 1) > 1 or c.workers is not None:
+        from rethinkgen.train.streaming.select import streams
+
+        need(streams(c), f"world_size and workers are for data streamed from disk (imagenet); {c.data} lives in "
+             "memory and trains on one process (a sweep runs many such runs at once)")
     need(c.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {c.device!r}")
     need(c.standardize in STANDARDIZE, f"standardize must be one of {', '.join(STANDARDIZE)}, got {c.standardize!r}")
     need(dataset_layout in model_layouts,
