@@ -160,28 +160,84 @@ def train(
         help="SGD steps between evaluations of the whole training set, the resolution of the convergence "
              "step [default: once per epoch]")] = None,
     device: Annotated[str, typer.Option(help="auto|cpu|cuda|mps")] = "auto",
+    crop: Annotated[int | None, typer.Option(help="crop side in pixels; for imagenet the network's input (299 "
+                                             "inception_v3, 224 resnet50) [default: per dataset]")] = None,
+    standardize: Annotated[str | None, typer.Option(
+        help="per_image | per_feature | inception ([-1, 1]) | none [default: per dataset]")] = None,
+    nproc_per_node: Annotated[int | None, typer.Option(
+        help="train on N processes (one per GPU) of this node: reruns this command under torchrun")] = None,
+    world_size: Annotated[int | None, typer.Option(
+        help="DDP processes of the run [default: torchrun's WORLD_SIZE, else 1]")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader processes per rank for streamed data")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        help="epochs between DIR/checkpoint.pt, from which the same command resumes [default: 1 for streamed "
+             "data (imagenet), 0 (none) otherwise]")] = None,
+    stop_after: Annotated[int | None, typer.Option(
+        help="stop after N epochs in this call, checkpointed; the same command continues")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="ignore DIR/checkpoint.pt and start over")] = False,
     out: Annotated[Path | None, typer.Option(help="output folder [default: runs/<run key>]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
-    """Train one run and write DIR/summary.json and DIR/metrics.csv (paper §2, Figure 1)."""
-    from rethinkgen.train.config import TrainConfig
-    from rethinkgen.train.loop import train as train_run
+    """Train one run and write DIR/summary.json and DIR/metrics.csv (paper §2, Figure 1; Table 2 on ImageNet,
+    on several GPUs with --nproc-per-node or torchrun)."""
+    from rethinkgen.train.config import TrainConfig, run_key
+    from rethinkgen.train.resolve import resolve_config
+    from rethinkgen.train.runfolder import train_in_folder
+    from rethinkgen.train.streaming.distributed import in_torchrun, torchrun_command
+    from rethinkgen.train.streaming.select import streams
 
-    config = TrainConfig(
+    if nproc_per_node and not in_torchrun():  # this command again, under torchrun, on N processes
+        import subprocess
+
+        argv = _without_option(sys.argv[1:], "--nproc-per-node")
+        if world_size is None:
+            argv += ["--world-size", str(nproc_per_node)]
+        raise typer.Exit(subprocess.call(torchrun_command(nproc_per_node, argv)))
+    rank = int(os.environ.get("RANK", "0")) if in_torchrun() else 0
+    if in_torchrun() and world_size is None:
+        world_size = int(os.environ["WORLD_SIZE"])
+    config = resolve_config(TrainConfig(
         data=data, data_dir=str(data_dir) if data_dir else None, data_options=_parse_options(data_option),
         n_train=n_train, n_test=n_test, corruption=corruption, level=level,
         exclude_true_class=exclude_true_class, model=model, dropout=dropout, epochs=epochs,
         batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay,
         lr_decay_every=lr_decay_every, augment=augment, flip=flip, target_train_acc=target_train_acc,
-        log_every=log_every, eval_every=eval_every, seed=seed, device=device)
-    summary = train_run(config, progress=not quiet and not as_json and sys.stderr.isatty())
-    folder = out or Path("runs") / summary["run_key"][:12]
+        log_every=log_every, eval_every=eval_every, seed=seed, device=device, crop=crop, standardize=standardize,
+        world_size=world_size, workers=workers))
+    folder = out or Path("runs") / run_key(config)[:12]
+    every = checkpoint_every if checkpoint_every is not None else (1 if streams(config) else 0)
+    summary, resumed, notes = train_in_folder(
+        config, folder, checkpoint_every=every, stop_after=stop_after, restart=restart,
+        progress=rank == 0 and not quiet and not as_json and sys.stderr.isatty())
+    if rank != 0:
+        return
+    for note in notes:
+        err_console.print(f"warning: {note}", highlight=False)
+    if resumed is not None:
+        err_console.print(f"resumed from the checkpoint of epoch {resumed} in {folder}", highlight=False)
+    if summary is None:
+        err_console.print(f"stopped after --stop-after {stop_after} epoch(s); checkpoint in {folder}; run the same "
+                          "command to continue", highlight=False)
+        return
     write_run_outputs(summary, folder)
     if as_json:
         print(json.dumps(public_summary(summary), indent=2))
     else:
         print_summary(summary, folder)
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
 
 
 def public_summary(summary: dict[str, Any]) -> dict[str, Any]:
