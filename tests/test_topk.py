@@ -129,3 +129,45 @@ def test_the_run_table_of_the_report_shows_top5_when_runs_have_it():
                                 "best_test_acc_top5": 0.85}], "imagenet")
     assert "| 85.00 |" in with_top5.to_markdown() and "best test top-5 (%)" in with_top5.to_markdown()
     assert "top-5" not in summary_table([base], "imagenet").to_markdown()
+
+
+def _imagenet_run(labels, augment, dropout, wd, seed=0, status="max_epochs", **numbers):
+    corruption = "random_labels" if labels == "random" else "true_labels"
+    config = {"data": "imagenet", "model": "inception_v3", "corruption": corruption, "augment": augment,
+              "flip": augment, "dropout": dropout, "weight_decay": wd, "seed": seed}
+    return {"name": f"{labels}-{seed}", "status": status, "config": config, "history": [], "step_losses": [],
+            **numbers}
+
+
+def test_table2_puts_every_paper_row_beside_ours():
+    from rethinkgen.report import paper
+    from rethinkgen.report.table2 import table2
+
+    runs = [_imagenet_run("true", False, 0.0, 0.0, seed=s, train_acc=0.99, test_acc=0.60 + 0.02 * s,
+                          train_acc_top5=1.0, test_acc_top5=0.8, best_test_acc=0.63, best_test_acc_top5=0.845)
+            for s in (0, 1)]
+    runs.append(_imagenet_run("random", False, 0.2, 4e-5, status="diverged", train_acc=float("nan")))
+    table = table2(runs)
+    assert [(r["labels"], r["data_aug"], r["dropout"], r["weight_decay"]) for r in table.rows] == [
+        (r["labels"], r["data_aug"], r["dropout"], r["weight_decay"]) for r in paper.table2_rows()]  # paper order
+    none = table.rows[3]  # original labels, no regularizer: the paper's 59.80 (63.16) top-1 test
+    assert (none["seeds"], none["top1_test"], none["paper_top1_test"]) == (2, "61.00 (63.00)", "59.80 (63.16)")
+    assert none["top5_test"] == "80.00 (84.50)" and none["paper_top5_test"] == "80.38 (84.49)"
+    assert none["delta_top1_test"] == pytest.approx(61.0 - 59.80)
+    assert none["paper_mark"].split()[2:4] == ["[V]", "([S])"]  # 59.80 [V], (63.16) [S]
+    diverged = table.rows[4]  # random labels, dropout + wd: a diverged run is no evidence
+    assert diverged["seeds"] == 0 and diverged["top1_train"] is None and diverged["paper_top1_train"] == "91.18"
+    assert "diverged" in diverged["status"] and table.rows[0]["status"] == "not run"
+    markdown = table.to_markdown()
+    assert "59.80 (63.16)" in markdown and "83.6" in markdown
+
+
+def test_the_report_of_an_imagenet_store_has_table2(tmp_path):
+    from rethinkgen.report.build import build_from_data
+
+    runs = [_imagenet_run("true", True, 0.2, 4e-5, train_acc=0.92, test_acc=0.77, train_acc_top5=0.99,
+                          test_acc_top5=0.93, best_test_acc=0.78, best_test_acc_top5=0.94, n_params=27_161_264)]
+    index = build_from_data(runs, [], tmp_path)
+    text = (tmp_path / "table2_imagenet.md").read_text()
+    assert "77.00 (78.00)" in text and "77.84" in text  # ours beside the paper's 77.84
+    assert "Table 2" in index.read_text()
