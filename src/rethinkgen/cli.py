@@ -10,21 +10,30 @@ import os
 # Passive OpenMP waits (before torch is imported): spinning threads are 15-20x slower on a busy CPU.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import csv  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rethinkgen.errors import ConfigError, RethinkgenError
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def say(to: Console, text: str) -> None:
+    """Print one message (rich markup) as one line when not on a terminal: a log file gets one line per
+    event, never a message folded at 80 columns."""
+    to.print(text, highlight=False, soft_wrap=not to.is_terminal)
 
 
 class _FriendlyErrors(typer.core.TyperGroup):
@@ -34,7 +43,7 @@ class _FriendlyErrors(typer.core.TyperGroup):
         try:
             return super().invoke(ctx)
         except RethinkgenError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+            say(err_console, f"[bold red]error:[/] {escape(str(e))}")
             raise typer.Exit(2) from None
 
 
@@ -132,6 +141,7 @@ def _parse_options(pairs: list[str] | None) -> dict[str, Any] | None:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Annotated[str, typer.Option(help="dataset name (rethinkgen list datasets)")] = "mnist1d",
     model: Annotated[str, typer.Option(help="model name (rethinkgen list models)")] = "mlp_1x512",
     corruption: Annotated[str, typer.Option(help="corruption name (rethinkgen list corruptions)")] = "true_labels",
@@ -144,8 +154,8 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="L2 coefficient")] = 0.0,
     lr_decay: Annotated[float, typer.Option(help="learning-rate decay factor")] = 0.95,
     lr_decay_every: Annotated[int | None, typer.Option(help="samples per decay; 0: per epoch")] = None,
-    augment: Annotated[bool, typer.Option("--augment", help="random-crop augmentation (images)")] = False,
-    flip: Annotated[bool, typer.Option("--flip", help="random horizontal flips (images)")] = False,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="random-crop augmentation (images)")] = False,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="random horizontal flips (images)")] = False,
     dropout: Annotated[float, typer.Option(help="dropout probability in hidden layers")] = 0.0,
     target_train_acc: Annotated[float, typer.Option(help="stop at this training accuracy (0-1)")] = 1.0,
     n_train: Annotated[int | None, typer.Option(help="use a seeded subset of the training set")] = None,
@@ -155,14 +165,25 @@ def train(
     exclude_true_class: Annotated[bool, typer.Option(help="corrupted labels always differ")] = False,
     log_every: Annotated[int, typer.Option(help="steps between recorded training losses")] = 10,
     device: Annotated[str, typer.Option(help="auto|cpu|cuda|mps")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="CPU threads (torch) [default: torch's; on --resume: the "
+                                                     "run's]")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder [default: runs/<run key>]")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    resume: Annotated[Path | None, typer.Option(help="continue the interrupted run in this folder")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite",
+                                            help="replace whatever run --out holds")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet/--no-quiet", help="no progress display")] = False,
+    as_json: Annotated[bool, typer.Option("--json/--no-json", help="print the summary as JSON")] = False,
 ) -> None:
-    """Train one run and write DIR/summary.json and DIR/metrics.csv (paper §2, Figure 1)."""
-    from rethinkgen.train.config import TrainConfig
-    from rethinkgen.train.loop import train as train_run
+    """Train one run into a folder: summary.json, metrics.csv, step_losses.csv (paper §2, Figure 1).
 
+    The files follow the epochs; Ctrl-C or SIGTERM leave an interrupted run that --resume continues.
+    """
+    from rethinkgen.train.config import TrainConfig
+
+    if resume is not None:
+        _refuse_config_options(ctx, allowed={"resume", "threads", "device", "data_dir", "quiet", "as_json"})
+        return _resume_run(resume, threads=threads, device=device if _given(ctx, "device") else None,
+                           data_dir=data_dir, quiet=quiet, as_json=as_json)
     config = TrainConfig(
         data=data, data_dir=str(data_dir) if data_dir else None, data_options=_parse_options(data_option),
         n_train=n_train, n_test=n_test, corruption=corruption, level=level,
@@ -170,33 +191,166 @@ def train(
         batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay,
         lr_decay_every=lr_decay_every, augment=augment, flip=flip, target_train_acc=target_train_acc,
         log_every=log_every, seed=seed, device=device)
-    summary = train_run(config, progress=not quiet and not as_json and sys.stderr.isatty())
-    folder = out or Path("runs") / summary["run_key"][:12]
-    write_run_outputs(summary, folder)
-    if as_json:
-        print(json.dumps(public_summary(summary), indent=2))
+    _start_run(config, out=out, overwrite=overwrite, threads=threads, quiet=quiet, as_json=as_json)
+
+
+# ------------------------------------------------------------------- train: the run folder's life
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _refuse_config_options(ctx: typer.Context, allowed: set[str]) -> None:
+    given = sorted(p.opts[0] for p in ctx.command.params
+                   if p.name not in allowed and p.name != "ctx" and _given(ctx, p.name))
+    if given:
+        raise ConfigError(f"--resume continues the run with the config saved in its folder; drop "
+                          f"{', '.join(given)} (only --threads, --device, --data-dir, --quiet and --json "
+                          "may change on a resume)")
+
+
+def _start_run(config, *, out: Path | None, overwrite: bool, threads: int | None, quiet: bool,
+               as_json: bool) -> None:
+    """Validate, check the output folder, then train (every check before any work)."""
+    from rethinkgen.train.config import run_key
+    from rethinkgen.train.resolve import resolve_config
+    from rethinkgen.train.run_dir import RunDir
+
+    _check_threads(threads)
+    resolved = resolve_config(config)
+    key = run_key(resolved)
+    folder = RunDir(out or Path("runs") / key[:12])
+    folder.prepare(key, overwrite=overwrite)
+    _run_into(folder, resolved, state=None, threads=threads, quiet=quiet, as_json=as_json)
+
+
+def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir: Path | None, quiet: bool,
+                as_json: bool) -> None:
+    from rethinkgen.train.run_dir import FINISHED, RunDir
+
+    _check_threads(threads)
+    folder = RunDir(path)
+    config, state, old = folder.load_resume()
+    if old.get("status") in FINISHED:
+        say(err_console, f"{path} holds a finished run (status {old['status']}); nothing to resume")
+        if as_json:
+            print(json.dumps(old, indent=2))
+        return
+    changes = {k: v for k, v in (("device", device), ("data_dir", str(data_dir) if data_dir else None)) if v}
+    config = config.replace(**changes) if changes else config
+    threads = threads or old.get("threads")
+    if state is None:
+        say(err_console, f"{path}: no checkpoint was saved (stopped before its first epoch); starting the run "
+            "again")
     else:
-        print_summary(summary, folder)
+        say(err_console, f"{path}: resuming after epoch {state['epoch']}")
+    _run_into(folder, config, state=state, threads=threads, quiet=quiet, as_json=as_json)
 
 
-def public_summary(summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary without the per-epoch history (which goes to metrics.csv)."""
-    return {k: v for k, v in summary.items() if k not in ("metrics", "step_losses")}
+def _run_into(folder, config, *, state: dict | None, threads: int | None, quiet: bool, as_json: bool) -> None:
+    """Train ``config`` (from ``state`` if given) writing ``folder`` as it goes; exit 130 when
+    interrupted and 1 when the run failed, after saving the last finished epoch."""
+    import torch
+
+    from rethinkgen.train.loop import train as train_run
+    from rethinkgen.train.run_dir import RunDirWriter
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    writer = RunDirWriter(folder, config, extra={"threads": torch.get_num_threads()})
+    live = not quiet and not as_json and sys.stderr.isatty()
+    callbacks: list[Any] = [writer]
+    if not quiet and not as_json and not live:
+        callbacks.append(_ProgressLines(config))
+    try:
+        writer.start(state)
+        with _sigterm_as_interrupt():
+            summary = train_run(config, callbacks=callbacks, resume=state, progress=live)
+        writer.finish(summary)
+    except KeyboardInterrupt:
+        with _signals_ignored():
+            writer.stop("interrupted")
+        say(err_console, f"[yellow]interrupted[/] {_when(writer)}; saved in {folder.path}. "
+            f"Continue with: rethinkgen train --resume {folder.path}")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        with _signals_ignored():
+            writer.stop("failed", exc)
+        say(err_console, f"[red]failed[/] {_when(writer)}; what was done is saved in "
+            f"{folder.path} (rethinkgen train --resume {folder.path} retries from there)")
+        raise
+    finally:
+        torch.set_num_threads(before)
+    if as_json:
+        from rethinkgen.train.run_dir import public_summary
+
+        print(json.dumps(public_summary({**summary, "threads": writer.extra["threads"]}), indent=2))
+    else:
+        print_summary(summary, folder.path)
 
 
-def write_run_outputs(summary: dict[str, Any], folder: Path) -> None:
-    """DIR/summary.json, DIR/metrics.csv (one row per epoch) and DIR/step_losses.csv."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "summary.json").write_text(json.dumps(public_summary(summary), indent=2) + "\n")
-    rows = summary["metrics"]
-    with open(folder / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(folder / "step_losses.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["step", "loss"])
-        writer.writerows(summary["step_losses"])
+def _when(writer) -> str:
+    return "before its first epoch" if writer.state is None else f"after epoch {writer.state['epoch']}"
+
+
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a batch system's stop, `kill`) ends the run like Ctrl-C: saved, status interrupted."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    """A second Ctrl-C / SIGTERM must not cut the saving of the first one short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class _ProgressLines:
+    """Progress of a run when stderr is not a terminal (a batch job's log): one plain line for epoch 0,
+    then at most one every ``every_s`` seconds, and the last epoch."""
+
+    def __init__(self, config, every_s: float = 30.0, clock=None) -> None:
+        import time
+
+        self.total, self.every_s, self.clock = config.epochs, every_s, clock or time.monotonic
+        self.last = -float("inf")
+
+    def on_epoch_end(self, row: dict[str, Any], step_losses: list, trainer: Any) -> None:
+        now = self.clock()
+        if now - self.last < self.every_s and trainer.status is None:
+            return
+        self.last = now
+        loss = row.get("train_loss")
+        text = (f"epoch {row['epoch']}/{self.total} · step {row['step']}"
+                + (f" · loss {loss:.4f}" if loss is not None else "")
+                + f" · train {_pct(row['train_acc'])} · test {_pct(row['test_acc'])}"
+                + f" · {row.get('wall_time_s', 0.0):.1f} s"
+                + (f" · {trainer.status}" if trainer.status else ""))
+        print(text, file=sys.stderr, flush=True)
 
 
 def _pct(value: float | None) -> str:
@@ -219,7 +373,7 @@ def print_summary(summary: dict[str, Any], folder: Path | None = None) -> None:
     table.add_row("wall time", f"{summary['wall_time_s']:.1f} s on {summary['device']}")
     console.print(table)
     if folder is not None:
-        console.print(f"wrote {folder}/summary.json and {folder}/metrics.csv")
+        say(console, f"wrote {folder}/summary.json, metrics.csv and step_losses.csv")
 
 
 # -------------------------------------------------------------------------------- optional parts
