@@ -260,7 +260,7 @@ def _run_into(folder, config, *, state: dict | None, threads: int | None, quiet:
         torch.set_num_threads(threads)
     writer = RunDirWriter(folder, config, extra={"threads": torch.get_num_threads()})
     live = not quiet and not as_json and sys.stderr.isatty()
-    callbacks: list[Any] = [writer]
+    callbacks: list[Any] = [writer, _WarnOnce()]
     if not quiet and not as_json and not live:
         callbacks.append(_ProgressLines(config))
     try:
@@ -295,8 +295,19 @@ def _when(writer) -> str:
 
 
 def _check_threads(threads: int | None) -> None:
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    from rethinkgen.train.validate import check_option
+
+    check_option("--threads", threads, minimum=1, integer=True)
+
+
+class _WarnOnce:
+    """Print the run's warnings (e.g. a schedule that starves the learning rate, train.schedule) as soon as
+    the data is loaded, before the first epoch trains: the run can be stopped at once."""
+
+    def on_epoch_end(self, row: dict[str, Any], step_losses: list, trainer: Any) -> None:
+        if row["epoch"] == 0:
+            for warning in trainer.summary().get("warnings") or ():
+                say(err_console, f"[yellow]warning:[/] {escape(warning)}")
 
 
 @contextlib.contextmanager
@@ -372,6 +383,8 @@ def print_summary(summary: dict[str, Any], folder: Path | None = None) -> None:
     table.add_row("parameters", f"{summary['n_params']:,}")
     table.add_row("wall time", f"{summary['wall_time_s']:.1f} s on {summary['device']}")
     console.print(table)
+    for warning in summary.get("warnings") or ():
+        say(console, f"[yellow]warning:[/] {escape(warning)}")
     if folder is not None:
         say(console, f"wrote {folder}/summary.json, metrics.csv and step_losses.csv")
 

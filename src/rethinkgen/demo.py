@@ -25,8 +25,10 @@ def quick_spec_path() -> Path:
 def demo_command(
     out: Annotated[Path, typer.Option(help="folder for the results store and the report")] = Path("rethinkgen-demo"),
     spec: Annotated[Path | None, typer.Option(help="sweep spec [default: configs/quick.toml]")] = None,
-    jobs: Annotated[int, typer.Option(help="worker processes (default: one per core, at most 2)")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of the live display")] = False,
+    jobs: Annotated[int | None, typer.Option(help="worker processes [default: one per core, at most 2]",
+                                             show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet/--no-quiet", help="log lines instead of the live display")]
+    = False,
 ) -> None:
     """Run configs/quick.toml on mnist1d (offline, CPU) and write the report; prints where index.html is."""
     import os
@@ -37,7 +39,9 @@ def demo_command(
     from rethinkgen.sweep.progress import SweepDisplay
     from rethinkgen.sweep.runner import run_sweep
     from rethinkgen.sweep.spec import load_spec
+    from rethinkgen.train.validate import check_option
 
+    check_option("--jobs", jobs, minimum=1, integer=True)
     t0 = time.perf_counter()
     spec = spec or quick_spec_path()
     plan = load_spec(spec)

@@ -143,7 +143,11 @@ def run_command(
     from rethinkgen.sweep.progress import SweepDisplay
     from rethinkgen.sweep.runner import run_sweep
     from rethinkgen.sweep.spec import load_spec
+    from rethinkgen.train.validate import check_option
 
+    check_option("--jobs", jobs, minimum=1, integer=True)
+    check_option("--threads", threads, minimum=1, integer=True)
+    check_option("--checkpoint-every", checkpoint_every, minimum=1, integer=True)
     fuse_modes = {"auto": None, "on": True, "off": False}
     if fuse not in fuse_modes:
         raise RethinkgenError(f"--fuse must be one of auto, on, off; got {fuse!r}")

@@ -80,6 +80,8 @@ class SweepDisplay:
         if self.quiet or status == "diverged":
             self._log(f"{status:<10} {escape(name)}: {summary.get('epochs')} epochs, "
                       f"train {_pct(summary.get('train_acc'))}, test {_pct(summary.get('test_acc'))}")
+        for warning in summary.get("warnings") or ():  # e.g. a schedule that starved the lr (train.schedule)
+            self.warn(f"{name}: {warning}")
         self._refresh()
 
     def run_failed(self, run_key: str, name: str, error: str) -> None:

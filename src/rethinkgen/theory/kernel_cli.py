@@ -22,6 +22,7 @@ import typer
 from rethinkgen.errors import ConfigError
 from rethinkgen.theory import kernels as K
 from rethinkgen.theory.features import FEATURES, build_feature_map
+from rethinkgen.train.validate import check_option
 
 kernel_app = typer.Typer(no_args_is_help=True, add_completion=False,
                          help="Section 5: minimum-norm kernel interpolation (solve K α = Y exactly, "
@@ -71,6 +72,7 @@ def kernel_experiment(data: str, *, n: int | None = None, n_test: int | None = N
     """
     from rethinkgen.data.sources import load_dataset  # lazy: the data layer is only needed here
 
+    check_option("--reg", reg, minimum=0.0)  # before any loading (train.validate)
     spec = K.get_kernel(kernel)  # unknown names fail before any loading
     FEATURES.get(features)
     if solver not in ("exact", "cg"):

@@ -273,7 +273,8 @@ class _Run:
     def __init__(self, group: _FusedGroup, slot: int, config: TrainConfig, realized_noise_rate: float,
                  callbacks: list[Any]) -> None:
         self.config, self.device, self.n_params = config, group.device, group.n_params
-        self.data = SimpleNamespace(realized_noise_rate=realized_noise_rate)  # what Trainer.summary reads
+        self.data = SimpleNamespace(realized_noise_rate=realized_noise_rate,  # what Trainer.summary reads
+                                    n_train=group.n_train)
         self.model, self.optimizer = _ModelView(group, self), _OptimizerView(group, self)
         self.callbacks = callbacks
         self.period = decay_period(config.lr_decay_every, group.n_train)

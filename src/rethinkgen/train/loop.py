@@ -29,7 +29,7 @@ from rethinkgen.train.config import TrainConfig, run_key
 from rethinkgen.train.data import PreparedData, prepare_data
 from rethinkgen.train.metrics import evaluate
 from rethinkgen.train.resolve import eval_batch_size, resolve_config
-from rethinkgen.train.schedule import decay_period, lr_at
+from rethinkgen.train.schedule import decay_period, lr_at, schedule_warnings
 
 CHECKPOINT_VERSION = 1
 
@@ -260,6 +260,7 @@ class Trainer:
             "device": str(self.device),
             "torch_version": torch.__version__,
             "hardware": hardware_description(self.device),
+            "warnings": schedule_warnings(self.config, self.data.n_train),  # train.schedule: a starved lr
         }
 
 
