@@ -168,6 +168,8 @@ def train(
     threads: Annotated[int | None, typer.Option(help="CPU threads (torch) [default: torch's; on --resume: the "
                                                      "run's]")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder [default: runs/<run key>]")] = None,
+    tensorboard: Annotated[Path | None, typer.Option(help="also write TensorBoard scalars to DIR/<out folder "
+                                                          "name> (needs tensorboard)")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the interrupted run in this folder")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite",
                                             help="replace whatever run --out holds")] = False,
@@ -181,9 +183,10 @@ def train(
     from rethinkgen.train.config import TrainConfig
 
     if resume is not None:
-        _refuse_config_options(ctx, allowed={"resume", "threads", "device", "data_dir", "quiet", "as_json"})
+        _refuse_config_options(ctx, allowed={"resume", "threads", "device", "data_dir", "quiet", "as_json",
+                                             "tensorboard"})
         return _resume_run(resume, threads=threads, device=device if _given(ctx, "device") else None,
-                           data_dir=data_dir, quiet=quiet, as_json=as_json)
+                           data_dir=data_dir, tensorboard=tensorboard, quiet=quiet, as_json=as_json)
     config = TrainConfig(
         data=data, data_dir=str(data_dir) if data_dir else None, data_options=_parse_options(data_option),
         n_train=n_train, n_test=n_test, corruption=corruption, level=level,
@@ -191,7 +194,8 @@ def train(
         batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay,
         lr_decay_every=lr_decay_every, augment=augment, flip=flip, target_train_acc=target_train_acc,
         log_every=log_every, seed=seed, device=device)
-    _start_run(config, out=out, overwrite=overwrite, threads=threads, quiet=quiet, as_json=as_json)
+    _start_run(config, out=out, overwrite=overwrite, threads=threads, tensorboard=tensorboard, quiet=quiet,
+               as_json=as_json)
 
 
 # ------------------------------------------------------------------- train: the run folder's life
@@ -205,30 +209,33 @@ def _refuse_config_options(ctx: typer.Context, allowed: set[str]) -> None:
                    if p.name not in allowed and p.name != "ctx" and _given(ctx, p.name))
     if given:
         raise ConfigError(f"--resume continues the run with the config saved in its folder; drop "
-                          f"{', '.join(given)} (only --threads, --device, --data-dir, --quiet and --json "
-                          "may change on a resume)")
+                          f"{', '.join(given)} (only --threads, --device, --data-dir, --tensorboard, --quiet "
+                          "and --json may be given with it)")
 
 
-def _start_run(config, *, out: Path | None, overwrite: bool, threads: int | None, quiet: bool,
-               as_json: bool) -> None:
+def _start_run(config, *, out: Path | None, overwrite: bool, threads: int | None, tensorboard: Path | None,
+               quiet: bool, as_json: bool) -> None:
     """Validate, check the output folder, then train (every check before any work)."""
     from rethinkgen.train.config import run_key
     from rethinkgen.train.resolve import resolve_config
     from rethinkgen.train.run_dir import RunDir
 
     _check_threads(threads)
+    _check_tensorboard(tensorboard)
     resolved = resolve_config(config)
     key = run_key(resolved)
     folder = RunDir(out or Path("runs") / key[:12])
     folder.prepare(key, overwrite=overwrite)
-    _run_into(folder, resolved, state=None, threads=threads, quiet=quiet, as_json=as_json)
+    _run_into(folder, resolved, state=None, threads=threads, tensorboard=tensorboard, quiet=quiet,
+              as_json=as_json)
 
 
-def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir: Path | None, quiet: bool,
-                as_json: bool) -> None:
+def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir: Path | None,
+                tensorboard: Path | None, quiet: bool, as_json: bool) -> None:
     from rethinkgen.train.run_dir import FINISHED, RunDir
 
     _check_threads(threads)
+    _check_tensorboard(tensorboard)
     folder = RunDir(path)
     config, state, old = folder.load_resume()
     if old.get("status") in FINISHED:
@@ -239,15 +246,17 @@ def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir
     changes = {k: v for k, v in (("device", device), ("data_dir", str(data_dir) if data_dir else None)) if v}
     config = config.replace(**changes) if changes else config
     threads = threads or old.get("threads")
+    tensorboard = tensorboard or (Path(old["tensorboard"]) if old.get("tensorboard") else None)
     if state is None:
         say(err_console, f"{path}: no checkpoint was saved (stopped before its first epoch); starting the run "
             "again")
     else:
         say(err_console, f"{path}: resuming after epoch {state['epoch']}")
-    _run_into(folder, config, state=state, threads=threads, quiet=quiet, as_json=as_json)
+    _run_into(folder, config, state=state, threads=threads, tensorboard=tensorboard, quiet=quiet, as_json=as_json)
 
 
-def _run_into(folder, config, *, state: dict | None, threads: int | None, quiet: bool, as_json: bool) -> None:
+def _run_into(folder, config, *, state: dict | None, threads: int | None, tensorboard: Path | None, quiet: bool,
+              as_json: bool) -> None:
     """Train ``config`` (from ``state`` if given) writing ``folder`` as it goes; exit 130 when
     interrupted and 1 when the run failed, after saving the last finished epoch."""
     import torch
@@ -258,11 +267,20 @@ def _run_into(folder, config, *, state: dict | None, threads: int | None, quiet:
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    writer = RunDirWriter(folder, config, extra={"threads": torch.get_num_threads()})
+    extra: dict[str, Any] = {"threads": torch.get_num_threads()}
+    if tensorboard is not None:
+        extra["tensorboard"] = str(tensorboard)
+    writer = RunDirWriter(folder, config, extra=extra)
     live = not quiet and not as_json and sys.stderr.isatty()
     callbacks: list[Any] = [writer, _WarnOnce()]
     if not quiet and not as_json and not live:
         callbacks.append(_ProgressLines(config))
+    sink = None
+    if tensorboard is not None:
+        from rethinkgen.train.tensorboard import TensorBoardSink, run_folder
+
+        sink = TensorBoardSink(run_folder(tensorboard, folder.path.resolve().name), fresh=state is None)
+        callbacks.append(sink)
     try:
         writer.start(state)
         with _sigterm_as_interrupt():
@@ -282,12 +300,24 @@ def _run_into(folder, config, *, state: dict | None, threads: int | None, quiet:
         raise
     finally:
         torch.set_num_threads(before)
+        if sink is not None:
+            sink.close()
     if as_json:
         from rethinkgen.train.run_dir import public_summary
 
         print(json.dumps(public_summary({**summary, "threads": writer.extra["threads"]}), indent=2))
     else:
         print_summary(summary, folder.path)
+
+
+def _check_tensorboard(tensorboard: Path | None) -> None:
+    """TensorBoard importable and its folder writable, before any work."""
+    if tensorboard is not None:
+        from rethinkgen.files import ensure_writable_dir
+        from rethinkgen.train.tensorboard import require_tensorboard
+
+        require_tensorboard()
+        ensure_writable_dir(tensorboard, "--tensorboard")
 
 
 def _when(writer) -> str:

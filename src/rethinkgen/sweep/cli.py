@@ -134,6 +134,9 @@ def run_command(
     checkpoint_every: int = typer.Option(1, "--checkpoint-every", help="epochs between checkpoints"),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep finished runs' checkpoints "
                                           "(final weights) instead of deleting them"),
+    tensorboard: Path | None = typer.Option(None, "--tensorboard", help="also write each run's scalars for "
+                                            "TensorBoard to DIR/<run name> (overrides the spec's `tensorboard`; "
+                                            "needs tensorboard)"),
     fuse: str = typer.Option("auto", "--fuse", help="auto | on | off: train runs that share a model and data "
                              "shape together (fused multi-run training; same numbers within float tolerance); "
                              "auto: on a GPU only"),
@@ -152,9 +155,10 @@ def run_command(
     if fuse not in fuse_modes:
         raise RethinkgenError(f"--fuse must be one of auto, on, off; got {fuse!r}")
     plan = load_spec(spec, overrides=_overrides(device, data_dir))  # every problem, before any run starts
+    sinks = _tensorboard_sinks(tensorboard or (Path(plan.tensorboard) if plan.tensorboard else None))
     ex = make_executor(executor, jobs=jobs, address=address, threads=threads, gpus_per_run=gpus_per_run)
     console = Console(soft_wrap=not sys.stdout.isatty())
-    display = SweepDisplay(console, quiet=True if quiet else None)
+    display = SweepDisplay(console, quiet=True if quiet else None, sinks=sinks)
     result = run_sweep(plan, store, executor=ex, display=display, checkpoint_every=checkpoint_every,
                        keep_checkpoints=keep_checkpoints, fuse=fuse_modes[fuse])
     done = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items())) or "none"
@@ -169,6 +173,18 @@ def run_command(
         console.print(f"[red]{len(result.failed)} run(s) failed[/]; see `rethinkgen sweep status --store "
                       f"{store}`; a rerun retries them from their last checkpoint", highlight=False)
         raise typer.Exit(1)
+
+
+def _tensorboard_sinks(root: Path | None) -> list[Any]:
+    """The TensorBoard sink of a sweep (checked before any run: package installed, folder writable)."""
+    if root is None:
+        return []
+    from rethinkgen.files import ensure_writable_dir
+    from rethinkgen.train.tensorboard import TensorBoardRuns
+
+    runs = TensorBoardRuns(root)
+    ensure_writable_dir(root, "--tensorboard")
+    return [runs]
 
 
 @sweep_app.command("status")

@@ -27,8 +27,10 @@ def _pct(value: Any) -> str:
 class SweepDisplay:
     """Receives the runner's notifications and renders them (live or as log lines)."""
 
-    def __init__(self, console: Console | None = None, quiet: bool | None = None, max_rows: int = 12) -> None:
+    def __init__(self, console: Console | None = None, quiet: bool | None = None, max_rows: int = 12,
+                 sinks: list[Any] | tuple[Any, ...] = ()) -> None:
         self.console = console or Console(soft_wrap=True)
+        self.sinks = list(sinks)  # e.g. train.tensorboard.TensorBoardRuns: get the same notifications
         self.quiet = (not self.console.is_terminal) if quiet is None else quiet
         self.max_rows = max_rows
         self.counts = {"converged": 0, "max_epochs": 0, "diverged": 0, "failed": 0}
@@ -51,7 +53,13 @@ class SweepDisplay:
         self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
         self.live.__enter__()
 
+    def _forward(self, method: str, *args: Any) -> None:
+        for sink in self.sinks:
+            if hasattr(sink, method):
+                getattr(sink, method)(*args)
+
     def stop(self) -> None:
+        self._forward("close")
         if self.live is not None:
             self.live.update(self._render())
             self.live.__exit__(None, None, None)
@@ -59,12 +67,18 @@ class SweepDisplay:
 
     # --------------------------------------------------------------- notifications
     def run_started(self, run_key: str, name: str, epochs: int, resumed_from: int | None) -> None:
+        self._forward("run_started", run_key, name, epochs, resumed_from)
         self.running[run_key] = {"name": name, "epoch": resumed_from or 0, "epochs": epochs,
                                  "train_acc": None, "test_acc": None}
         if self.quiet:
             extra = f" (resuming after epoch {resumed_from})" if resumed_from is not None else ""
             self._log(f"start      {escape(name)} ({run_key[:10]}){extra}")
         self._refresh()
+
+    def epoch_recorded(self, run_key: str, row: dict[str, Any], step_losses: list | tuple = ()) -> None:
+        """The runner committed an epoch (its row and logged losses): tell the sinks, update the display."""
+        self._forward("epoch", run_key, row, step_losses)
+        self.epoch(run_key, row)
 
     def epoch(self, run_key: str, row: dict[str, Any]) -> None:
         info = self.running.get(run_key)
@@ -73,6 +87,7 @@ class SweepDisplay:
             self._refresh()
 
     def run_finished(self, run_key: str, name: str, summary: dict[str, Any]) -> None:
+        self._forward("run_finished", run_key, name, summary)
         self.running.pop(run_key, None)
         status = summary.get("status", "?")
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -85,6 +100,7 @@ class SweepDisplay:
         self._refresh()
 
     def run_failed(self, run_key: str, name: str, error: str) -> None:
+        self._forward("run_failed", run_key, name, error)
         self.running.pop(run_key, None)
         self.counts["failed"] += 1
         self.done += 1

@@ -147,7 +147,7 @@ class _Driver:
                                           "fix the folder's permissions, then run the same command to "
                                           "resume") from None
             self.store.record_epoch(key, event.data["row"], event.data.get("step_losses", ()))
-            self.display.epoch(key, event.data["row"])
+            self.display.epoch_recorded(key, event.data["row"], event.data.get("step_losses", ()))
         elif event.kind == "finished":
             summary = event.data["summary"]
             self.store.finish_run(key, summary)

@@ -6,6 +6,7 @@ axes (lists, expanded as a cartesian product) and optional named ``[[experiment]
 with its own ``defaults`` and ``grid``::
 
     name = "quick"
+    tensorboard = "tb"      # optional: TensorBoard event files, one folder per run (relative to the spec)
     [defaults]
     data = "mnist1d"
     [grid]
@@ -41,7 +42,7 @@ from rethinkgen.train.validate import field_problem, field_types, normalized
 
 __all__ = ["PlannedRun", "SweepSpec", "load_spec", "parse_spec", "format_value"]
 
-TOP_KEYS = ("name", "description", "defaults", "grid", "experiment")
+TOP_KEYS = ("name", "description", "tensorboard", "defaults", "grid", "experiment")
 EXPERIMENT_KEYS = ("name", "description", "defaults", "grid")
 
 # Corruptions whose level is implied by the name; an explicit equal level is accepted (as resolve does).
@@ -67,6 +68,7 @@ class SweepSpec:
     description: str
     path: str
     runs: tuple[PlannedRun, ...]
+    tensorboard: str | None = None  # folder for TensorBoard event files, one subfolder per run (a sink only)
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -236,6 +238,13 @@ class _Builder:
         if not isinstance(description, str):
             self.problem("description", f"must be a string, got {description!r}")
             description = ""
+        tensorboard = doc.get("tensorboard")
+        if tensorboard is not None:
+            if not isinstance(tensorboard, str) or not tensorboard:
+                self.problem("tensorboard", f"must be a folder path (a string), got {tensorboard!r}")
+                tensorboard = None
+            elif self.base_dir is not None and not Path(tensorboard).expanduser().is_absolute():
+                tensorboard = str((self.base_dir / Path(tensorboard)).resolve())
         top_defaults = self.defaults(doc.get("defaults"), "defaults")
         top_grid = self.grid(doc.get("grid"), "grid")
         cli = {}
@@ -293,7 +302,8 @@ class _Builder:
         self.fail_if_problems()
         runs = self.resolve(combos)
         self.fail_if_problems()
-        return SweepSpec(name=name, description=description, path=self.source, runs=tuple(runs))
+        return SweepSpec(name=name, description=description, path=self.source, runs=tuple(runs),
+                         tensorboard=tensorboard)
 
     # ------------------------------------------------------------- combinations
     def lookup(self, values: dict[str, _Value], key: str) -> tuple[Any, str]:
