@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from rethinkgen.cli_help import PlainHelpGroup
 from rethinkgen.errors import ConfigError, RethinkgenError
 
 console = Console()
@@ -36,8 +37,9 @@ def say(to: Console, text: str) -> None:
     to.print(text, highlight=False, soft_wrap=not to.is_terminal)
 
 
-class _FriendlyErrors(typer.core.TyperGroup):
-    """Turn RethinkgenError anywhere below into a one-line message and exit status 2."""
+class _FriendlyErrors(PlainHelpGroup):
+    """Turn RethinkgenError anywhere below into a one-line message and exit status 2 (and help as
+    :mod:`rethinkgen.cli_help` fixes it)."""
 
     def invoke(self, ctx):
         try:
@@ -56,25 +58,61 @@ app.add_typer(list_app, name="list")
 app.add_typer(data_app, name="data")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from rethinkgen import __version__
+
+        try:
+            torch = f"torch {version('torch')}"
+        except PackageNotFoundError:
+            torch = "torch not installed"
+        print(f"rethinkgen {__version__} ({torch}, Python {sys.version.split()[0]})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """Randomization tests of Zhang et al., 'Understanding deep learning requires rethinking generalization'
+    (ICLR 2017): train, sweep, report, theory."""
+
+
 # ------------------------------------------------------------------------------------------- list
 WIDE = 110  # console columns below which a listing puts the descriptions under the table
 
 
-def _print_listing(columns: list[str], rows: list[list[str]]) -> None:
-    """A table whose last column is a description; on a narrow console the descriptions follow the table
-    as "name: description" lines instead of wrapping into a column a few characters wide."""
-    wide = console.width >= WIDE
-    shown = columns if wide else columns[:-1]
-    table = Table(*shown) if wide else Table(*shown, box=box.SIMPLE_HEAD, pad_edge=False)
-    table.columns[0].no_wrap = True  # names are never cut or folded
-    for column in table.columns:
+def _listing_table(columns: list[str], rows: list[list[str]], keep: list[int], wide: bool) -> Table:
+    table = Table(*(columns[i] for i in keep)) if wide else \
+        Table(*(columns[i] for i in keep), box=box.SIMPLE_HEAD, pad_edge=False)
+    for column, i in zip(table.columns, keep, strict=True):
         column.overflow = "fold"  # wrap long values, never end them with "…"
+        column.no_wrap = i == 0 or not any(" " in row[i] for row in rows)  # names and numbers stay whole
     for row in rows:
-        table.add_row(*(row if wide else row[:-1]))
+        table.add_row(*(row[i] for i in keep))
+    return table
+
+
+def _print_listing(columns: list[str], rows: list[list[str]]) -> None:
+    """A table whose last column is a description. On a narrow console the description, and then as many
+    columns from the right as it takes for the rest to fit, follow the table as "name: ..." lines: no
+    name, number or word is ever cut, folded or dropped."""
+    from rich.measure import Measurement
+
+    wide = console.width >= WIDE
+    keep = list(range(len(columns) if wide else len(columns) - 1))
+    table = _listing_table(columns, rows, keep, wide)
+    unbounded = console.options.update_width(10_000)  # Measurement is clamped to the width it is given
+    while not wide and len(keep) > 1 and Measurement.get(console, unbounded, table).minimum > console.width:
+        keep.pop()
+        table = _listing_table(columns, rows, keep, wide)
     console.print(table)
     if not wide:
+        moved = range(len(keep), len(columns) - 1)
         for row in rows:
-            console.print(f"[bold]{row[0]}[/]: {row[-1]}", highlight=False)
+            details = "".join(f"{columns[i]} {row[i]}; " for i in moved)
+            console.print(f"[bold]{escape(row[0])}[/]: {escape(details + row[-1])}", highlight=False)
 
 
 @list_app.command("datasets")
@@ -94,11 +132,12 @@ def list_models_cmd(pattern: Annotated[str, typer.Argument(help="shell pattern, 
     """Models with their parameter counts (Table 1 counting: no BatchNorm affine parameters)."""
     from rethinkgen.models import MODELS, describe_models
 
-    rows = [[info.name, "/".join(info.layouts), f"{info.params:,}",
+    rows = [[info.name, ", ".join(info.layouts), f"{info.params:,}",
              f"{info.paper_params:,}" if info.paper_params else "–", f"{MODELS.get(info.name).paper_lr:g}",
              info.description] for info in describe_models(pattern)]
-    _print_listing(["name", "inputs", "params", "paper (Table 1)", "paper lr", "description"], rows)
-    console.print("params: on 3×28×28 images (the paper's CIFAR-10 crop) or (1, 40) signals; 10 classes")
+    _print_listing(["name", "inputs", "params", "Table 1", "paper lr", "description"], rows)
+    console.print("params: on 3×28×28 images (the paper's CIFAR-10 crop) or (1, 40) signals; 10 classes; "
+                  "Table 1: the paper's count", highlight=False)
 
 
 @list_app.command("corruptions")
@@ -115,7 +154,11 @@ def list_corruptions_cmd() -> None:
 
 # ------------------------------------------------------------------------------------------- data
 @data_app.command("fetch")
-def data_fetch(name: str, data_dir: Annotated[Path | None, typer.Option(help="target folder")] = None) -> None:
+def data_fetch(name: Annotated[str, typer.Argument(help="dataset to download (those with `needs files` in "
+                                                        "`rethinkgen list datasets`, e.g. mnist, cifar10)",
+                                                   show_default=False)],
+               data_dir: Annotated[Path | None, typer.Option(help="target folder [default: $RETHINKGEN_DATA or "
+                                                                  "~/.cache/rethinkgen]")] = None) -> None:
     """Download a dataset into --data-dir and verify its checksum."""
     from rethinkgen.data.sources import default_data_dir, fetch_dataset
 
@@ -124,6 +167,7 @@ def data_fetch(name: str, data_dir: Annotated[Path | None, typer.Option(help="ta
 
 
 # ------------------------------------------------------------------------------------------ train
+DATA, CORR, OPT, RUN = "Data", "Corruption (paper §2.1)", "Model and optimisation", "Run and output"
 def _parse_options(pairs: list[str] | None) -> dict[str, Any] | None:
     if not pairs:
         return None
@@ -139,42 +183,51 @@ def _parse_options(pairs: list[str] | None) -> dict[str, Any] | None:
     return options
 
 
+def _opt(panel: str, *decls: str, **kwargs: Any) -> Any:
+    return typer.Option(*decls, rich_help_panel=panel, **kwargs)
+
+
 @app.command()
 def train(
     ctx: typer.Context,
-    data: Annotated[str, typer.Option(help="dataset name (rethinkgen list datasets)")] = "mnist1d",
-    model: Annotated[str, typer.Option(help="model name (rethinkgen list models)")] = "mlp_1x512",
-    corruption: Annotated[str, typer.Option(help="corruption name (rethinkgen list corruptions)")] = "true_labels",
-    level: Annotated[float | None, typer.Option(help="label-corruption probability p (partial_labels)")] = None,
-    seed: Annotated[int, typer.Option(help="the run's seed")] = 0,
-    epochs: Annotated[int | None, typer.Option(help="maximum epochs [default: per dataset]")] = None,
-    batch_size: Annotated[int, typer.Option(help="samples per SGD step")] = 128,
-    lr: Annotated[float | None, typer.Option(help="initial learning rate [default: per dataset/model]")] = None,
-    momentum: Annotated[float, typer.Option(help="SGD momentum")] = 0.9,
-    weight_decay: Annotated[float, typer.Option(help="L2 coefficient")] = 0.0,
-    lr_decay: Annotated[float, typer.Option(help="learning-rate decay factor")] = 0.95,
-    lr_decay_every: Annotated[int | None, typer.Option(help="samples per decay; 0: per epoch")] = None,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="random-crop augmentation (images)")] = False,
-    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="random horizontal flips (images)")] = False,
-    dropout: Annotated[float, typer.Option(help="dropout probability in hidden layers")] = 0.0,
-    target_train_acc: Annotated[float, typer.Option(help="stop at this training accuracy (0-1)")] = 1.0,
-    n_train: Annotated[int | None, typer.Option(help="use a seeded subset of the training set")] = None,
-    n_test: Annotated[int | None, typer.Option(help="use a seeded subset of the test set")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="folder of file-based datasets")] = None,
-    data_option: Annotated[list[str] | None, typer.Option(help="source option KEY=VALUE, repeatable")] = None,
-    exclude_true_class: Annotated[bool, typer.Option(help="corrupted labels always differ")] = False,
-    log_every: Annotated[int, typer.Option(help="steps between recorded training losses")] = 10,
-    device: Annotated[str, typer.Option(help="auto|cpu|cuda|mps")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="CPU threads (torch) [default: torch's; on --resume: the "
-                                                     "run's]")] = None,
-    out: Annotated[Path | None, typer.Option(help="output folder [default: runs/<run key>]")] = None,
-    tensorboard: Annotated[Path | None, typer.Option(help="also write TensorBoard scalars to DIR/<out folder "
-                                                          "name> (needs tensorboard)")] = None,
-    resume: Annotated[Path | None, typer.Option(help="continue the interrupted run in this folder")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite",
-                                            help="replace whatever run --out holds")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet/--no-quiet", help="no progress display")] = False,
-    as_json: Annotated[bool, typer.Option("--json/--no-json", help="print the summary as JSON")] = False,
+    data: Annotated[str, _opt(DATA, help="dataset name (rethinkgen list datasets)")] = "mnist1d",
+    data_dir: Annotated[Path | None, _opt(DATA, metavar="DIR", help="folder of file-based datasets")] = None,
+    data_option: Annotated[list[str] | None, _opt(DATA, metavar="KEY=VALUE", help="source option, "
+                                                  "repeatable, e.g. path=x.npz")] = None,
+    n_train: Annotated[int | None, _opt(DATA, help="use a seeded subset of the training set")] = None,
+    n_test: Annotated[int | None, _opt(DATA, help="use a seeded subset of the test set")] = None,
+    corruption: Annotated[str, _opt(CORR, help="corruption name (rethinkgen list corruptions)")] = "true_labels",
+    level: Annotated[float | None, _opt(CORR, metavar="P", help="label-corruption probability p in [0, 1], for "
+                                        "partial_labels")] = None,
+    exclude_true_class: Annotated[bool, _opt(CORR, "--exclude-true-class/--include-true-class",
+                                             show_default=False,
+                                             help="draw a corrupted label from the other classes only (always "
+                                                  "changed), or from all [default: all, as the paper]")] = False,
+    model: Annotated[str, _opt(OPT, help="model name (rethinkgen list models)")] = "mlp_1x512",
+    dropout: Annotated[float, _opt(OPT, help="dropout probability in hidden layers")] = 0.0,
+    epochs: Annotated[int | None, _opt(OPT, help="maximum epochs [default: per dataset]")] = None,
+    batch_size: Annotated[int, _opt(OPT, help="samples per SGD step")] = 128,
+    lr: Annotated[float | None, _opt(OPT, help="initial learning rate [default: per dataset/model]")] = None,
+    momentum: Annotated[float, _opt(OPT, help="SGD momentum")] = 0.9,
+    weight_decay: Annotated[float, _opt(OPT, help="L2 coefficient")] = 0.0,
+    lr_decay: Annotated[float, _opt(OPT, help="learning-rate decay factor")] = 0.95,
+    lr_decay_every: Annotated[int | None, _opt(OPT, help="samples seen per decay; 0: once per epoch [default: "
+                                                         "per dataset]")] = None,
+    augment: Annotated[bool, _opt(OPT, "--augment/--no-augment", help="random-crop augmentation (images)")] = False,
+    flip: Annotated[bool, _opt(OPT, "--flip/--no-flip", help="random horizontal flips (images)")] = False,
+    target_train_acc: Annotated[float, _opt(OPT, help="stop at this training accuracy (0-1)")] = 1.0,
+    seed: Annotated[int, _opt(OPT, help="the run's seed")] = 0,
+    log_every: Annotated[int, _opt(OPT, help="steps between recorded training losses")] = 10,
+    device: Annotated[str, _opt(RUN, help="auto | cpu | cuda | mps")] = "auto",
+    threads: Annotated[int | None, _opt(RUN, help="CPU threads [default: torch's; on --resume: the run's]")]
+    = None,
+    out: Annotated[Path | None, _opt(RUN, metavar="DIR", help="output folder [default: runs/<run key>]")] = None,
+    resume: Annotated[Path | None, _opt(RUN, metavar="DIR", help="continue the interrupted run in DIR")] = None,
+    overwrite: Annotated[bool, _opt(RUN, "--overwrite/--no-overwrite", help="replace the run --out holds")] = False,
+    tensorboard: Annotated[Path | None, _opt(RUN, metavar="DIR", help="also write TensorBoard scalars to "
+                                             "DIR/<name of --out> (needs tensorboard)")] = None,
+    quiet: Annotated[bool, _opt(RUN, "--quiet/--no-quiet", help="no progress display")] = False,
+    as_json: Annotated[bool, _opt(RUN, "--json/--no-json", help="print the summary as JSON")] = False,
 ) -> None:
     """Train one run into a folder: summary.json, metrics.csv, step_losses.csv (paper §2, Figure 1).
 

@@ -17,6 +17,11 @@ from rich.console import Console
 console = Console()
 
 
+def say(text: str) -> None:
+    """One message; one line when not on a terminal (a log file), never folded at 80 columns."""
+    console.print(text, highlight=False, soft_wrap=not console.is_terminal)
+
+
 def quick_spec_path() -> Path:
     """The packaged ``configs/quick.toml``."""
     return Path(str(resources.files("rethinkgen") / "configs" / "quick.toml"))
@@ -34,6 +39,7 @@ def demo_command(
     import os
     import time
 
+    from rethinkgen.files import ensure_writable_dir
     from rethinkgen.report.build import build_report
     from rethinkgen.sweep.executors import make_executor
     from rethinkgen.sweep.progress import SweepDisplay
@@ -45,14 +51,15 @@ def demo_command(
     t0 = time.perf_counter()
     spec = spec or quick_spec_path()
     plan = load_spec(spec)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out, "--out")
     store = out / "results.sqlite"
     jobs = jobs or max(1, min(2, os.cpu_count() or 1))
-    console.print(f"[bold]rethinkgen demo[/]: {len(plan.runs)} runs of {spec.name} → {store} ({jobs} workers)")
+    say(f"[bold]rethinkgen demo[/]: {len(plan.runs)} runs of {spec.name} → {store} ({jobs} workers)")
     display = SweepDisplay(console, quiet=True if quiet else None)
     # Runs of a few seconds: a checkpoint every 25 epochs bounds the work lost to a crash at seconds.
     result = run_sweep(plan, store, executor=make_executor("local", jobs=jobs), display=display,
                        checkpoint_every=25)
     index = build_report(store, out / "report")
-    console.print(f"\n{len(plan.runs) - len(result.failed)} of {len(plan.runs)} runs done "
-                  f"({time.perf_counter() - t0:.0f} s in all). [bold green]Report:[/] {index.resolve()}")
+    console.print()
+    say(f"{len(plan.runs) - len(result.failed)} of {len(plan.runs)} runs done "
+        f"({time.perf_counter() - t0:.0f} s in all). [bold green]Report:[/] {index.resolve()}")

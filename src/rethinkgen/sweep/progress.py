@@ -3,7 +3,9 @@
 Live mode: an overall bar (finished runs of the sweep, skipped ones included), one line per running
 run (epoch, train and test accuracy) and the counts of converged / max_epochs / diverged / failed
 runs. Quiet mode (``--quiet``, or whenever stdout is not a terminal, e.g. a batch job's log): one line
-per started, finished or failed run, and the warnings.
+per started, finished or failed run, the warnings, and every ``progress_every_s`` seconds a progress line
+(runs finished, statuses, the running runs and their epochs). Off a terminal every event is one line,
+however long (never folded at 80 columns), and run names are never cut.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class SweepDisplay:
     """Receives the runner's notifications and renders them (live or as log lines)."""
 
     def __init__(self, console: Console | None = None, quiet: bool | None = None, max_rows: int = 12,
-                 sinks: list[Any] | tuple[Any, ...] = ()) -> None:
+                 sinks: list[Any] | tuple[Any, ...] = (), progress_every_s: float = 60.0,
+                 clock: Any = time.monotonic) -> None:
         self.console = console or Console(soft_wrap=True)
         self.sinks = list(sinks)  # e.g. train.tensorboard.TensorBoardRuns: get the same notifications
         self.quiet = (not self.console.is_terminal) if quiet is None else quiet
@@ -38,13 +41,15 @@ class SweepDisplay:
         self.total = 0
         self.done = 0
         self.live: Live | None = None
+        self.progress_every_s, self.clock = progress_every_s, clock
+        self.started_at = self.last_progress = clock()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, sweep: str, total: int, skipped: int, executor: str) -> None:
         self.total, self.done = total, skipped
-        self.started_at = time.monotonic()
-        self.console.print(f"sweep [bold]{escape(sweep)}[/]: {total} runs, {skipped} already finished, "
-                           f"{total - skipped} to run ({executor})", highlight=False)
+        self.started_at = self.last_progress = self.clock()
+        self._log(f"sweep [bold]{escape(sweep)}[/]: {total} runs, {skipped} already finished, "
+                  f"{total - skipped} to run ({executor})")
         if self.quiet or total == skipped:
             return
         self.bar = Progress(TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -85,6 +90,7 @@ class SweepDisplay:
         if info is not None:
             info.update(epoch=row["epoch"], train_acc=row.get("train_acc"), test_acc=row.get("test_acc"))
             self._refresh()
+        self._maybe_progress_line()
 
     def run_finished(self, run_key: str, name: str, summary: dict[str, Any]) -> None:
         self._forward("run_finished", run_key, name, summary)
@@ -116,7 +122,19 @@ class SweepDisplay:
 
     # ------------------------------------------------------------------- rendering
     def _log(self, text: str) -> None:
-        (self.live.console if self.live is not None else self.console).print(text, highlight=False)
+        console = self.live.console if self.live is not None else self.console
+        console.print(text, highlight=False, soft_wrap=not console.is_terminal)  # a log file: one line per event
+
+    def _maybe_progress_line(self) -> None:
+        """In quiet mode, a progress line at most every ``progress_every_s`` seconds (long runs in a log)."""
+        if not self.quiet or self.clock() - self.last_progress < self.progress_every_s:
+            return
+        self.last_progress = self.clock()
+        running = [f"{escape(i['name'])} epoch {i['epoch']}/{i['epochs']}" for i in self.running.values()]
+        shown = ", ".join(running[:3]) + (f" and {len(running) - 3} more" if len(running) > 3 else "")
+        minutes = (self.last_progress - self.started_at) / 60
+        self._log(f"progress   {self.done}/{self.total} runs finished ({self._counts_text()}); "
+                  f"{len(running)} running{': ' + shown if running else ''}; {minutes:.1f} min")
 
     def _counts_text(self) -> str:
         c = self.counts
@@ -126,8 +144,9 @@ class SweepDisplay:
     def _render(self) -> Group:
         self.bar.update(self.task, completed=self.done, counts=self._counts_text())
         table = Table(box=None, show_header=bool(self.running), pad_edge=False)
-        for col in ("run", "epoch", "train acc", "test acc"):
-            table.add_column(col, justify="left" if col == "run" else "right")
+        for col in ("run", "epoch", "train acc", "test acc"):  # a long run name folds, never cut
+            table.add_column(col, justify="left" if col == "run" else "right", overflow="fold",
+                             no_wrap=col != "run")
         rows = list(self.running.items())
         for _key, info in rows[: self.max_rows]:
             table.add_row(escape(info["name"]), f"{info['epoch']}/{info['epochs']}", _pct(info["train_acc"]),
