@@ -262,3 +262,17 @@ def test_read_only_output_folder_fails_clearly_before_work(tmp_path, readonly_di
         text = " ".join(result.output.split())
         assert re.search(r"--out folder .* (is not writable|cannot create)|cannot create the --out folder", text), text
     assert list(readonly_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("width", [40, 60, 80])
+def test_list_models_never_breaks_a_word_or_drops_a_value(monkeypatch, width):
+    from rethinkgen.models import describe_models
+
+    monkeypatch.setattr(cli, "console", Console(width=width, force_terminal=False, color_system=None))
+    result = CliRunner().invoke(cli.app, ["list", "models"])
+    assert result.exit_code == 0, result.output
+    tokens = set(result.output.replace(";", " ").replace(",", " ").split())  # (lists are comma-separated)
+    for info in describe_models("*"):
+        for value in (info.name, *info.layouts, *f"{info.params:,}".split(",")):
+            assert value in tokens, (info.name, value)
+        assert f"{info.params:,}" in result.output  # a count stays on one line
