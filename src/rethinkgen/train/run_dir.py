@@ -169,6 +169,7 @@ class RunDirWriter:
         self.state = state
         if state is not None:
             self.saved_epoch = int(state["epoch"])
+        self.last_checkpoint = self.clock()  # the first periodic checkpoint after checkpoint_every_s of work
         self.dir.write_summary(self._bare_summary("running"))
 
     def on_epoch_end(self, row: dict[str, Any], step_losses: list, trainer: Any) -> None:
