@@ -170,7 +170,7 @@ def fuses(config: Any, fuse: bool | None, executor: Executor) -> bool:
 
     On a CPU, fusing does not pay for a real sweep: ``configs/quick.toml`` with ``--jobs 2`` took 37.2 s
     fused against 31.8 s run by run (groups leave workers idle while their slowest run finishes, and
-    vmapped convolutions are slower than plain ones on the CPU; README, Performance). On a GPU, one
+    vmapped convolutions are slower than plain ones on the CPU; docs/sections/performance.md). On a GPU, one
     small run leaves the device mostly idle, which is what fusing is for.
     """
     if fuse is not None:

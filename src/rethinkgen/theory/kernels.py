@@ -753,11 +753,16 @@ def fit_min_norm(x_train: torch.Tensor, y_onehot: torch.Tensor, x_test: torch.Te
 
     Parameters
     ----------
-    x_train : (n, ...) inputs, flattened to (n, D). y_onehot : (n, C) targets. x_test : (m, ...).
-    y_test : (m,) int labels. kernel : "gaussian" | "laplacian" | "linear". bandwidth : h (None ->
-    :func:`median_bandwidth` of x_train; ignored by "linear"). reg : ridge added to the diagonal.
+    x_train : (n, ...) inputs, flattened to (n, D).
+    y_onehot : (n, C) targets.
+    x_test : (m, ...) inputs.
+    y_test : (m,) int labels.
+    kernel : "gaussian" | "laplacian" | "linear".
+    bandwidth : h (None -> :func:`median_bandwidth` of x_train; ignored by "linear").
+    reg : ridge added to the diagonal.
     solver : "exact" (in-place blocked Cholesky; refuses before allocating when n² doesn't fit) or "cg".
-    dtype : "float32" | "float64". device : "auto" | "cpu" | "cuda".
+    dtype : "float32" | "float64".
+    device : "auto" | "cpu" | "cuda".
 
     Returns
     -------

@@ -20,7 +20,17 @@ from rethinkgen.train.validate import DEVICES, STANDARDIZE  # noqa: F401  (re-ex
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines one randomization-test run (paper §2, Appendix A)."""
+    """Everything that determines one randomization-test run (paper §2, Appendix A).
+
+    Examples
+    --------
+    >>> cfg = TrainConfig(model="mlp_1x512", corruption="partial_labels", level=0.2, seed=3)
+    >>> cfg.replace(seed=4).seed, cfg.lr is None  # None: resolved from the dataset and model
+    (4, True)
+    >>> cfg.level = 0.5
+    Traceback (most recent call last):
+    dataclasses.FrozenInstanceError: cannot assign to field 'level'
+    """
 
     # --- data --------------------------------------------------------------------------------
     data: str = "mnist1d"  # dataset registry name (`rethinkgen list datasets`)
@@ -99,5 +109,16 @@ def canonical_json(config: TrainConfig) -> str:
 
 
 def run_key(config: TrainConfig) -> str:
-    """sha256 hex digest of the canonical JSON of a *resolved* config (design §3)."""
+    """sha256 hex digest of the canonical JSON of a *resolved* config (design §3).
+
+    Examples
+    --------
+    >>> from rethinkgen.train.resolve import resolve_config
+    >>> cfg = resolve_config(TrainConfig(data="mnist1d", corruption="random_labels", seed=1))
+    >>> key = run_key(cfg)
+    >>> len(key), key == run_key(cfg.replace(device="cpu"))  # the device does not change the numbers
+    (64, True)
+    >>> key == run_key(cfg.replace(seed=2))
+    False
+    """
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()
