@@ -2,4 +2,5 @@
 
 from rethinkgen.cli import main
 
-main()
+if __name__ == "__main__":  # (importing this module, e.g. to collect doctests, runs nothing)
+    main()
