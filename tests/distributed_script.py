@@ -2,8 +2,9 @@
 
 Usage: ``torchrun --standalone --nproc-per-node 2 tests/distributed_script.py TREE OUT``. Each rank writes
 ``OUT/rank<r>.json``: the (epoch, image, label) triples its DataLoader (2 workers) delivered in two epochs
-and the sha256 of the labels it holds. Then the ranks train the run twice with ``train_in_folder``: straight
-into ``OUT/straight`` and, stopped after one epoch, into ``OUT/stopped`` (resumed by the test with the CLI).
+and the sha256 of the labels it holds. Then the ranks train the run straight through (``train``, labels
+file in ``OUT/straight``); rank 0 writes its rows to ``OUT/straight.json`` (the test compares a run stopped
+and resumed with the CLI against them).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 import torch
 
 from rethinkgen.train.config import TrainConfig
+from rethinkgen.train.loop import train
 from rethinkgen.train.resolve import resolve_config
-from rethinkgen.train.runfolder import train_in_folder
 from rethinkgen.train.streaming.distributed import context
 from rethinkgen.train.streaming.trainer import StreamTrainer
 
@@ -40,10 +41,9 @@ def main(tree: str, out: str) -> None:
     Path(out, f"rank{ctx.rank}.json").write_text(json.dumps({"rank": ctx.rank, "seen": seen,
                                                              "labels_sha256": trainer.setup.labels.sha256}))
     del trainer, loader
-    summary, _, _ = train_in_folder(cfg, Path(out, "straight"))
-    stopped, _, _ = train_in_folder(cfg, Path(out, "stopped"), stop_after=1)
+    summary = train(cfg, run_dir=str(Path(out, "straight")))
     if ctx.main:
-        Path(out, "straight.json").write_text(json.dumps({"metrics": summary["metrics"], "stopped": stopped}))
+        Path(out, "straight.json").write_text(json.dumps({"metrics": summary["metrics"]}))
     ctx.close()
 
 

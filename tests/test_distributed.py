@@ -36,22 +36,26 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def torchrun(tmp_path_factory):
-    """distributed_script.py on 2 processes, then the CLI (`--nproc-per-node 2`) resuming its stopped run."""
+    """distributed_script.py on 2 processes; then the CLI on 2 processes (`--nproc-per-node 2`): the same run
+    stopped after its first epoch, and `--resume` of it."""
     tree = files.plain_tree(tmp_path_factory.mktemp("tree"))
     out = tmp_path_factory.mktemp("out")
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", SCRIPT,
               str(tree), str(out)]
     done = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    resume = [sys.executable, "-m", "rethinkgen", "train", *CLI, "--data-dir", str(tree), "--out",
-              str(out / "stopped"), "--nproc-per-node", "2"]
-    resumed = subprocess.run(resume, env=_env(), capture_output=True, text=True, timeout=600)
+    cli = [sys.executable, "-m", "rethinkgen", "train", "--nproc-per-node", "2"]
+    stop = subprocess.run([*cli, *CLI, "--data-dir", str(tree), "--out", str(out / "stopped"), "--stop-after", "1"],
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert stop.returncode == 0, stop.stderr[-3000:]
+    resumed = subprocess.run([*cli, "--resume", str(out / "stopped"), "--json"], env=_env(), capture_output=True,
+                             text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    return tree, out, resumed
+    return tree, out, stop, resumed
 
 
 def test_two_ranks_and_their_workers_deliver_the_runs_labels_in_every_epoch(torchrun):
-    tree, out, _ = torchrun
+    tree, out, _, _ = torchrun
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     labels = load_labels(out / "straight" / "labels.npy")
     assert np.array_equal(labels, draw_labels(index(tree).train.targets, 4, "random_labels", None, 5).labels)
@@ -65,10 +69,10 @@ def test_two_ranks_and_their_workers_deliver_the_runs_labels_in_every_epoch(torc
 
 
 def test_a_two_process_run_resumed_from_its_checkpoint_matches_the_straight_run_bit_for_bit(torchrun):
-    _, out, resumed = torchrun
+    _, out, stop, resumed = torchrun
     straight = json.loads((out / "straight.json").read_text())
-    assert straight["stopped"] is None  # the stopped run returned no summary after its first epoch
-    assert "resumed from the checkpoint of epoch 1" in resumed.stderr
+    assert "stopped after epoch 1 (--stop-after)" in stop.stderr
+    assert "resuming after epoch 1" in resumed.stderr
     rows = list(csv.DictReader((out / "stopped" / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     for ours, ref in zip(rows, straight["metrics"], strict=True):

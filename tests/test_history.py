@@ -115,8 +115,8 @@ def test_version_1_checkpoints_still_load():
 def test_summary_reads_the_history():
     h = RunHistory(epoch=1, step=8, metrics=[row(0, 0, 0.2), {**row(1, 8, 0.9), "test_acc": 0.4}], status="converged",
                    converged_step=8, converged_epoch=1)
-    s = run_summary(h, CONFIG, n_params=10, realized_noise_rate=0.0, steps_per_epoch=8, device=torch.device("cpu"),
-                    numerics=CPU)
+    s = run_summary(h, CONFIG, n_params=10, realized_noise_rate=0.0, n_train=8 * CONFIG.batch_size,
+                    device=torch.device("cpu"), numerics=CPU)
     assert (s["status"], s["train_acc"], s["test_acc"], s["best_test_acc"]) == ("converged", 0.9, 0.4, 0.5)
     assert (s["steps"], s["epochs"], s["converged_step"], s["run_key"]) == (8, 1, 8, run_key(CONFIG))
     assert (s["eval_every"], s["convergence_resolution_steps"]) == (None, 8)

@@ -17,18 +17,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from rethinkgen.cli_help import PlainHelpGroup
 from rethinkgen.errors import RethinkgenError
 
 __all__ = ["sweep_app", "export_command", "export_tables", "main"]
 
 sweep_app = typer.Typer(
-    name="sweep", no_args_is_help=True, add_completion=False,
+    name="sweep", cls=PlainHelpGroup, no_args_is_help=True, add_completion=False,
     help="Grids of randomization tests from a TOML spec: plan them, run them (resumably), inspect a store.")
 
 SPEC_ARG = typer.Argument(..., help="sweep spec (TOML): [defaults], [grid], [[experiment]]", show_default=False)
 DEVICE_OPT = typer.Option(None, "--device", help="device for every run: auto | cpu | cuda | mps "
                           "(not part of the run key)")
 DATA_DIR_OPT = typer.Option(None, "--data-dir", help="folder of file-based datasets (not part of the run key)")
+OUTPUT_PANEL = "Display, checkpoints and output"
 
 
 WORLD_SIZE_OPT = typer.Option(None, "--world-size", help="DDP processes (GPUs of one node) for every run of a "
@@ -44,6 +46,61 @@ def _overrides(device: str | None, data_dir: Path | None, world_size: int | None
     if data_dir is not None:
         out["data_dir"] = str(Path(data_dir).expanduser().resolve())
     return out
+
+
+def open_results_store(path: Path) -> Any:
+    """Open an existing results store read-only, refusing with the fix what is not one (before any work):
+    a missing path, an empty (0-byte) file, an SQLite file without rethinkgen's tables, another file."""
+    from rethinkgen.sweep.store import Store, StoreError
+
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise StoreError(f"{path} is empty (0 bytes): no sweep has written to it, so it is not a rethinkgen results "
+                         f"store yet. Stores are written by `rethinkgen sweep run SPEC --store {path}` (or `kernel "
+                         "fit --store`); check the path")
+    store = Store.open(path, readonly=True)
+    try:
+        found = store.conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'runs'")
+        is_store = found.fetchone()[0] == 1
+    except Exception:
+        store.close()
+        raise
+    if not is_store:
+        store.close()
+        raise StoreError(f"{path} is an SQLite database but not a rethinkgen results store (it has no runs table); "
+                         "pass the file that `rethinkgen sweep run --store` wrote")
+    return store
+
+
+def say(console: Console, text: str) -> None:
+    """One message (rich markup); one line, however long, when not on a terminal (a log file)."""
+    console.print(text, highlight=False, soft_wrap=not console.is_terminal)
+
+
+def print_runs(console: Console, title: str | None, columns: list[str], rows: list[list[str]],
+               justify: dict[str, str] | None = None) -> None:
+    """Rows of runs (plain text; the column ``"run"`` holds the run name) as a table when every name fits
+    on one line of it; otherwise each run name on a line of its own with the other cells under it —
+    never a name cut or folded, so rows that differ only at the end of their names stay distinct."""
+    from rich.measure import Measurement
+
+    name_at = columns.index("run")
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify=(justify or {}).get(col, "left"), no_wrap=True)
+    for row in rows:
+        table.add_row(*map(escape, row))
+    unbounded = console.options.update_width(100_000)  # measurements are clamped to the width given
+    if Measurement.get(console, unbounded, table).minimum <= console.width:
+        console.print(table)
+        return
+    if title:
+        say(console, f"[bold]{escape(title)}[/]")
+    for row in rows:
+        details = "  ".join(f"#{row[i]}" if col == "#" else f"{col} {row[i]}"
+                            for i, col in enumerate(columns) if i != name_at and row[i])
+        console.print(escape(row[name_at]), highlight=False, soft_wrap=True)
+        say(console, f"    {escape(details)}")
 
 
 def _age(seconds: float | None) -> str:
@@ -91,34 +148,28 @@ def plan_command(
     from rethinkgen.sweep.executors import make_executor
     from rethinkgen.sweep.plan import fused_alternative, plan_table, work_plan
     from rethinkgen.sweep.spec import load_spec
-    from rethinkgen.sweep.store import FINISHED, Store
+    from rethinkgen.sweep.store import FINISHED
 
     plan = load_spec(spec, overrides=_overrides(device, data_dir, world_size))
     ex = make_executor(executor, jobs=jobs, workers_per_gpu=workers_per_gpu)  # bad options: before any output
     fuse_mode = _fuse_mode(fuse)
     known: dict[str, dict[str, Any]] = {}
     epochs_done: dict[str, int] = {}
-    if store is not None and Path(store).exists():
-        with Store.open(store, readonly=True) as s:
+    if store is not None and Path(store).exists() and Path(store).stat().st_size > 0:  # empty: all runs new
+        with open_results_store(store) as s:
             known = {r["run_key"]: r for r in s.runs()}
             epochs_done = s.last_epochs()
     console = Console()
     experiments = sorted({e for r in plan.runs for e in r.experiments})
-    console.print(f"sweep [bold]{plan.name}[/] ({spec}): {len(plan.runs)} runs in {len(experiments)} "
-                  f"experiment(s): {', '.join(experiments)}", highlight=False)
+    say(console, f"sweep [bold]{escape(plan.name)}[/] ({escape(str(spec))}): {len(plan.runs)} runs in "
+                 f"{len(experiments)} experiment(s): {escape(', '.join(experiments))}")
     if plan.description:
-        console.print(plan.description, highlight=False)
-    table = Table(show_lines=False)
-    table.add_column("#", justify="right")
-    table.add_column("run")
-    table.add_column("key")
-    table.add_column("epochs", justify="right")
-    table.add_column("lr", justify="right")
-    if store is not None:
-        table.add_column("status")
+        say(console, escape(plan.description))
+    columns = ["#", "run", "key", "epochs", "lr"] + (["status"] if store is not None else [])
+    rows: list[list[str]] = []
     counts: dict[str, int] = {}
     for i, run in enumerate(plan.runs):
-        cells = [str(i), escape(run.name), run.run_key[:10], str(run.config.epochs), f"{run.config.lr:g}"]
+        cells = [str(i), run.name, run.run_key[:10], str(run.config.epochs), f"{run.config.lr:g}"]
         if store is not None:
             row = known.get(run.run_key)
             status = row["status"] if row else "new"
@@ -126,20 +177,19 @@ def plan_command(
             if row and status not in ("converged", "max_epochs", "diverged") and run.run_key in epochs_done:
                 status += f" (epoch {epochs_done[run.run_key]})"
             cells.append(status)
-        table.add_row(*cells)
-    console.print(table)
+        rows.append(cells)
+    print_runs(console, None, columns, rows, justify={"#": "right", "epochs": "right", "lr": "right"})
     if store is not None:
-        console.print("in store " + str(store) + ": "
-                      + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), highlight=False)
+        say(console, escape(f"in store {store}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))))
     todo = [run for run in plan.runs if (known.get(run.run_key) or {}).get("status") not in FINISHED]
     if todo:
         items = work_plan(todo, ex, fuse_mode)
-        console.print(_device_line(ex, todo), highlight=False)
+        say(console, escape(_device_line(ex, todo)))
         console.print(plan_table(items, ex))
         if all(len(item.runs) == 1 for item in items):
-            console.print(fused_alternative(todo), highlight=False)
+            say(console, escape(fused_alternative(todo)))
     else:
-        console.print("nothing to run: every run is finished in the store", highlight=False)
+        say(console, "nothing to run: every run is finished in the store")
 
 
 def _device_line(ex: Any, runs: list) -> str:
@@ -170,7 +220,6 @@ def run_command(
     workers_per_gpu: int | None = WORKERS_PER_GPU_OPT,
     address: str | None = typer.Option(None, "--address", help="ray: cluster address (ray://HOST:10001 or "
                                        "auto); without it a local cluster starts"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="log lines instead of the live display"),
     device: str | None = DEVICE_OPT,
     data_dir: Path | None = DATA_DIR_OPT,
     world_size: int | None = WORLD_SIZE_OPT,
@@ -178,28 +227,42 @@ def run_command(
                                        " equal thread counts give bit-identical CPU results)"),
     gpus_per_run: float | None = typer.Option(None, "--gpus-per-run", help="ray: GPU fraction per run "
                                               "(default 0.25 when the cluster has GPUs)"),
-    checkpoint_every: int = typer.Option(1, "--checkpoint-every", help="epochs between checkpoints"),
-    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep finished runs' checkpoints "
-                                          "(final weights) instead of deleting them"),
     fuse: str = FUSE_OPT,
-    restart_mismatched: bool = typer.Option(False, "--restart-mismatched", help="runs whose checkpoint was "
-                                            "trained with other numerics (device, autocast, CPU threads, "
-                                            "compile) than they would continue with here: discard the "
-                                            "checkpoint and train them from scratch (default: refuse, naming "
-                                            "the difference and the option that restores it)"),
+    restart_mismatched: bool = typer.Option(
+        False, "--restart-mismatched/--refuse-mismatched", show_default=False, rich_help_panel="Resuming",
+        help="runs whose checkpoint was trained with other numerics (device, autocast, CPU threads, compile) than "
+             "they would continue with here: discard the checkpoint and train them from scratch [default: refuse, "
+             "naming the difference and the option that restores it]"),
+    quiet: bool = typer.Option(False, "--quiet/--no-quiet", "-q", rich_help_panel=OUTPUT_PANEL,
+                               help="log lines instead of the live display"),
+    checkpoint_every: int = typer.Option(1, "--checkpoint-every", rich_help_panel=OUTPUT_PANEL,
+                                         help="epochs between checkpoints"),
+    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints/--drop-checkpoints", show_default=False,
+                                          rich_help_panel=OUTPUT_PANEL,
+                                          help="keep finished runs' checkpoints (their final weights) or delete "
+                                               "them [default: delete]"),
+    tensorboard: Path | None = typer.Option(None, "--tensorboard", metavar="DIR", rich_help_panel=OUTPUT_PANEL,
+                                            help="also write each run's scalars for TensorBoard to DIR/<run name> "
+                                                 "(overrides the spec's `tensorboard`; needs tensorboard)"),
 ) -> None:
     """Run every unfinished run of SPEC into the store; rerunning resumes where it stopped."""
     from rethinkgen.sweep.executors import make_executor
     from rethinkgen.sweep.progress import SweepDisplay
     from rethinkgen.sweep.runner import run_sweep
     from rethinkgen.sweep.spec import load_spec
+    from rethinkgen.train.validate import check_option
 
+    check_option("--jobs", jobs, minimum=1, integer=True)
+    check_option("--workers-per-gpu", workers_per_gpu, minimum=1, integer=True)
+    check_option("--threads", threads, minimum=1, integer=True)
+    check_option("--checkpoint-every", checkpoint_every, minimum=1, integer=True)
     fuse_mode = _fuse_mode(fuse)
     plan = load_spec(spec, overrides=_overrides(device, data_dir, world_size))  # every problem, before any run
+    sinks = _tensorboard_sinks(tensorboard or (Path(plan.tensorboard) if plan.tensorboard else None))
     ex = make_executor(executor, jobs=jobs, address=address, threads=threads, gpus_per_run=gpus_per_run,
                        workers_per_gpu=workers_per_gpu)
     console = Console(soft_wrap=not sys.stdout.isatty())
-    display = SweepDisplay(console, quiet=True if quiet else None)
+    display = SweepDisplay(console, quiet=True if quiet else None, sinks=sinks)
     result = run_sweep(plan, store, executor=ex, display=display, checkpoint_every=checkpoint_every,
                        keep_checkpoints=keep_checkpoints, fuse=fuse_mode,
                        restart_mismatched=restart_mismatched)
@@ -218,22 +281,34 @@ def run_command(
         raise typer.Exit(1)
 
 
+def _tensorboard_sinks(root: Path | None) -> list[Any]:
+    """The TensorBoard sink of a sweep (checked before any run: package installed, folder writable)."""
+    if root is None:
+        return []
+    from rethinkgen.files import ensure_writable_dir
+    from rethinkgen.train.tensorboard import TensorBoardRuns
+
+    runs = TensorBoardRuns(root)
+    ensure_writable_dir(root, "--tensorboard")
+    return [runs]
+
+
 @sweep_app.command("status")
 def status_command(
     store: Path = typer.Option(..., "--store", help="results store to summarize"),
 ) -> None:
     """Summarize a store: runs per status and sweep, running runs, failures with their last error line."""
-    from rethinkgen.sweep.store import STATUSES, Store, is_stale, lock_holder
+    from rethinkgen.sweep.store import STATUSES, is_stale, lock_holder
 
     holder = lock_holder(store)
     now = time.time()
-    with Store.open(store, readonly=True) as s:
+    with open_results_store(store) as s:
         runs = s.runs()
         last_epoch = s.last_epochs()
         n_kernel = len(s.kernel_results())
     console = Console()
-    console.print(f"store {store}: {len(runs)} runs, {n_kernel} kernel results; "
-                  + (f"a sweep is running ({holder})" if holder else "no sweep is running"), highlight=False)
+    say(console, escape(f"store {store}: {len(runs)} runs, {n_kernel} kernel results; "
+                        + (f"a sweep is running ({holder})" if holder else "no sweep is running")))
 
     def effective(r: dict[str, Any]) -> str:
         if r["status"] == "running" and (holder is None or is_stale(r, now)):
@@ -246,7 +321,7 @@ def status_command(
         counts = per_sweep.setdefault(r["sweep"] or "—", dict.fromkeys(columns, 0))
         counts[effective(r)] += 1
     table = Table(title="runs by status")
-    table.add_column("sweep")
+    table.add_column("sweep", overflow="fold")
     used = [c for c in columns if any(v[c] for v in per_sweep.values())]
     for c in used:
         table.add_column(c, justify="right")
@@ -257,24 +332,21 @@ def status_command(
         console.print(_numerics_summary(runs), highlight=False)
     active = [r for r in runs if r["status"] in ("running", "interrupted")]
     if active:
-        t = Table(title="running / interrupted")
-        for col in ("run", "key", "status", "epoch", "attempts", "heartbeat"):
-            t.add_column(col)
+        rows = []
         for r in active:
             epochs = (r["config"] or {}).get("epochs")
             done = f"{last_epoch.get(r['run_key'], '—')}/{epochs}"
-            t.add_row(escape(r["name"]), r["run_key"][:10], effective(r), done,
-                      str(r["attempts"]), _age(now - r["heartbeat_at"]) + " ago" if r["heartbeat_at"] else "—")
-        console.print(t)
+            rows.append([r["name"], r["run_key"][:10], effective(r), done, str(r["attempts"]),
+                         _age(now - r["heartbeat_at"]) + " ago" if r["heartbeat_at"] else "—"])
+        print_runs(console, "running / interrupted", ["run", "key", "status", "epoch", "attempts", "heartbeat"],
+                   rows)
     failed = [r for r in runs if r["status"] == "failed"]
     if failed:
-        t = Table(title="failed")
-        for col in ("run", "key", "attempts", "last error line"):
-            t.add_column(col)
+        rows = []
         for r in failed:
             lines = (r["error"] or "").strip().splitlines()
-            t.add_row(escape(r["name"]), r["run_key"][:10], str(r["attempts"]), escape(lines[-1]) if lines else "")
-        console.print(t)
+            rows.append([r["name"], r["run_key"][:10], str(r["attempts"]), lines[-1] if lines else ""])
+        print_runs(console, "failed", ["run", "key", "attempts", "last error line"], rows)
 
 
 def _numerics_summary(runs: list[dict[str, Any]]) -> str:
@@ -345,11 +417,14 @@ def export_command(
     format: str = typer.Option("csv", "--format", help="csv | parquet (parquet needs pyarrow)"),
     out: Path = typer.Option(..., "--out", help="folder for one file per table"),
 ) -> None:
-    """Write the store's tables (runs, run_tags, epochs, step_losses, summaries, measures,
-    kernel_results) as CSV or Parquet files into a folder."""
-    from rethinkgen.sweep.store import Store
+    """Write the store's tables (runs, run_tags, epochs, step_losses, summaries, measures, kernel_results)
+    as CSV or Parquet files into a folder."""
+    from rethinkgen.files import ensure_writable_dir
 
-    with Store.open(store, readonly=True) as s:
+    if format not in ("csv", "parquet"):
+        raise RethinkgenError(f"unknown export format {format!r}; use csv or parquet")
+    with open_results_store(store) as s:
+        ensure_writable_dir(out, "--out")  # a read-only folder fails here, before any table is read
         files = export_tables(s, format, out)
     console = Console()
     for f in files:

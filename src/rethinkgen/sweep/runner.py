@@ -171,7 +171,7 @@ class _Driver:
                 self.store.set_numerics(key, numerics)  # once per attempt (train.numerics)
                 self.numerics[key] = numerics
             self.store.record_epoch(key, event.data["row"], event.data.get("step_losses", ()))
-            self.display.epoch(key, event.data["row"])
+            self.display.epoch_recorded(key, event.data["row"], event.data.get("step_losses", ()))
         elif event.kind == "finished":
             summary = event.data["summary"]
             self.store.finish_run(key, summary)

@@ -16,9 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from rethinkgen.errors import ConfigError
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-STANDARDIZE = ("per_image", "per_feature", "inception", "none")
+from rethinkgen.train.validate import DEVICES, STANDARDIZE  # noqa: F401  (re-exported: the allowed values)
 
 
 @dataclass(frozen=True)
@@ -75,6 +73,18 @@ class TrainConfig:
     world_size: int | None = None  # DDP processes (ranks, one per GPU) training the run; None: 1 (torchrun: its
     # WORLD_SIZE); the batch is split among them. Recorded in the run's numerics, not in its key
     workers: int | None = None  # DataLoader worker processes per rank decoding streamed images; None: by CPUs
+
+    def __post_init__(self) -> None:
+        """Refuse impossible values at once (the one validator, :mod:`rethinkgen.train.validate`), and store
+        numbers as their field's plain type (``lr=1`` and ``lr=1.0`` are one run)."""
+        from rethinkgen.train import validate
+
+        validate.check_config(self)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            plain = validate.normalized(f.name, value)
+            if plain is not value and (type(plain) is not type(value) or plain != value):
+                object.__setattr__(self, f.name, plain)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

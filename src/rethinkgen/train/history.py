@@ -32,6 +32,7 @@ import torch
 
 from rethinkgen.train.config import TrainConfig, run_key
 from rethinkgen.train.numerics import Numerics, check_resume
+from rethinkgen.train.schedule import schedule_warnings
 
 # Checkpoint format written by both trainers (a dict; torch.save-able, weights_only-loadable).
 # Version 2 added converged_train_acc; version 1 checkpoints still load (see read_checkpoint).
@@ -155,8 +156,10 @@ def resume_numerics(ckpt: dict[str, Any], here: Numerics, config: TrainConfig) -
 
 # ---------------------------------------------------------------------------------------- summary
 def run_summary(history: RunHistory, config: TrainConfig, *, n_params: int, realized_noise_rate: float,
-                steps_per_epoch: int, device: torch.device, numerics: Numerics) -> dict[str, Any]:
-    """The summary of a run (keys fixed: the results store and the CLI rely on them)."""
+                n_train: int, device: torch.device, numerics: Numerics) -> dict[str, Any]:
+    """The summary of a run on ``n_train`` training samples (keys fixed: the results store and the CLI
+    rely on them)."""
+    steps_per_epoch = -(-n_train // config.batch_size)
     last = history.metrics[-1] if history.metrics else {}
     return {
         "status": history.status,
@@ -184,6 +187,7 @@ def run_summary(history: RunHistory, config: TrainConfig, *, n_params: int, real
         "numerics": numerics.to_dict(),
         "torch_version": torch.__version__,
         "hardware": hardware_description(device),
+        "warnings": schedule_warnings(config, n_train),  # train.schedule: a learning rate starved early
     }
 
 

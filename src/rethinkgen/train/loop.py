@@ -241,7 +241,7 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         return run_summary(self.history, self.config, n_params=self.n_params,
                            realized_noise_rate=self.data.realized_noise_rate,
-                           steps_per_epoch=-(-self.data.n_train // self.config.batch_size), device=self.device,
+                           n_train=self.data.n_train, device=self.device,
                            numerics=self.numerics)
 
 

@@ -62,5 +62,5 @@ class Run:
     def summary(self) -> dict[str, Any]:
         return run_summary(self.history, self.config, n_params=self.group.n_params,
                            realized_noise_rate=self.realized_noise_rate,
-                           steps_per_epoch=self.group.steps_per_epoch, device=self.group.device,
+                           n_train=self.group.n_train, device=self.group.device,
                            numerics=self.numerics)

@@ -21,7 +21,6 @@ resumed run trains on exactly the labels it started with, never redrawn.
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import numpy as np
@@ -215,10 +214,8 @@ class StreamTrainer(Trainer):
 
     # ---------------------------------------------------------------- summary
     def summary(self) -> dict[str, Any]:
-        per_rank = math.ceil(self.setup.n_train / self.ctx.world_size)  # DistributedSampler pads to equal shares
-        steps = math.ceil(per_rank / self.rank_batch)
         summary = run_summary(self.history, self.config, n_params=self.n_params,
-                              realized_noise_rate=self.setup.labels.realized_noise_rate, steps_per_epoch=steps,
+                              realized_noise_rate=self.setup.labels.realized_noise_rate, n_train=self.setup.n_train,
                               device=self.device, numerics=self.numerics)
         summary["labels_sha256"] = self.setup.labels.sha256
         summary["data"] = self.setup.info()
