@@ -196,3 +196,38 @@ def test_a_streamed_run_trains_and_records_its_labels(plain, tmp_path):
     row = summary["metrics"][-1]
     assert row["train_acc_top5"] is None and 0 <= row["test_acc"] <= 1  # 4 classes: no top-5
     assert summary["numerics"]["world_size"] == 1
+
+
+def test_a_sweep_trains_a_streamed_run_and_stores_its_label_checksum(plain, tmp_path):
+    from rethinkgen.sweep.runner import run_sweep
+    from rethinkgen.sweep.spec import parse_spec
+    from rethinkgen.sweep.store import Store
+
+    spec = parse_spec(f"""
+name = "streamed"
+[defaults]
+data = "imagenet"
+data_dir = "{plain}"
+model = "mlp_1x512"
+crop = 16
+epochs = 2
+batch_size = 8
+lr = 0.05
+device = "cpu"
+workers = 0
+[grid]
+corruption = ["random_labels", "shuffled_pixels"]
+""")
+    result = run_sweep(spec, tmp_path / "s.db", keep_checkpoints=True)
+    assert result.statuses == {"max_epochs": 2} and not result.failed
+    with Store.open(tmp_path / "s.db") as store:
+        runs = {r["config"]["corruption"]: r for r in store.runs()}
+        summary = store.summary(runs["random_labels"]["run_key"])
+        expected = draw_labels(index(plain).train.targets, 4, "random_labels", None, 0)
+        assert summary["labels_sha256"] == expected.sha256 and summary["data"]["layout"] == "folders"
+        assert len(store.epoch_rows(runs["shuffled_pixels"]["run_key"])) == 3
+    from rethinkgen.sweep.checkpoint import decode, load_checkpoint
+
+    loaded, _ = load_checkpoint(tmp_path / "s.db.ckpt" / f"{runs['random_labels']['run_key']}.pt")
+    state = decode(loaded.blob)["state"]
+    assert np.array_equal(state["labels"].numpy(), expected.labels)  # the labels travel with the checkpoint
