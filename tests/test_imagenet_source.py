@@ -231,3 +231,14 @@ corruption = ["random_labels", "shuffled_pixels"]
     loaded, _ = load_checkpoint(tmp_path / "s.db.ckpt" / f"{runs['random_labels']['run_key']}.pt")
     state = decode(loaded.blob)["state"]
     assert np.array_equal(state["labels"].numpy(), expected.labels)  # the labels travel with the checkpoint
+
+
+def test_inception_standardization_maps_pixels_to_minus_one_one():
+    from rethinkgen.data.preprocess import Preprocessor
+
+    u8 = torch.tensor([0, 51, 153, 255], dtype=torch.uint8).reshape(1, 1, 2, 2).expand(2, 3, 2, 2)
+    x = u8.float() / 255  # pixels in [0, 1]
+    expected = torch.tensor([-1.0, -0.6, 0.2, 1.0]).reshape(1, 1, 2, 2).expand(2, 3, 2, 2)
+    pre = Preprocessor("image", (3, 2, 2), crop=0, standardize="inception", augment=False, flip=False)
+    assert torch.allclose(pre.eval(x), expected, atol=1e-6)
+    assert torch.allclose(model_input(u8, torch.device("cpu"), "inception", False), expected, atol=1e-6)
