@@ -66,9 +66,11 @@ class TrainConfig:
     eval_batch_size: int | None = None  # samples per evaluation pass (None: by device and layout, train.resolve)
     seed: int = 0  # the one seed; split into corruption / init / order / augment / dropout streams
     device: str = "auto"  # "auto" (cuda -> mps -> cpu) | "cpu" | "cuda" | "mps"
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, where bf16 is slower)
+    amp: bool = True  # autocast on CUDA in the model's dtype (resolve.CUDA_AUTOCAST: bf16); ignored on CPU
     compile: bool = False  # torch.compile the model (CUDA only; no gain measured on CPU)
     channels_last: bool | None = None  # channels-last memory format for images; None: on CUDA only
+    cuda_graphs: bool | None = None  # static training step, captured as a CUDA graph on CUDA (forceable on
+    #                                  the CPU, uncaptured there); None: on for CUDA runs without dropout/compile
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -87,8 +89,9 @@ class TrainConfig:
 
 
 # Fields that do not change what is computed, so they are left out of the run key (the memory format,
-# like the device, changes only the order of float operations).
-KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last"})
+# like the device, changes only the order of float operations; the static/captured step computes the
+# eager step's operations: bit for bit on the CPU, within float tolerance on CUDA, rethinkgen.train.step).
+KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last", "cuda_graphs"})
 
 
 # Fields added after run keys were first stored: left out of the canonical JSON while None (their
