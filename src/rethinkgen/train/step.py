@@ -33,6 +33,8 @@ step's numbers bit for bit (the same operations in the same order, and the same 
 rounds the learning rate to float32 either way: tests/test_step.py). On CUDA the numbers agree within
 float tolerance: the graph replays the eager step's kernels, but the kernel reads the learning rate as
 float32 where the eager step passes it as a double, and cuDNN may choose other algorithms.
+The step mode is therefore not part of the ``run_key``; a per-run record of the numerics (issue 10
+item 4, being added apart) should record a captured step as such.
 """
 
 from __future__ import annotations
