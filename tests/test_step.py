@@ -319,3 +319,20 @@ def test_a_captured_epoch_never_waits_on_the_host():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(trainer.static.losses).all()
+
+
+def test_the_step_benchmark_runs_on_the_cpu(monkeypatch):
+    """benchmarks/gpu_steps.py end to end at toy sizes (its numbers mean nothing here; no time is
+    asserted): every mode of both trainers gives a row, none an error."""
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.delitem(sys.modules, "gpu_steps", raising=False)
+    import gpu_steps
+
+    rows = gpu_steps.measure(models=["mlp_1x512"], batches=[16], precisions=["fp32", "bf16"], steps=2, runs=2,
+                             repeats=1, device="cpu")
+    assert [(r["trainer"], r["mode"]) for r in rows] == [("single", "eager"), ("single", "static"),
+                                                         ("fused2", "eager"), ("fused2", "static")]
+    assert all("error" not in r and r["samples_per_s"] > 0 and r["precision"] == "fp32" for r in rows)
