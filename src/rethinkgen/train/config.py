@@ -69,8 +69,7 @@ class TrainConfig:
     amp: bool = True  # autocast on CUDA in the model's dtype (resolve.CUDA_AUTOCAST: bf16); ignored on CPU
     compile: bool = False  # torch.compile the model (CUDA only; no gain measured on CPU)
     channels_last: bool | None = None  # channels-last memory format for images; None: on CUDA only
-    cuda_graphs: bool | None = None  # static training step, captured as a CUDA graph on CUDA (forceable on
-    #                                  the CPU, uncaptured there); None: on for CUDA runs without dropout/compile
+    cuda_graphs: bool | None = None  # captured step (train.step); None: CUDA w/o dropout/compile; True: CPU too
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
