@@ -12,7 +12,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,ray,parquet]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,ray,parquet,tensorboard]'
 	touch $(STAMP)
 
 venv: $(STAMP)

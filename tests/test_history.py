@@ -20,8 +20,10 @@ from rethinkgen.train.history import (
     read_checkpoint,
     run_summary,
 )
+from rethinkgen.train.numerics import Numerics
 from rethinkgen.train.resolve import resolve_config
 
+CPU = Numerics(device="cpu", threads=2)  # how the runs below are computed (recorded, compared on resume)
 CONFIG = resolve_config(TrainConfig(data="mnist1d", n_train=256, n_test=200, epochs=3, device="cpu",
                                     target_train_acc=0.9))
 
@@ -80,8 +82,9 @@ def test_checkpoint_round_trip_copies_the_lists():
     h = RunHistory(epoch=2, step=16, samples_seen=512, wall_time_s=1.5, metrics=[row(0, 0, 0.1), row(1, 8, 0.4)],
                    step_losses=[[3, 2.0], [6, 1.5]])
     model, optimizer = {"w": torch.ones(2)}, {"state": {}, "param_groups": []}
-    ckpt = make_checkpoint(h, CONFIG, model, optimizer)
+    ckpt = make_checkpoint(h, CONFIG, model, optimizer, CPU)
     assert ckpt["version"] == CHECKPOINT_VERSION and ckpt["run_key"] == run_key(CONFIG)
+    assert ckpt["numerics"] == CPU.to_dict()
     h.metrics.append(row(2, 16, 0.5))  # later training must not change the snapshot
     h.step_losses[0][1] = 99.0
     back, model_back, optimizer_back = read_checkpoint(ckpt, CONFIG)
@@ -91,7 +94,7 @@ def test_checkpoint_round_trip_copies_the_lists():
 
 
 def test_foreign_and_unknown_checkpoints_are_refused_with_the_fix():
-    ckpt = make_checkpoint(RunHistory(), CONFIG, {}, {})
+    ckpt = make_checkpoint(RunHistory(), CONFIG, {}, {}, CPU)
     with pytest.raises(ConfigError, match="another run"):
         read_checkpoint(ckpt, CONFIG.replace(seed=1))
     with pytest.raises(ConfigError, match="version 99.*from scratch"):
@@ -112,7 +115,23 @@ def test_version_1_checkpoints_still_load():
 def test_summary_reads_the_history():
     h = RunHistory(epoch=1, step=8, metrics=[row(0, 0, 0.2), {**row(1, 8, 0.9), "test_acc": 0.4}], status="converged",
                    converged_step=8, converged_epoch=1)
-    s = run_summary(h, CONFIG, n_params=10, realized_noise_rate=0.0, steps_per_epoch=8, device=torch.device("cpu"))
+    s = run_summary(h, CONFIG, n_params=10, realized_noise_rate=0.0, n_train=8 * CONFIG.batch_size,
+                    device=torch.device("cpu"), numerics=CPU)
     assert (s["status"], s["train_acc"], s["test_acc"], s["best_test_acc"]) == ("converged", 0.9, 0.4, 0.5)
     assert (s["steps"], s["epochs"], s["converged_step"], s["run_key"]) == (8, 1, 8, run_key(CONFIG))
     assert (s["eval_every"], s["convergence_resolution_steps"]) == (None, 8)
+    assert s["numerics"] == CPU.to_dict()
+
+
+def test_resume_numerics_refuses_an_unfinished_run_with_other_numerics_and_keeps_a_finished_ones():
+    from rethinkgen.train.history import resume_numerics
+    from rethinkgen.train.numerics import NumericsMismatchError
+
+    ckpt = make_checkpoint(RunHistory(epoch=1, step=8), CONFIG, {}, {}, CPU)
+    one_thread = Numerics(device="cpu", threads=1)
+    with pytest.raises(NumericsMismatchError, match="threads: trained with 2 threads, here 1 thread"):
+        resume_numerics(ckpt, one_thread, CONFIG)
+    assert resume_numerics(ckpt, CPU, CONFIG) == CPU
+    finished = {**ckpt, "status": "converged"}  # only read back: it keeps what it was trained with
+    assert resume_numerics(finished, one_thread, CONFIG) == CPU
+    assert resume_numerics({**ckpt, "numerics": None}, one_thread, CONFIG) == one_thread  # older: unrecorded

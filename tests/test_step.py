@@ -18,6 +18,7 @@ from rethinkgen.train.config import TrainConfig, run_key
 from rethinkgen.train.fused import step as fused_step_module
 from rethinkgen.train.fused import train_group, why_not_fused
 from rethinkgen.train.loop import Trainer, train
+from rethinkgen.train.numerics import NumericsMismatchError, describe, plan_numerics
 from rethinkgen.train.resolve import autocast_dtype, resolve_config, step_mode
 
 # MNIST-1D, 300 samples in batches of 64: 4 full batches and a last one of 44.
@@ -205,6 +206,24 @@ def test_step_mode_and_autocast_are_chosen_per_device(monkeypatch):
     assert autocast_dtype(plain.replace(amp=False), "cuda") is None
     monkeypatch.setitem(resolve_module.CUDA_AUTOCAST, "mlp_1x512", None)
     assert autocast_dtype(plain, "cuda") is None and autocast_dtype(plain.replace(model="mlp_3x512"), "cuda")
+
+
+def test_the_numerics_record_a_captured_step_and_a_resume_across_it_is_refused():
+    """No device needed for the plan; the refusal on the CPU with a checkpoint that claims a captured step."""
+    config = resolve_config(TrainConfig(**MLP, epochs=3))
+    assert plan_numerics(config, "cuda", "signal").graph == "cuda_graph"  # the default on CUDA
+    assert plan_numerics(config, "cuda", "signal", step="eager").graph is None  # benchmarks' override
+    assert plan_numerics(config.replace(cuda_graphs=False), "cuda", "signal").graph is None
+    assert plan_numerics(config.replace(dropout=0.1), "cuda", "signal").graph is None
+    assert plan_numerics(config.replace(cuda_graphs=True), "cpu", "signal").graph is None  # bit for bit: eager
+    assert plan_numerics(config.replace(compile=True), "cuda", "signal").graph == "torch.compile"
+    assert "CUDA graph" in describe(plan_numerics(config, "cuda", "signal").to_dict())
+    ckpt = checkpoint_at(config, 1)
+    ckpt["numerics"] = {**ckpt["numerics"], "graph": "cuda_graph"}
+    with pytest.raises(NumericsMismatchError) as info:
+        train(config, resume=ckpt)
+    assert "graph: trained with CUDA graph, here eager" in str(info.value)
+    assert "cuda_graphs" in str(info.value)
 
 
 def test_the_switch_is_outside_the_run_key_but_shared_by_a_group():

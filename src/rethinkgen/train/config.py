@@ -2,8 +2,9 @@
 
 Defaults live here, each with its unit and meaning. ``None`` means "resolved from the dataset or the
 model" (see :func:`resolve`); the resolved config is what gets stored with every result, and
-``run_key`` (sha256 of its canonical JSON, minus fields that do not change the numbers) makes
-reruns idempotent (design §3).
+``run_key`` (sha256 of its canonical JSON, minus fields that do not name the experiment: data_dir,
+eval_batch_size, device) makes reruns idempotent (design §3). How a run is computed on its device
+(autocast, threads, ...) is recorded apart, as its numerics (:mod:`rethinkgen.train.numerics`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from rethinkgen.errors import ConfigError
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-STANDARDIZE = ("per_image", "per_feature", "none")
+from rethinkgen.train.validate import DEVICES, STANDARDIZE  # noqa: F401  (re-exported: the allowed values)
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,18 @@ class TrainConfig:
     channels_last: bool | None = None  # channels-last memory format for images; None: on CUDA only
     cuda_graphs: bool | None = None  # captured step (train.step); None: CUDA w/o dropout/compile; True: CPU too
 
+    def __post_init__(self) -> None:
+        """Refuse impossible values at once (the one validator, :mod:`rethinkgen.train.validate`), and store
+        numbers as their field's plain type (``lr=1`` and ``lr=1.0`` are one run)."""
+        from rethinkgen.train import validate
+
+        validate.check_config(self)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            plain = validate.normalized(f.name, value)
+            if plain is not value and (type(plain) is not type(value) or plain != value):
+                object.__setattr__(self, f.name, plain)
+
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
@@ -87,9 +98,10 @@ class TrainConfig:
         return cls(**values)
 
 
-# Fields that do not change what is computed, so they are left out of the run key (the memory format,
-# like the device, changes only the order of float operations; the static/captured step computes the
-# eager step's operations: bit for bit on the CPU, within float tolerance on CUDA, rethinkgen.train.step).
+# Fields that do not name the experiment, so they are left out of the run key: where its data lives, the
+# evaluation batch, the device, the memory format and the captured step — whose effect on the floats (the
+# order of float operations; the learning rate read as float32 by a captured step) each run records as its
+# numerics (rethinkgen.train.numerics; a resume with other numerics is refused).
 KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last", "cuda_graphs"})
 
 
@@ -118,7 +130,7 @@ def run_key(config: TrainConfig) -> str:
     >>> from rethinkgen.train.resolve import resolve_config
     >>> cfg = resolve_config(TrainConfig(data="mnist1d", corruption="random_labels", seed=1))
     >>> key = run_key(cfg)
-    >>> len(key), key == run_key(cfg.replace(device="cpu"))  # the device does not change the numbers
+    >>> len(key), key == run_key(cfg.replace(device="cpu"))  # the experiment, wherever it runs
     (64, True)
     >>> key == run_key(cfg.replace(seed=2))
     False

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 
 from rethinkgen.train.config import TrainConfig, run_key
+from rethinkgen.train.numerics import Numerics, check_resume
+from rethinkgen.train.schedule import schedule_warnings
 
 # Checkpoint format written by both trainers (a dict; torch.save-able, weights_only-loadable).
 # Version 2 added converged_train_acc; version 1 checkpoints still load (see read_checkpoint).
@@ -102,15 +104,16 @@ def convergence_resolution(eval_every: int | None, steps_per_epoch: int) -> int:
 
 # ------------------------------------------------------------------------------------ checkpoints
 def make_checkpoint(history: RunHistory, config: TrainConfig, model_state: dict[str, torch.Tensor],
-                    optimizer_state: dict[str, Any]) -> dict[str, Any]:
+                    optimizer_state: dict[str, Any], numerics: Numerics) -> dict[str, Any]:
     """A ``torch.save``-able snapshot of a run at an epoch end, from which either trainer resumes it exactly.
 
     ``model_state`` is a ``state_dict`` of the run's model and ``optimizer_state`` one of a
     ``torch.optim.SGD`` over its parameters (both must be copies: training goes on mutating the
-    originals). The history's lists are copied too.
+    originals). The history's lists are copied too. ``numerics`` (how the run is computed) is recorded:
+    a resume with other numerics is refused (:func:`resume_numerics`).
     """
     ckpt: dict[str, Any] = {"version": CHECKPOINT_VERSION, "run_key": run_key(config), "model": model_state,
-                            "optimizer": optimizer_state}
+                            "optimizer": optimizer_state, "numerics": numerics.to_dict()}
     for name in _HISTORY_FIELDS:
         ckpt[name] = getattr(history, name)
     ckpt["metrics"] = [dict(r) for r in history.metrics]
@@ -140,10 +143,23 @@ def read_checkpoint(ckpt: dict[str, Any], config: TrainConfig) -> tuple[RunHisto
     return history, ckpt["model"], ckpt["optimizer"]
 
 
+def resume_numerics(ckpt: dict[str, Any], here: Numerics, config: TrainConfig) -> Numerics:
+    """The numerics a run restored from ``ckpt`` has: a finished run is only read back and keeps the
+    numerics it was trained with; an unfinished one continues only with those it was trained with —
+    raises :class:`~rethinkgen.train.numerics.NumericsMismatchError` (naming each difference and the
+    fix) when ``here`` differs. Checkpoints of versions that recorded none are not compared."""
+    if ckpt.get("status") is None:
+        check_resume(ckpt.get("numerics"), here, run=f"run {run_key(config)[:10]}")
+        return here
+    return Numerics.from_dict(ckpt["numerics"]) if ckpt.get("numerics") else here
+
+
 # ---------------------------------------------------------------------------------------- summary
 def run_summary(history: RunHistory, config: TrainConfig, *, n_params: int, realized_noise_rate: float,
-                steps_per_epoch: int, device: torch.device) -> dict[str, Any]:
-    """The summary of a run (keys fixed: the results store and the CLI rely on them)."""
+                n_train: int, device: torch.device, numerics: Numerics) -> dict[str, Any]:
+    """The summary of a run on ``n_train`` training samples (keys fixed: the results store and the CLI
+    rely on them)."""
+    steps_per_epoch = -(-n_train // config.batch_size)
     last = history.metrics[-1] if history.metrics else {}
     tests = [r["test_acc"] for r in history.metrics if r.get("test_acc") is not None]
     return {
@@ -166,8 +182,10 @@ def run_summary(history: RunHistory, config: TrainConfig, *, n_params: int, real
         "metrics": list(history.metrics),
         "step_losses": list(history.step_losses),
         "device": str(device),
+        "numerics": numerics.to_dict(),
         "torch_version": torch.__version__,
         "hardware": hardware_description(device),
+        "warnings": schedule_warnings(config, n_train),  # train.schedule: a learning rate starved early
     }
 
 

@@ -31,17 +31,11 @@ from rethinkgen.seeding import stream_seed
 from rethinkgen.train.allocator import keep_freed_memory
 from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.data import PreparedData, prepare_data
-from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, run_summary
+from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, resume_numerics, run_summary
 from rethinkgen.train.metrics import autocast_context, evaluate, predict_correct
+from rethinkgen.train.numerics import plan_numerics
 from rethinkgen.train.progress import Progress
-from rethinkgen.train.resolve import (
-    STEP_MODES,
-    autocast_dtype,
-    eval_batch_size,
-    resolve_config,
-    step_mode,
-    use_channels_last,
-)
+from rethinkgen.train.resolve import STEP_MODES, eval_batch_size, resolve_config, step_mode
 from rethinkgen.train.rng import seeded
 from rethinkgen.train.schedule import decay_period, last_step_lr, lr_at
 from rethinkgen.train.step import StaticStep
@@ -109,10 +103,12 @@ class Trainer:
             raise ValueError(f"step must be one of {', '.join(STEP_MODES)} ('captured' on CUDA only), "
                              f"got {step!r} on {device.type}")
         self.data: PreparedData = prepare_data(config, device)
-        self.autocast = autocast_dtype(config, device.type)  # None: float32 (always on the CPU)
+        # recorded, checked on resume; decides autocast (per model, CUDA only), memory format, compile
+        self.numerics = plan_numerics(config, device, self.data.layout, step=self.step_mode)
+        self.autocast = self.numerics.autocast_dtype  # None: float32 (always on the CPU)
         self.use_amp = self.autocast is not None
         self.eval_batch_size = eval_batch_size(config, self.data.layout, device.type)
-        self.channels_last = use_channels_last(config, self.data.layout, device.type)
+        self.channels_last = self.numerics.channels_last
         with seeded(stream_seed(config.seed, "init"), torch.device("cpu")):  # built on the CPU, then moved
             model = create_model(config.model, self.data.input_shape, self.data.num_classes,
                                  dropout=config.dropout, layout=self.data.layout)
@@ -121,7 +117,7 @@ class Trainer:
         if self.channels_last:
             self.data.x_train = self.data.x_train.contiguous(memory_format=torch.channels_last)
             self.data.x_test = self.data.x_test.contiguous(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if (config.compile and device.type == "cuda") else self.model
+        self.forward = torch.compile(self.model) if self.numerics.graph == "torch.compile" else self.model
         self.optimizer = make_optimizer(self.model.parameters(), config, device)
         self.static = None if self.step_mode == "eager" else StaticStep(self, capture=self.step_mode == "captured")
         self.period = decay_period(config.lr_decay_every, self.data.n_train)
@@ -132,12 +128,14 @@ class Trainer:
     def checkpoint(self) -> dict[str, Any]:
         """A ``torch.save``-able snapshot from which :func:`train` (or the fused trainer) resumes exactly."""
         return make_checkpoint(self.history, self.config, copy.deepcopy(self.model.state_dict()),
-                               copy.deepcopy(self.optimizer.state_dict()))
+                               copy.deepcopy(self.optimizer.state_dict()), self.numerics)
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from ``ckpt`` (from either trainer's ``checkpoint()``); raises ConfigError for a
-        checkpoint of another run or format."""
+        checkpoint of another run or format, NumericsMismatchError for an unfinished run's checkpoint
+        trained with other numerics (rethinkgen.train.numerics)."""
         self.history, model_state, optimizer_state = read_checkpoint(ckpt, self.config)
+        self.numerics = resume_numerics(ckpt, self.numerics, self.config)
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))  # torch keeps the tensors it is given
         if self.static is not None:  # the momentum buffers into the static ones the step updates
@@ -266,7 +264,8 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         return run_summary(self.history, self.config, n_params=self.n_params,
                            realized_noise_rate=self.data.realized_noise_rate,
-                           steps_per_epoch=-(-self.data.n_train // self.config.batch_size), device=self.device)
+                           n_train=self.data.n_train, device=self.device,
+                           numerics=self.numerics)
 
 
 def train(config: TrainConfig | None = None, *, callbacks: Iterable[Any] = (), resume: dict | None = None,

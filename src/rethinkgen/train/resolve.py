@@ -7,7 +7,8 @@ explicit value > the dataset's default > the model's paper value (Appendix A) > 
 from __future__ import annotations
 
 from rethinkgen.errors import ConfigError
-from rethinkgen.train.config import DEVICES, STANDARDIZE, TrainConfig
+from rethinkgen.train.config import TrainConfig
+from rethinkgen.train.validate import config_problems
 
 FALLBACK_EPOCHS = 100  # when a dataset states no default
 FALLBACK_DECAY_EVERY = 50_000  # one CIFAR-10 epoch: the paper's "x0.95 per epoch"
@@ -77,13 +78,18 @@ DEFAULT_CUDA_AUTOCAST: str | None = "bfloat16"
 CUDA_AUTOCAST: dict[str, str | None] = {}
 
 
-def autocast_dtype(config: TrainConfig, device_type: str):
-    """The ``torch.dtype`` of a run's autocast regions (forward and loss, training and evaluation) on
-    ``device_type``: the model's entry of :data:`CUDA_AUTOCAST` on CUDA when ``config.amp``, else None
-    (float32 throughout)."""
+def autocast_name(config: TrainConfig, device_type: str) -> str | None:
+    """The name of the torch dtype of a run's autocast regions (forward and loss, training and evaluation)
+    on ``device_type``: the model's entry of :data:`CUDA_AUTOCAST` on CUDA when ``config.amp``, else None
+    (float32 throughout). Recorded as the run's numerics (``train.numerics``)."""
     if device_type != "cuda" or not config.amp:
         return None
-    name = CUDA_AUTOCAST.get(config.model, DEFAULT_CUDA_AUTOCAST)
+    return CUDA_AUTOCAST.get(config.model, DEFAULT_CUDA_AUTOCAST)
+
+
+def autocast_dtype(config: TrainConfig, device_type: str):
+    """:func:`autocast_name` as a ``torch.dtype`` (None: float32 throughout)."""
+    name = autocast_name(config, device_type)
     if name is None:
         return None
     import torch
@@ -137,32 +143,15 @@ def _resolve_level(config: TrainConfig, corruption) -> float | None:
 
 
 def validate(c: TrainConfig, *, dataset_layout: str, model_layouts: tuple[str, ...]) -> None:
-    """Raise one ConfigError listing every impossible value of a resolved config."""
-    problems = []
+    """Raise one ConfigError listing every impossible value of a resolved config: the field values (the
+    one validator, :mod:`rethinkgen.train.validate`; a resolved config has no ``None`` defaults left) and
+    the combinations with the dataset's layout."""
+    problems = config_problems(c)
 
     def need(ok: bool, message: str) -> None:
         if not ok:
             problems.append(message)
 
-    need(c.level is None or 0.0 <= c.level <= 1.0, f"level must be in [0, 1], got {c.level}")
-    need(c.epochs >= 0, f"epochs must be >= 0, got {c.epochs}")
-    need(c.batch_size > 0, f"batch_size must be > 0, got {c.batch_size}")
-    need(c.lr > 0, f"lr must be > 0, got {c.lr}")
-    need(0.0 <= c.momentum < 1.0, f"momentum must be in [0, 1), got {c.momentum}")
-    need(c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay}")
-    need(0.0 < c.lr_decay <= 1.0, f"lr_decay must be in (0, 1], got {c.lr_decay}")
-    need(c.lr_decay_every >= 0, f"lr_decay_every must be >= 0 samples (0: per epoch), got {c.lr_decay_every}")
-    need(0.0 <= c.dropout < 1.0, f"dropout must be in [0, 1), got {c.dropout}")
-    need(0.0 < c.target_train_acc <= 1.0, f"target_train_acc must be in (0, 1], got {c.target_train_acc}")
-    need(c.log_every > 0, f"log_every must be > 0 steps, got {c.log_every}")
-    need(c.eval_every is None or c.eval_every >= 1,
-         f"eval_every must be >= 1 steps (or unset: once per epoch), got {c.eval_every}")
-    need(c.eval_batch_size is None or c.eval_batch_size > 0, f"eval_batch_size must be > 0, got {c.eval_batch_size}")
-    need(c.crop >= 0, f"crop must be >= 0 pixels (0: none), got {c.crop}")
-    need(c.n_train is None or c.n_train > 0, f"n_train must be > 0, got {c.n_train}")
-    need(c.n_test is None or c.n_test > 0, f"n_test must be > 0, got {c.n_test}")
-    need(c.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {c.device!r}")
-    need(c.standardize in STANDARDIZE, f"standardize must be one of {', '.join(STANDARDIZE)}, got {c.standardize!r}")
     need(dataset_layout in model_layouts,
          f"model {c.model} takes {'/'.join(model_layouts)} inputs but dataset {c.data} is {dataset_layout} data; "
          "choose a model for it with `rethinkgen list models`")

@@ -24,15 +24,9 @@ from rethinkgen.train.fused.run import Run
 from rethinkgen.train.fused.step import FusedStaticStep
 from rethinkgen.train.loop import make_optimizer, select_device, train
 from rethinkgen.train.metrics import autocast_context, summarize
+from rethinkgen.train.numerics import plan_numerics
 from rethinkgen.train.progress import Progress
-from rethinkgen.train.resolve import (
-    STEP_MODES,
-    autocast_dtype,
-    eval_batch_size,
-    resolve_config,
-    step_mode,
-    use_channels_last,
-)
+from rethinkgen.train.resolve import STEP_MODES, eval_batch_size, resolve_config, step_mode
 from rethinkgen.train.rng import seeded
 from rethinkgen.train.schedule import last_step_lr, lr_at
 
@@ -90,8 +84,6 @@ class FusedGroup:
         if self.step_mode not in STEP_MODES or (self.step_mode == "captured" and device.type != "cuda"):
             raise ValueError(f"step must be one of {', '.join(STEP_MODES)} ('captured' on CUDA only), got {step!r}")
         self.static: FusedStaticStep | None = None  # built at the first epoch, again after runs leave
-        self.autocast = autocast_dtype(first, device.type)  # None: float32 (always on the CPU)
-        self.use_amp = self.autocast is not None
         self.batch_size = first.batch_size
         # ---- data: prepared per run exactly as the single trainer does, equal tensors kept once
         train_pool: list[torch.Tensor] = []
@@ -116,7 +108,10 @@ class FusedGroup:
             self.num_classes, self.layout, input_shape = d.num_classes, d.layout, d.input_shape
             del d
         del shared_inputs
-        self.channels_last = use_channels_last(first, self.layout, device.type)
+        self.numerics = plan_numerics(first, device, self.layout, step=self.step_mode)  # recorded per run
+        self.autocast = self.numerics.autocast_dtype  # None: float32 (always on the CPU)
+        self.use_amp = self.autocast is not None
+        self.channels_last = self.numerics.channels_last
         self.eval_batch_size = eval_batch_size(first, self.layout, device.type)  # samples per pass, all runs
         self.x_train = Inputs(train_pool, train_which, device, self.channels_last)
         self.x_test = Inputs(test_pool, test_which, device, self.channels_last)
@@ -158,7 +153,7 @@ class FusedGroup:
             forward_shared = functools.partial(mlp_forward, plan, shared=True)
         else:  # any other model: vmap (grouped convolutions for the convnets)
             forward_each, forward_shared = vmap(one, in_dims=(0, 0, 0)), vmap(one, in_dims=(0, 0, None))
-        if first.compile and device.type == "cuda":
+        if self.numerics.graph == "torch.compile":
             forward_each, forward_shared = torch.compile(forward_each), torch.compile(forward_shared)
         self.forward_each, self.forward_shared = forward_each, forward_shared
         # ---- runs

@@ -85,18 +85,20 @@ def fuse_key(config: TrainConfig) -> Hashable:
     return ("fused", *_shared(c))
 
 
-def group_runs(configs: Sequence[TrainConfig], max_group: int = 16, parallelism: int = 1,
-               key: Callable[[TrainConfig], Hashable] | None = None) -> list[list[int]]:
+def group_runs(configs: Sequence[TrainConfig], max_group: int | Callable[[TrainConfig], int] = 16,
+               parallelism: int = 1, key: Callable[[TrainConfig], Hashable] | None = None) -> list[list[int]]:
     """Indices of ``configs`` split into fusable groups of at most ``max_group`` runs (in input order).
 
     Runs with equal ``key`` (default :func:`fuse_key`) go together; a key with more runs than
     ``max_group`` is split into near-equal chunks (17 runs, max 16 -> 9 + 8). Runs that cannot be fused
     come out alone. When there are fewer keys than ``parallelism`` (worker processes, Ray tasks), each
     key is cut into enough parts to keep every worker busy: one group of 11 on a single worker would
-    leave the others idle.
+    leave the others idle. ``max_group`` may be a function of a key's first config (a sweep sizes GPU
+    groups by the model's memory: ``rethinkgen.sweep.sizing``).
     """
-    if max_group < 1:
+    if not callable(max_group) and max_group < 1:
         raise ValueError(f"max_group must be >= 1, got {max_group}")
+    limit = max_group if callable(max_group) else (lambda config: max_group)
     key = key or fuse_key
     by_key: dict[Hashable, list[int]] = {}
     for i, c in enumerate(configs):
@@ -104,7 +106,8 @@ def group_runs(configs: Sequence[TrainConfig], max_group: int = 16, parallelism:
     per_key = -(-parallelism // max(len(by_key), 1))
     groups = []
     for members in by_key.values():
-        parts = min(len(members), max(-(-len(members) // max_group), per_key))
+        cap = max(1, limit(configs[members[0]]))
+        parts = min(len(members), max(-(-len(members) // cap), per_key))
         size = -(-len(members) // parts)
         groups += [members[j:j + size] for j in range(0, len(members), size)]
     return groups

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from rethinkgen.train.config import TrainConfig
-from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, run_summary
+from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, resume_numerics, run_summary
 from rethinkgen.train.loop import make_optimizer
 from rethinkgen.train.schedule import decay_period, last_step_lr
 
@@ -31,12 +31,14 @@ class Run:
         self.slot: int | None = slot  # index in the group's stacked tensors; None once the run has left
         self.final: tuple[dict, dict] | None = None  # its (model state, momentum) when it left
         self.history = RunHistory()
+        self.numerics = group.numerics  # what its checkpoints and summary record; checked on resume
         self.epoch_evaluations: list[list[float]] = []  # (step, train accuracy) inside the last epoch
 
     def checkpoint(self) -> dict[str, Any]:
         """A snapshot in the single trainer's checkpoint format: ``train(config, resume=ckpt)`` continues it."""
         state, momentum = self.group.run_tensors(self)
-        return make_checkpoint(self.history, self.config, state, self._optimizer_state(state, momentum))
+        return make_checkpoint(self.history, self.config, state, self._optimizer_state(state, momentum),
+                               self.numerics)
 
     def _optimizer_state(self, state: dict[str, torch.Tensor], momentum: dict[str, torch.Tensor]) -> dict[str, Any]:
         """The ``state_dict`` the single trainer's optimizer would have for this run."""
@@ -54,9 +56,11 @@ class Run:
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from a checkpoint of either trainer (raises ConfigError for another run's)."""
         self.history, model_state, optimizer_state = read_checkpoint(ckpt, self.config)
+        self.numerics = resume_numerics(ckpt, self.numerics, self.config)
         self.group.load_run(self, model_state, optimizer_state)
 
     def summary(self) -> dict[str, Any]:
         return run_summary(self.history, self.config, n_params=self.group.n_params,
                            realized_noise_rate=self.realized_noise_rate,
-                           steps_per_epoch=self.group.steps_per_epoch, device=self.group.device)
+                           n_train=self.group.n_train, device=self.group.device,
+                           numerics=self.numerics)
