@@ -270,10 +270,10 @@ class _Run:
     _finish_epoch = Trainer._finish_epoch
     summary = Trainer.summary
 
-    def __init__(self, group: _FusedGroup, slot: int, config: TrainConfig, realized_noise_rate: float,
+    def __init__(self, group: _FusedGroup, slot: int, config: TrainConfig, data: SimpleNamespace,
                  callbacks: list[Any]) -> None:
         self.config, self.device, self.n_params = config, group.device, group.n_params
-        self.data = SimpleNamespace(realized_noise_rate=realized_noise_rate)  # what Trainer.summary reads
+        self.data = data  # realized_noise_rate and data_info: what Trainer.summary reads
         self.model, self.optimizer = _ModelView(group, self), _OptimizerView(group, self)
         self.callbacks = callbacks
         self.period = decay_period(config.lr_decay_every, group.n_train)
@@ -443,7 +443,7 @@ class _FusedGroup:
             labels.append(d.y_train)
             changed.append(d.changed)
             test_labels.append(d.y_test)
-            noise.append(d.realized_noise_rate)
+            noise.append(SimpleNamespace(realized_noise_rate=d.realized_noise_rate, data_info=d.data_info))
             if d.x_train_raw is not None:
                 self.augment.append((d.preprocessor, raw_pool[_intern(raw_pool, d.x_train_raw)]))
             else:

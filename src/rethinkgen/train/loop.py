@@ -252,6 +252,7 @@ class Trainer:
             "epochs": self.epoch,
             "n_params": self.n_params,
             "realized_noise_rate": self.data.realized_noise_rate,
+            "data": self.data.data_info,  # layout found, scaling, classes and mapping (data.describe)
             "config": self.config.to_dict(),
             "run_key": run_key(self.config),
             "wall_time_s": self.wall_time_s,
