@@ -68,8 +68,7 @@ def scan_split(split_dir: Path) -> TreeSplit:
     class_of: list[str] = []
     skipped = 0
     for d in class_dirs:
-        for folder, subdirs, names in sorted(os.walk(d, followlinks=True)):
-            subdirs.sort()
+        for folder, _, names in sorted(os.walk(d, followlinks=True)):  # the order ImageFolder uses
             for name in sorted(names):
                 if is_image_file(name):
                     files.append(Path(folder) / name)
