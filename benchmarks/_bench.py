@@ -41,26 +41,29 @@ def load() -> str:
     return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min) on {os.cpu_count()} cores"
 
 
-def fake_cifar10(folder: Path | None = None, seed: int = 0) -> Path:
-    """Write (once) synthetic CIFAR-10 in the official format under ``folder``; returns the data dir."""
+def fake_cifar10(folder: Path | None = None, seed: int = 0, rows: int = ROWS) -> Path:
+    """Write (once) synthetic CIFAR-10 in the official format under ``folder``; returns the data dir.
+
+    ``rows`` per batch file (the official 10,000: 50,000 training and 10,000 test images; fewer for
+    smoke runs)."""
     folder = Path(folder or Path(tempfile.gettempdir()) / "rethinkgen-bench-cifar")
     batches = folder / "cifar-10-batches-py"
     done = batches / ".complete"
-    if done.exists():
+    if done.exists() and done.read_text().strip() in ("", str(rows)):  # "": written before rows existed
         return folder
     batches.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in names:
-        data = rng.integers(0, 256, size=(ROWS, 3 * 32 * 32), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, size=ROWS)]
+        data = rng.integers(0, 256, size=(rows, 3 * 32 * 32), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=rows)]
         with open(batches / name, "wb") as f:
-            pickle.dump({"batch_label": name, "labels": labels, "data": data, "filenames": ["x.png"] * ROWS},
+            pickle.dump({"batch_label": name, "labels": labels, "data": data, "filenames": ["x.png"] * rows},
                         f, protocol=4)
     with open(batches / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": ROWS,
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": rows,
                      "num_vis": 3 * 32 * 32}, f, protocol=4)
-    done.touch()
+    done.write_text(str(rows))
     return folder
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 # Passive OpenMP waits: with the default spinning wait, two threads on a 2-core machine where another
-# process holds a core run 15-20x slower (measured; see README, Performance). Must precede importing torch.
+# process holds a core run 15-20x slower (measured; see docs/sections/performance.md). Must precede importing torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402

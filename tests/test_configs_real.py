@@ -51,7 +51,8 @@ def test_cpu_spec_is_the_same_grid_for_one_mlp_on_10000_images(stem, data):
 
 
 def test_the_report_draws_one_level_line_from_the_cpu_spec():
-    runs = [{"config": r.config.to_dict(), "status": "converged", "run_key": r.run_key}
+    runs = [{"config": r.config.to_dict(), "status": "converged", "run_key": r.run_key, "train_acc": 1.0,
+             "test_acc": 0.5}
             for r in load_spec(REAL / "figure1-fashion-mnist-cpu.toml").runs]
     lines = level_lines(runs)
     assert len(lines) == 1 and set(next(iter(lines.values()))) == LEVELS

@@ -15,6 +15,7 @@ import torch
 
 from rethinkgen.train.config import TrainConfig, run_key
 from rethinkgen.train.fused import can_fuse, fuse_key, group_runs, train_group, why_not_fused
+from rethinkgen.train.fused.batchnorm import StackableBatchNorm, vmappable
 from rethinkgen.train.loop import train
 
 # MNIST-1D, 256 training samples, batches of 32: 8 steps per epoch.
@@ -43,8 +44,9 @@ def one_thread():
 
 def assert_same_run(fused: dict, alone: dict) -> None:
     assert set(fused) == set(alone)
-    for key in ("status", "steps", "epochs", "converged_step", "converged_epoch", "n_params", "run_key",
-                "config", "realized_noise_rate", "device"):
+    for key in ("status", "steps", "epochs", "converged_step", "converged_epoch", "converged_train_acc",
+                "eval_every", "convergence_resolution_steps", "n_params", "run_key", "config", "realized_noise_rate",
+                "device"):
         assert fused[key] == alone[key], key
     assert len(fused["metrics"]) == len(alone["metrics"])
     for a, b in zip(fused["metrics"], alone["metrics"], strict=True):
@@ -99,6 +101,20 @@ def test_alexnet_with_augmentation_and_input_corruption_matches_separate_trainin
     fused = train_group(configs)
     for f, c in zip(fused, configs, strict=True):
         assert_same_run(f, train(c))
+
+
+def test_runs_with_their_own_eval_every_converge_at_the_steps_the_single_trainer_finds():
+    """Evaluations between epoch ends in a group: each run on its own schedule (every step, every 3rd,
+    per epoch), the same convergence steps — mid-epoch ones included — as trained alone."""
+    configs = [TrainConfig(**MLP, corruption="random_labels", epochs=40, eval_every=1),
+               TrainConfig(**MLP, corruption="random_labels", epochs=40, eval_every=3),
+               TrainConfig(**MLP, corruption="true_labels", epochs=40)]
+    fused = train_group(configs)
+    for f, c in zip(fused, configs, strict=True):
+        assert_same_run(f, train(c))
+    steps = [s["converged_step"] for s in fused]
+    assert steps[0] % 8 != 0 and steps[0] <= steps[1]  # 8 steps per epoch: the first one is mid-epoch
+    assert [s["convergence_resolution_steps"] for s in fused] == [1, 3, 8]
 
 
 class Recorder:
@@ -187,6 +203,8 @@ def test_batchnorm_statistics_are_stacked_per_run():
 def test_different_shapes_are_refused():
     sizes = [TrainConfig(**MLP, epochs=1), TrainConfig(**{**MLP, "n_train": 128}, epochs=1)]
     assert "n_train" in why_not_fused(sizes)
+    layouts = [TrainConfig(**{**IMG, "channels_last": cl}, model="alexnet_small", epochs=1) for cl in (None, True)]
+    assert "channels_last" in why_not_fused(layouts)  # one memory format per group
     assert fuse_key(sizes[0]) != fuse_key(sizes[1])
     same = [TrainConfig(**{**MLP, "lr": lr}, corruption="partial_labels", level=p, seed=s)
             for p, lr, s in ((0.0, 0.1, 0), (0.5, 0.01, 1))]
@@ -216,10 +234,10 @@ def test_diverging_run_leaves_without_spoiling_the_others():
 
 def test_label_corrupted_runs_share_one_preprocessed_input_set():
     from rethinkgen.train.data import prepare_data
-    from rethinkgen.train.fused import _SharedInputs
+    from rethinkgen.train.fused import SharedInputs
     from rethinkgen.train.resolve import resolve_config
 
-    shared = _SharedInputs(torch.device("cpu"))
+    shared = SharedInputs(torch.device("cpu"))
     configs = [resolve_config(TrainConfig(**MLP, corruption=c, level=p, seed=s))
                for c, p, s in (("true_labels", None, 0), ("partial_labels", 0.5, 0), ("random_labels", None, 0),
                                ("shuffled_pixels", None, 0))]
@@ -245,17 +263,17 @@ def test_group_runs_splits_by_key_and_size():
 def test_runs_reading_the_same_batches_share_one_input_and_match_separate_training(spec, monkeypatch):
     """Label corruptions of one seed read the same batches: the fused step feeds them one (B, ...) batch
     (for an MLP the first layer of all runs is one GEMM), with the numbers of separate training."""
-    from rethinkgen.train import fused as fused_module
+    from rethinkgen.train.fused import FusedGroup
 
     shared_steps = []
-    real = fused_module._FusedGroup._inputs
+    real = FusedGroup._inputs
 
     def spy(self, index, generators, same_order):
         xb, shared = real(self, index, generators, same_order)
         shared_steps.append(shared)
         return xb, shared
 
-    monkeypatch.setattr(fused_module._FusedGroup, "_inputs", spy)
+    monkeypatch.setattr(FusedGroup, "_inputs", spy)
     configs = [TrainConfig(**spec, corruption="true_labels", epochs=3),
                TrainConfig(**{**spec, "lr": 0.05}, corruption="partial_labels", level=0.5, epochs=3),
                TrainConfig(**spec, corruption="random_labels", epochs=2)]
@@ -266,16 +284,16 @@ def test_runs_reading_the_same_batches_share_one_input_and_match_separate_traini
 
 
 def test_the_last_run_of_a_group_goes_on_in_the_single_trainer(monkeypatch):
-    from rethinkgen.train import fused as fused_module
+    from rethinkgen.train.fused import group as group_module
 
     handed_over = []
-    real_train = fused_module.train
+    real_train = group_module.train
 
     def spy(config, **kwargs):
         handed_over.append((config.corruption, kwargs["resume"]["epoch"]))
         return real_train(config, **kwargs)
 
-    monkeypatch.setattr(fused_module, "train", spy)
+    monkeypatch.setattr(group_module, "train", spy)
     configs = [TrainConfig(**MLP, corruption="true_labels", epochs=40),  # converges at epoch 9
                TrainConfig(**MLP, corruption="random_labels", epochs=40)]  # then trains alone to epoch 15
     recorders = [Recorder(), Recorder()]
@@ -286,3 +304,180 @@ def test_the_last_run_of_a_group_goes_on_in_the_single_trainer(monkeypatch):
         assert_same_run(f, train(c))
     rows = recorders[1].rows  # its callbacks saw every epoch once, across the hand-over
     assert [r["epoch"] for r in rows] == list(range(fused[1]["epochs"] + 1)) and len(recorders[1].ends) == 1
+
+
+# ------------------------------------------------------------------ BatchNorm and channels-last under vmap
+# Float32 on the CPU: the plain-reduction BatchNorm sums in another order than torch's kernel (which
+# accumulates in float64 on the CPU), so outputs and gradients agree to ~1e-6 of their size.
+BN_TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def _bn_pair(kind, momentum, formulation="reductions"):
+    g = torch.Generator().manual_seed(0)
+    ref = kind(5, momentum=momentum)
+    with torch.no_grad():
+        ref.weight.copy_(0.5 + torch.rand(5, generator=g))
+        ref.bias.copy_(torch.rand(5, generator=g) - 0.5)
+    return ref, StackableBatchNorm(copy.deepcopy(ref), formulation)
+
+
+@pytest.mark.parametrize("formulation", ["reductions", "native"])
+@pytest.mark.parametrize("kind, shape, channels_last, momentum", [
+    (torch.nn.BatchNorm2d, (8, 5, 6, 6), False, 0.1),
+    (torch.nn.BatchNorm2d, (8, 5, 6, 6), True, 0.1),
+    (torch.nn.BatchNorm2d, (8, 5, 3, 4), True, None),  # cumulative average of the batch statistics
+    (torch.nn.BatchNorm1d, (8, 5), False, 0.1),
+    (torch.nn.BatchNorm1d, (8, 5, 7), False, 0.1),
+])
+def test_stackable_batchnorm_equals_torch_batchnorm_in_train_and_eval_mode(kind, shape, channels_last, momentum,
+                                                                           formulation):
+    ref, ours = _bn_pair(kind, momentum, formulation)
+    gen = torch.Generator().manual_seed(1)
+    for mode in ("train", "train", "train", "eval"):
+        ref.train(mode == "train")
+        ours.train(mode == "train")
+        x = (3 * torch.randn(shape, generator=gen) + 1).requires_grad_()
+        if channels_last:
+            x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+        upstream = torch.randn(shape, generator=gen)
+        y_ref, y = ref(x), ours(x)
+        torch.testing.assert_close(y, y_ref, **BN_TOL)
+        grads_ref = torch.autograd.grad((y_ref * upstream).sum(), [x, ref.weight, ref.bias])
+        grads = torch.autograd.grad((y * upstream).sum(), [x, ours.weight, ours.bias])
+        for g, g_ref in zip(grads, grads_ref, strict=True):
+            torch.testing.assert_close(g, g_ref, **BN_TOL)
+        torch.testing.assert_close(ours.running_mean, ref.running_mean, **BN_TOL)
+        torch.testing.assert_close(ours.running_var, ref.running_var, **BN_TOL)
+        assert int(ours.num_batches_tracked) == int(ref.num_batches_tracked)
+    assert int(ref.num_batches_tracked) == 3  # eval mode left the statistics alone
+
+
+@pytest.mark.parametrize("formulation", ["reductions", "native"])
+def test_stackable_batchnorm_on_bfloat16_inputs_computes_in_float32(formulation):
+    """Under autocast a BatchNorm sees bfloat16 activations: statistics in float32, output in bfloat16,
+    equal to torch's kernel within bfloat16 rounding (relative 1e-2)."""
+    ref, ours = _bn_pair(torch.nn.BatchNorm2d, 0.1, formulation)
+    x = (3 * torch.randn(8, 5, 6, 6, generator=torch.Generator().manual_seed(2)) + 1).to(torch.bfloat16)
+    y_ref, y = ref(x), ours(x)
+    assert y.dtype == torch.bfloat16 and ours.running_mean.dtype == torch.float32
+    torch.testing.assert_close(y.float(), y_ref.float(), rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(ours.running_var, ref.running_var, rtol=1e-3, atol=1e-3)
+
+
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                        reason="needs a CUDA device")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+@pytest.mark.parametrize("formulation", ["reductions", "native"])
+def test_stackable_batchnorm_under_vmap_updates_each_runs_own_statistics(formulation, device):
+    """Three runs' BatchNorms stacked and vmapped over channels-last inputs — on CUDA the very case in
+    which torch's own BatchNorm raises — against each run's nn.BatchNorm2d applied alone (float32)."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    gen = torch.Generator().manual_seed(1)
+    refs = [torch.nn.BatchNorm2d(4).to(device) for _ in range(3)]
+    for i, m in enumerate(refs):  # each run its own parameters and statistics
+        with torch.no_grad():
+            m.weight.fill_(1.0 + i)
+            m.bias.fill_(-0.5 * i)
+        m.running_mean.fill_(0.1 * i)
+        m.running_var.fill_(1.0 + i)
+    params, stats = stack_module_state(refs)
+    template = vmappable(refs[0], formulation).to("meta")
+    x = (2 * torch.randn(3, 6, 4, 8, 8, generator=gen) + 1).to(device)  # (K, B, C, H, W): per-run inputs
+    x = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)  # channels-last within each run
+    out = vmap(lambda p, s, xb: functional_call(template, (p, s), (xb,)))(params, stats, x)
+    for k, m in enumerate(refs):
+        torch.testing.assert_close(out[k], m(x[k]), **BN_TOL)
+        torch.testing.assert_close(stats["running_mean"][k], m.running_mean, **BN_TOL)
+        torch.testing.assert_close(stats["running_var"][k], m.running_var, **BN_TOL)
+    assert stats["num_batches_tracked"].tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("model", ["inception_small", "resnet18"])
+def test_vmappable_keeps_the_models_state_dict_names(model):
+    from rethinkgen.models import create_model
+
+    with torch.device("meta"):
+        original = create_model(model, (3, 28, 28), 10)
+    swapped = vmappable(original)
+    assert list(swapped.state_dict()) == list(original.state_dict())
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in swapped.modules())
+
+
+def test_channels_last_inception_group_never_calls_torch_batch_norm_and_matches_separate_runs(monkeypatch):
+    """The CUDA crash (torch's batch_norm asking a vmapped channels-last tensor for its memory format)
+    cannot happen on the CPU; what can be shown here: with channels_last forced, the fused group never
+    calls torch's batch_norm, and equals the single trainer (which uses nn.BatchNorm2d, channels-last)."""
+    tiny = {**IMG, "n_train": 32, "n_test": 32, "channels_last": True}
+    configs = [TrainConfig(**tiny, model="inception_small", lr=0.05, corruption="true_labels", epochs=2),
+               TrainConfig(**tiny, model="inception_small", lr=0.05, corruption="random_labels", epochs=2),
+               TrainConfig(**tiny, model="inception_small", lr=0.05, corruption="true_labels", epochs=1,
+                           augment=True, flip=True, seed=1)]  # per-run augmented inputs: the (K, B, ...) path
+    assert can_fuse(configs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.nn.functional.batch_norm called inside the fused group")
+
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", refuse)
+    fused = train_group(configs)
+    monkeypatch.undo()
+    for f, c in zip(fused, configs, strict=True):
+        assert_same_run(f, train(c))
+
+
+def test_the_single_trainer_stores_weights_and_inputs_channels_last_when_asked():
+    from rethinkgen.train.loop import Trainer
+    from rethinkgen.train.resolve import resolve_config
+
+    for asked in (True, False, None):  # None on the CPU: channels-first
+        trainer = Trainer(resolve_config(TrainConfig(**IMG, model="alexnet_small", channels_last=asked)),
+                          torch.device("cpu"))
+        conv = trainer.model.conv1.weight if hasattr(trainer.model, "conv1") else next(
+            p for p in trainer.model.parameters() if p.dim() == 4)
+        assert conv.is_contiguous(memory_format=torch.channels_last) == bool(asked)
+        assert trainer.data.x_train.is_contiguous(memory_format=torch.channels_last) == bool(asked)
+
+
+def _registered_models():
+    from rethinkgen.models import MODELS
+
+    return MODELS.names()
+
+
+@pytest.mark.parametrize("model", _registered_models())
+def test_every_registered_model_trains_fused_as_it_trains_alone(model):
+    """A fused group of two runs (one SGD step each, channels-last for image models) equals the runs
+    trained alone within the module's tolerance: every model a sweep can name fuses."""
+    from rethinkgen.models import MODELS
+
+    if MODELS.get(model).layouts[0] == "image":
+        base = {**IMG, "n_train": 8, "n_test": 8, "batch_size": 8, "channels_last": True}
+    else:
+        base = {**CNN, "n_train": 8, "n_test": 8, "batch_size": 8}
+    configs = [TrainConfig(**{**base, "model": model}, lr=0.01, corruption=c, epochs=1)
+               for c in ("true_labels", "random_labels")]
+    assert can_fuse(configs), why_not_fused(configs)
+    for f, c in zip(train_group(configs), configs, strict=True):
+        assert_same_run(f, train(c))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+def test_fused_inception_group_on_cuda_matches_separate_runs(amp):
+    """The crash of issue 10 (fp32 takes torch's cuDNN BatchNorm branch): a fused inception_small group
+    on CUDA, channels-last by default there, against the same runs alone on CUDA. Tolerance: TF32
+    convolutions and (with amp) bfloat16 activations sum differently in grouped and single kernels;
+    losses within relative 2e-2, accuracies within 0.1."""
+    tiny = {**IMG, "device": "cuda", "n_train": 64, "n_test": 32, "amp": amp}
+    configs = [TrainConfig(**tiny, model="inception_small", lr=0.05, corruption=c, epochs=2)
+               for c in ("true_labels", "random_labels", "shuffled_pixels")]
+    fused = train_group(configs)
+    for f, c in zip(fused, configs, strict=True):
+        alone = train(c)
+        assert (f["status"], f["steps"], f["epochs"]) == (alone["status"], alone["steps"], alone["epochs"])
+        for a, b in zip(f["metrics"][1:], alone["metrics"][1:], strict=True):
+            assert a["train_eval_loss"] == pytest.approx(b["train_eval_loss"], rel=2e-2)
+            assert abs(a["train_acc"] - b["train_acc"]) <= 0.1 and abs(a["test_acc"] - b["test_acc"]) <= 0.1

@@ -10,8 +10,6 @@ from __future__ import annotations
 import csv
 import math
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,6 +22,33 @@ from rethinkgen.sweep.store import Store
 from rethinkgen.train.config import TrainConfig, run_key
 
 LEVELS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+# ../shared/cases/diverged_runs_in_report, copied so that the suite runs from a fresh clone too
+SPEC_DIVERGE = """name = "divcase"
+description = "same grid twice: a sane lr and a huge lr that makes every run diverge (NaN loss)"
+[defaults]
+data = "mnist1d"
+model = "mlp_1x512"
+n_train = 500
+epochs = 40
+[grid]
+seed = [0]
+[[experiment]]
+name = "sane"
+grid = { corruption = ["partial_labels"], level = [0.0, 0.5, 1.0] }
+[[experiment]]
+name = "huge_lr"
+defaults = { lr = 1000.0 }
+grid = { corruption = ["partial_labels"], level = [0.0, 0.5, 1.0] }
+"""
+SPEC_NAN = """name = "nancase"
+[defaults]
+data = "mnist1d"
+model = "mlp_1x512"
+n_train = 500
+epochs = 5
+lr = nan
+weight_decay = inf
+"""
 XSS = "<script>alert(1)</script>"
 
 
@@ -165,7 +190,31 @@ def test_figure1b_relative_times_and_missing_levels():
     assert cnn.x == [0.0, 0.2, 0.6, 1.0]
     assert plot.find("cnn1d", kind="missing").x == [0.4]
     assert plot.find("cnn1d", kind="not_converged").x == [0.8]
-    assert any("did not reach" in n for n in plot.notes)
+    assert any("p = 0.8, seed 0: stopped at max_epochs" in n for n in plot.notes)
+
+
+def test_figure1b_shows_the_convergence_resolution():
+    """Convergence is checked every ``eval_every`` steps (absent/None: once per epoch), and Figure 1b says so."""
+    from rethinkgen.report.runs import convergence_resolution
+
+    runs = level_sweep(base_steps=200)  # 32 steps per epoch in the synthetic history
+    assert {convergence_resolution(r) for r in runs} == {32}
+    plot = figures.figure1b(runs, "mnist1d")
+    s = plot.find("mlp_1x512")
+    assert s.extra["resolution_steps"] == [32]
+    assert s.extra["resolution_halfwidth"] == pytest.approx([32 / 200] * len(LEVELS))
+    labels = [t.get_text() for t in plot.figure.legends[0].get_texts()]
+    assert "mlp_1x512, checked every 32 steps" in labels and "± one evaluation interval" in labels
+    for run in runs:
+        run["config"]["eval_every"] = 5  # the config field, once runs carry it
+    assert {convergence_resolution(r) for r in runs} == {5}
+    plot = figures.figure1b(runs, "mnist1d")
+    assert plot.find("mlp_1x512").extra["resolution_halfwidth"] == pytest.approx([5 / 200] * len(LEVELS))
+    assert "mlp_1x512, checked every 5 steps" in [t.get_text() for t in plot.figure.legends[0].get_texts()]
+    assert [r["resolution"] for r in tables.table_levels(runs, "mnist1d").rows] == ["5"] * len(LEVELS)
+    # no history and no eval_every: ceil(n_train / batch_size)
+    bare = {"config": {"n_train": 1000, "batch_size": 128}}
+    assert convergence_resolution(bare) == 8
 
 
 def test_figure1c_test_errors_and_paper_points_only_for_cifar10():
@@ -201,6 +250,32 @@ def test_figure2_learning_curves_and_cumulative_best():
     assert best.y == pytest.approx(running)
     # the shaded early-stopping gain is drawn
     assert plot.figure.axes[0].collections
+
+
+def test_coinciding_curves_stay_visible_and_legends_sit_outside_the_data():
+    """Issue 15: the shuffled-pixels curve hid the true-labels one (Figure 1a), "wd 0.0005" hid "no
+    regularizer" (Figure 2). Coinciding curves: the first on top and thinnest, the next below, wider,
+    half-transparent, with markers at other steps."""
+    runs = corruption_runs()
+    runs[2]["step_losses"] = list(runs[0]["step_losses"])  # shuffled pixels exactly on true labels
+    lines = {line.get_label(): line for line in figures.figure1a(runs).figure.axes[0].get_lines()}
+    top, below = lines["true labels"], lines["shuffled pixels"]
+    assert list(top.get_ydata()) == list(below.get_ydata())
+    assert top.get_zorder() > below.get_zorder() and top.get_linewidth() < below.get_linewidth()
+    assert (below.get_alpha() or 1.0) < 1.0 and top.get_marker() != below.get_marker()
+    assert top.get_markevery()[0] != below.get_markevery()[0]  # markers at different steps
+    fig2 = figures.figure2([make_run(corruption="true_labels"),
+                            make_run(corruption="true_labels", weight_decay=5e-4)]).figure
+    drawn = [line for line in fig2.axes[0].get_lines() if line.get_linestyle() == "-" and len(line.get_xdata())]
+    plain, wd = drawn[0], drawn[1]  # train curves: no regularizer first, then wd
+    assert list(plain.get_ydata()) == list(wd.get_ydata())  # identical synthetic histories
+    assert plain.get_zorder() > wd.get_zorder() and plain.get_linewidth() < wd.get_linewidth()
+    # the early-stopping reference is shaded from 0 up to the cumulative best test accuracy
+    shaded = [c for c in fig2.axes[0].collections if c.get_paths()]
+    assert shaded and min(float(c.get_paths()[0].vertices[:, 1].min()) for c in shaded) == 0.0
+    for plot in figures.all_figures(full_runs() + corruption_runs(seed=1)):
+        if plot.figure is not None:
+            assert all(ax.get_legend() is None for ax in plot.figure.axes) and plot.figure.legends, plot.key
 
 
 def test_figures_say_why_when_there_is_nothing_to_draw():
@@ -272,12 +347,131 @@ def test_kernel_table_beside_the_paper():
 def test_findings_agree_on_a_faithful_sweep_and_differ_otherwise():
     fit, rises, chance, slow, inputs, _ = all_findings(level_sweep() + corruption_runs())
     assert fit.ok is True and rises.ok is True and chance.ok is True and slow.ok is True
-    assert "×4.00" in " ".join(slow.details)
+    assert fit.verdict == "✓ agrees" and "×4.00" in " ".join(slow.details)
+    falls = level_sweep()
+    falls[-1]["test_acc"] = 0.7  # p = 1 reached the target, yet its test error falls back: a real difference
+    rises = all_findings(falls)[1]
+    assert rises.ok is False and rises.verdict == "✗ differs"
+    empty = all_findings([])
+    assert all(f.ok is None and f.why == "no runs of this kind finished as intended" for f in empty)
+
+
+def test_runs_stopped_at_max_epochs_make_findings_inconclusive_never_different():
+    """Issue 12: a run that ran out of epochs is not evidence against fitting."""
     flat = level_sweep()
-    flat[-1]["test_acc"], flat[-1]["status"] = 0.7, "max_epochs"  # p = 1: not fit, error falls back
-    fit, rises, *_ = all_findings(flat)
-    assert fit.ok is False and rises.ok is False
-    assert all(f.ok is None for f in all_findings([]))
+    flat[-1]["test_acc"], flat[-1]["status"], flat[-1]["converged_step"] = 0.7, "max_epochs", None
+    fit, rises, chance, slow, *_ = all_findings(flat)
+    for f in (fit, rises, slow):
+        assert f.ok is None and f.verdict == "? inconclusive"
+        assert "stopped at max_epochs before reaching the target" in f.why
+    assert "1 of 6 runs stopped at max_epochs" in rises.why and "1 of 1 run stopped" in fit.why
+    # three of six levels stopped: said so, and the finding still does not differ
+    three = level_sweep()
+    for run in three[3:]:
+        run["status"], run["converged_step"], run["test_acc"] = "max_epochs", None, 0.9
+    rises = all_findings(three)[1]
+    assert rises.ok is None and rises.why.startswith("3 of 6 runs stopped at max_epochs")
+    # Table 1 shows their numbers with their status, but no Δ against the paper
+    runs = [make_run(data="cifar10", model="inception_small", corruption="true_labels", status="max_epochs",
+                     train_acc=0.61, test_acc=0.47)]
+    (row,) = [r for r in tables.table1(runs, "cifar10").rows if r["status"] != "not run"]
+    assert row["status"] == "max_epochs" and row["test_acc"] == pytest.approx(47.0)
+    assert row["paper_test_acc"] == 85.75 and row["delta_test_acc"] is None and row["delta_train_acc"] is None
+
+
+DIVERGED_ACC = (0.1234, 0.0987)  # train/test accuracy a diverged run stores (argmax of NaN outputs)
+
+
+def _with_diverged(runs: list[dict], statuses=("diverged", "failed", "interrupted")) -> list[dict]:
+    """``runs`` plus a copy of each label-level run at lr 1000 whose status is one of ``statuses``."""
+    bad = []
+    for i, run in enumerate(r for r in runs if r["config"]["corruption"] == "partial_labels"):
+        copy = make_run(level=run["config"]["level"], status=statuses[i % len(statuses)],
+                        train_acc=DIVERGED_ACC[0], test_acc=DIVERGED_ACC[1], name=f"huge_lr/p={run['config']['level']}")
+        copy["config"]["lr"] = 1000.0
+        copy["run_key"] = run["run_key"] + "-lr1000"
+        if copy["status"] == "diverged":  # a diverged run stores its NaN-output accuracies
+            copy.update(train_acc=DIVERGED_ACC[0], test_acc=DIVERGED_ACC[1])
+        bad.append(copy)
+    return runs + bad
+
+
+def test_runs_that_are_not_evidence_enter_no_number_figure_or_finding(tmp_path):
+    """Issue 12 / cases/diverged_runs_in_report: diverged, failed and unfinished runs are listed with
+    their status, and nothing computed from them appears anywhere."""
+    from rethinkgen.report.evidence import evidence_status, is_evidence
+
+    good = level_sweep() + corruption_runs()
+    runs = _with_diverged(good)
+    assert {evidence_status(r) for r in runs} == {"fit", "diverged", "failed", "unfinished"}
+    index = build_from_data(runs, [], tmp_path / "out")
+    text = index.read_text()
+    written = text + "".join(p.read_text() for p in (tmp_path / "out").glob("*.[cm][sd]*"))
+    for value in DIVERGED_ACC:
+        for shown in (f"{100 * value:.2f}", f"{100 * value!r}", f"{100 * (1 - value):.2f}"):
+            assert shown not in written, shown
+    # findings, figures and tables are exactly those of the evidence alone
+    alone = build_from_data(good, [], tmp_path / "alone")
+    for a, b in zip(all_findings(runs), all_findings(good), strict=True):
+        assert (a.ok, a.details) == (b.ok, b.details)
+    fit, rises, *_ = all_findings(runs)
+    assert fit.left_out == "1 unfinished" and rises.left_out == "2 diverged, 2 failed, 2 unfinished"
+    for plot_all, plot_good in zip(figures.all_figures(runs), figures.all_figures(good), strict=True):
+        ours = [(s.kind, s.x, s.y) for s in plot_all.series if s.kind != "missing"]  # labels gain "(lr=0.1)"
+        assert ours == [(s.kind, s.x, s.y) for s in plot_good.series]
+    # the lr = 1000 setting appears in Figure 1c only as × marks at the bottom
+    missing = figures.figure1c(runs).find("mlp_1x512 (lr=1000)", kind="missing")
+    assert missing.x == LEVELS and missing.y == []
+    levels = list(csv.DictReader((tmp_path / "out" / "levels_mnist1d.csv").read_text().splitlines()))
+    for row in levels:
+        if row["variant"] == "lr=1000":
+            assert row["seeds"] == "0" and row["train_acc"] == row["test_error"] == ""
+            assert row["status"] in ("diverged", "failed", "interrupted")
+    summary = list(csv.DictReader((tmp_path / "out" / "runs_mnist1d.csv").read_text().splitlines()))
+    for row in summary:
+        if row["name"].startswith("huge_lr"):
+            assert row["train_acc"] == row["test_acc"] == row["best_test_acc"] == ""
+    assert "6 of 17 runs are not evidence (2 diverged, 2 failed, 2 interrupted)" in text
+    assert "Runs that are not evidence" in text and "the loss became NaN or infinite" in text
+    assert alone.read_text().count("not evidence") < text.count("not evidence")
+    assert sum(is_evidence(r) for r in runs) == len(good)
+
+
+def test_the_diverged_case_through_sweep_run_and_report(tmp_path):
+    """cases/diverged_runs_in_report: the real spec through ``rethinkgen sweep run`` (CPU, ~5 s), then
+    the report: no diverged number in any table or finding."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rethinkgen.cli import app
+    from rethinkgen.report.build import load_store
+
+    (tmp_path / "spec_diverge.toml").write_text(SPEC_DIVERGE)
+    (tmp_path / "spec_nan.toml").write_text(SPEC_NAN)
+    store = tmp_path / "div.db"
+    res = CliRunner().invoke(app, ["sweep", "run", str(tmp_path / "spec_diverge.toml"), "--store", str(store),
+                                   "--device", "cpu", "--quiet"])
+    assert res.exit_code == 0, res.output
+    runs, _ = load_store(store)
+    diverged = [r for r in runs if r["status"] == "diverged"]
+    assert len(diverged) == 3 and all(r["name"].startswith("huge_lr") for r in diverged)
+    out = tmp_path / "report"
+    text = build_report(store, out).read_text()
+    for name in ("table1_mnist1d.csv", "levels_mnist1d.csv", "runs_mnist1d.csv"):
+        for row in csv.DictReader((out / name).read_text().splitlines()):
+            if "diverged" in row["status"]:
+                assert all(row[k] == "" for k in row if "acc" in k or "error" in k), (name, row)
+    for f in all_findings(runs):
+        assert not any("huge_lr" in d for d in f.details), f.details
+    rises = all_findings(runs)[1]
+    assert rises.ok is True and rises.left_out == "3 diverged"
+    assert "3 of 6 runs are not evidence (3 diverged)" in text
+    json.dumps([f.__dict__ for f in all_findings(runs)])
+    # the NaN spec is refused before anything runs, naming both fields
+    res = CliRunner().invoke(app, ["sweep", "run", str(tmp_path / "spec_nan.toml"), "--store", str(tmp_path / "n.db")])
+    assert res.exit_code != 0 and "lr must be > 0 and finite" in res.output and "weight_decay" in res.output
+    assert not (tmp_path / "n.db").exists()
 
 
 # --- the whole report from a store -----------------------------------------------------------------
@@ -325,8 +519,9 @@ def test_partial_store_lists_unfinished_runs(tmp_path):
     runs[3]["status"] = "pending"
     index = build_report(write_store(tmp_path / "s.db", runs), tmp_path / "out")
     text = index.read_text()
-    assert "Partial store: 2 of 6 runs have not finished" in text
-    assert "RuntimeError: out of memory" in text and "Runs that did not finish" in text
+    assert "2 of 6 runs are not evidence (1 failed, 1 pending)" in text
+    assert "rerun the sweep to resume the unfinished ones" in text
+    assert "RuntimeError: out of memory" in text and "Runs that are not evidence" in text
     plot = figures.figure1c(runs)
     assert plot.find("mlp_1x512", kind="missing").x == [0.4, 0.6]
     assert plot.find("mlp_1x512").x == [0.0, 0.2, 0.8, 1.0]
@@ -364,6 +559,31 @@ def test_strings_from_the_store_are_escaped(tmp_path):
     assert all(re.fullmatch(r"[a-z0-9_.-]+", p.name) for p in (tmp_path / "out2").iterdir())
 
 
+def test_markdown_tables_escape_run_names(tmp_path):
+    """Issue 15: a run name with HTML or a pipe stays one cell of text in the Markdown files."""
+    runs = level_sweep()
+    runs[1]["name"] = f"{XSS}|x | y`z`\\"
+    runs[2]["name"] = "two\nlines"
+    build_from_data(runs, [], tmp_path / "out")
+    md = (tmp_path / "out" / "runs_mnist1d.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;alert(1)&lt;/script&gt;\\|x \\| y\\`z\\`\\\\" in md
+    header, _, *rows = [line for line in md.splitlines() if line.startswith("|")]
+    cells = len(re.split(r"(?<!\\)\|", header))
+    assert all(len(re.split(r"(?<!\\)\|", row.replace("\\\\", ""))) == cells for row in rows)
+    assert "two lines" in md
+
+
+def test_no_literal_backticks_on_the_page(tmp_path):
+    """The kernel notice and the empty-store message show commands as <code>, not `backticks`."""
+    text = build_from_data(level_sweep(), [], tmp_path / "out").read_text()
+    assert "add them with <code>rethinkgen kernel fit ... --store (in memory)</code>" in text
+    assert "`" not in re.sub(r"<[^>]+>", "", text)
+    with Store(tmp_path / "empty.db"):
+        pass
+    empty = build_report(tmp_path / "empty.db", tmp_path / "out2").read_text()
+    assert "`" not in re.sub(r"<[^>]+>", "", empty) and "<code>rethinkgen sweep run configs/quick.toml" in empty
+
+
 def test_cli_prints_where_the_report_is(tmp_path, capsys):
     from rethinkgen.report.cli import report_command
 
@@ -377,52 +597,3 @@ def test_embedded_images(tmp_path):
     index = build_from_data(corruption_runs(), [], tmp_path / "out", embed_images=True)
     text = index.read_text()
     assert 'src="data:image/png;base64,' in text and 'src="fig1a_' not in text
-
-
-# --- in a real browser -------------------------------------------------------------------------------
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-PROBE = """
-<script>
-window.addEventListener('load', function () {
-  var imgs = document.images, out = [];
-  for (var i = 0; i < imgs.length; i++) {
-    out.push(imgs[i].getAttribute('src').slice(0, 40) + '=' + (imgs[i].complete && imgs[i].naturalWidth > 0));
-  }
-  var pre = document.createElement('pre');
-  pre.id = 'img-probe';
-  pre.textContent = 'IMG' + 'PROBE[' + out.join(';') + ']IMG' + 'PROBE';
-  document.body.appendChild(pre);
-});
-</script>
-"""
-
-
-def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", f"--user-data-dir={tmp / 'chrome-profile'}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium; "
-                                             ".ci/run installs it)")
-def test_report_renders_in_headless_chromium(tmp_path):
-    out = tmp_path / "out"
-    index = build_report(write_store(tmp_path / "s.db", full_runs(), [kernel_row()]), out)
-    n_images = index.read_text().count("<img ")
-    assert n_images >= 5
-    # a copy of the page with a probe that records, for every image, whether it decoded
-    probe = out / "probe.html"
-    probe.write_text(index.read_text().replace("</body>", PROBE + "</body>"))
-    done = _chromium(["--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], tmp_path)
-    match = re.search(r"IMGPROBE\[(.*?)\]IMGPROBE", done.stdout)
-    assert match, f"probe did not run: {done.stderr[-2000:]}"
-    results = match.group(1).split(";")
-    assert len(results) == n_images
-    assert all(r.endswith("=true") for r in results), results
-    shot = tmp_path / "shot.png"
-    done = _chromium([f"--screenshot={shot}", "--window-size=1280,2400", "--virtual-time-budget=5000",
-                      index.as_uri()], tmp_path)
-    assert shot.is_file() and shot.stat().st_size > 20_000, done.stderr[-2000:]

@@ -29,6 +29,7 @@ data = "mnist1d"
 n_train = 256
 n_test = 200
 epochs = 40
+device = "cpu"
 [grid]
 seed = [0, 1]
 corruption = ["true_labels", "random_labels"]
@@ -170,7 +171,7 @@ def test_sigkill_mid_fused_group_then_the_same_command_resumes_every_run(tmp_pat
 def test_worker_processes_a_dead_worker_fails_its_run_ctrl_c_stops_cleanly_and_a_rerun_resumes(
         tmp_path, spec_file, reference):
     store = tmp_path / "results.db"
-    command = ("run", spec_file, "--store", store, "--quiet", "--jobs", "2", "--fuse", "off")
+    command = ("run", spec_file, "--store", store, "--quiet", "--jobs", "2", "--threads", "1", "--fuse", "off")
     proc = cli(*command)
     wait_for(proc, lambda: progress(store)[1] >= 4)
     workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
@@ -202,7 +203,7 @@ def test_worker_processes_a_dead_worker_fails_its_run_ctrl_c_stops_cleanly_and_a
 def test_two_sweep_commands_on_one_store_the_second_refuses_and_sigterm_stops_cleanly(tmp_path):
     spec = tmp_path / "long.toml"  # one run that never converges: lr too small to fit random labels
     spec.write_text('name = "long"\n[defaults]\ndata = "mnist1d"\nn_train = 256\nn_test = 100\nepochs = 100000\n'
-                    'corruption = "random_labels"\nlr = 1e-7\n')
+                    'corruption = "random_labels"\nlr = 1e-7\ndevice = "cpu"\n')
     store = tmp_path / "results.db"
     first = cli("run", spec, "--store", store, "--quiet", "--threads", "1")
     wait_for(first, lambda: lock_holder(store) is not None and progress(store)[1] >= 2)
@@ -265,7 +266,7 @@ def test_plan_lists_runs_with_their_status_in_the_store(small_store):
 
 def test_plan_says_which_runs_cannot_be_fused(tmp_path):
     spec = tmp_path / "dropout.toml"
-    spec.write_text('name = "d"\n[defaults]\ndata = "mnist1d"\ndropout = 0.5\n[grid]\nseed = [0, 1]\n')
+    spec.write_text('name = "d"\n[defaults]\ndata = "mnist1d"\ndropout = 0.5\ndevice = "cpu"\n[grid]\nseed = [0, 1]\n')
     result = invoke("plan", spec)
     assert result.exit_code == 0 and "none of these runs can train together" in result.output
 
@@ -314,7 +315,8 @@ def test_usage_errors_name_the_fix(tmp_path, small_store, monkeypatch):
 
 def test_two_worker_processes_each_train_a_fused_group(tmp_path, spec_file, reference):
     store = tmp_path / "results.db"
-    code, out = finish(cli("run", spec_file, "--store", store, "--quiet", "--jobs", "2", "--fuse", "on"))
+    code, out = finish(cli("run", spec_file, "--store", store, "--quiet", "--jobs", "2", "--threads", "1", "--fuse",
+                           "on"))
     assert code == 0, out
     assert "2 worker processes" in out
     with Store.open(store) as s:

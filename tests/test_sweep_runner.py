@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from rethinkgen.sweep import executors
+from rethinkgen.sweep import ray_executor, worker
 from rethinkgen.sweep.executors import LocalExecutor, execute_run, register_group_trainer
 from rethinkgen.sweep.progress import SweepDisplay
 from rethinkgen.sweep.runner import run_sweep
@@ -23,6 +23,7 @@ n_test = 100
 batch_size = 32
 log_every = 3
 epochs = 6
+device = "cpu"
 [grid]
 seed = [0, 1]
 corruption = ["true_labels", "random_labels"]
@@ -211,7 +212,7 @@ def test_the_fused_trainer_hook_receives_groups(tmp_path, reference):
     finally:
         register_group_trainer(None)
     assert sorted(len(g) for g in groups) == [2, 2]  # both seeds of each corruption together
-    assert executors.group_key() is executors._fuse_key  # None restores the fused trainer's grouping
+    assert worker.group_key() is worker._fuse_key  # None restores the fused trainer's grouping
     assert snapshot(tmp_path / "r.db") == reference
 
 
@@ -369,7 +370,7 @@ def test_ray_parallelism_counts_the_tasks_the_cluster_can_run(monkeypatch):
         def cluster_resources(self):
             return self.resources
 
-    monkeypatch.setattr(executors, "import_ray", lambda: FakeRay())
+    monkeypatch.setattr(ray_executor, "import_ray", lambda: FakeRay())
     default, no_gpu, half = RayExecutor(), RayExecutor(gpus_per_run=0.0), RayExecutor(gpus_per_run=0.5)
     assert (default.parallelism(), default.accelerated(), default.max_group()) == (4, True, 64)  # 0.25 GPU each
     assert (no_gpu.parallelism(), no_gpu.accelerated(), no_gpu.max_group()) == (16, False, 16)

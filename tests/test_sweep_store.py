@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rethinkgen.sweep.cli import export_tables
+from rethinkgen.sweep.schema import SCHEMA
 from rethinkgen.sweep.spec import parse_spec
 from rethinkgen.sweep.store import (
     Store,
@@ -37,7 +38,8 @@ seed = [0, 1]
 # The columns other parts (report, kernel commands) code against: changing them breaks them.
 COLUMNS = {
     "runs": ["run_key", "name", "sweep", "config_json", "status", "attempts", "created_at", "started_at",
-             "finished_at", "heartbeat_at", "error", "code_version", "hardware", "torch_version", "device"],
+             "finished_at", "heartbeat_at", "error", "code_version", "hardware", "torch_version", "device",
+             "numerics_json"],
     "epochs": ["run_key", "epoch", "step", "samples_seen", "lr", "train_loss", "train_eval_loss", "train_acc",
                "train_acc_corrupted", "train_acc_clean", "test_loss", "test_acc", "wall_time_s"],
     "step_losses": ["run_key", "step", "loss"],
@@ -135,6 +137,39 @@ def test_finish_fail_interrupt_and_stale(store, planned):
     assert store.status_counts()["interrupted"] == 1 and store.status_counts()["converged"] == 1
     with pytest.raises(ValueError, match="final status"):
         store.finish_run(b, {"status": "running"})
+
+
+CPU2 = {"device": "cpu", "autocast": None, "threads": 2, "graph": None, "channels_last": False, "tf32": None}
+CUDA = {"device": "cuda", "autocast": "bfloat16", "threads": None, "graph": None, "channels_last": True,
+        "tf32": "conv"}
+
+
+def test_numerics_are_recorded_per_run(store, planned):
+    a, b = (r.run_key for r in planned.runs)
+    assert store.run(a)["numerics"] is None  # not trained yet
+    store.start_run(a, device="cpu")
+    store.set_numerics(a, CPU2)
+    assert store.run(a)["numerics"] == CPU2
+    store.finish_run(a, {"status": "max_epochs", "epochs": 3, "steps": 12, "numerics": CUDA})
+    assert store.run(a)["numerics"] == CUDA and store.summary(a)["numerics"] == CUDA
+    store.finish_run(b, {"status": "max_epochs"})  # a summary without numerics leaves the column alone
+    assert store.run(b)["numerics"] is None
+
+
+def test_a_store_of_an_older_version_is_migrated_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # what rethinkgen wrote before runs had numerics_json: SCHEMA alone
+        db.executescript(SCHEMA)
+        db.execute("INSERT INTO runs (run_key, name, status) VALUES ('k1', 'old run', 'converged')")
+    with Store.open(path, readonly=True) as old:  # readers do not change it, and see no numerics
+        assert [(r["run_key"], r["numerics"]) for r in old.runs()] == [("k1", None)]
+    with Store(path) as s:
+        assert [r[1] for r in s.conn.execute("PRAGMA table_info(runs)")] == COLUMNS["runs"]
+        (run,) = s.runs()
+        assert (run["name"], run["status"], run["numerics"]) == ("old run", "converged", None)
+        s.set_numerics("k1", CPU2)
+    with Store(path) as s:  # opening again migrates nothing twice
+        assert s.run("k1")["numerics"] == CPU2
 
 
 def test_is_stale_uses_the_heartbeat():

@@ -14,6 +14,8 @@ import torch
 from rethinkgen.errors import ConfigError, RethinkgenError, UnknownNameError
 from rethinkgen.theory import kernels as K
 from rethinkgen.theory.features import FEATURES, build_feature_map, random_filters
+from rethinkgen.theory.kernels import cholesky as KC
+from rethinkgen.theory.kernels import memory as KM
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -91,12 +93,14 @@ def test_blocked_cholesky_equals_torch(n, block, dtype):
     assert torch.equal(K.restore_from_upper_(a, s.diagonal().clone(), block), s)
 
 
-def test_cholesky_reports_the_failing_pivot():
-    s = _spd(70, torch.float64)
-    s[40, 40] = -1.0
-    with pytest.raises(K.NotPositiveDefiniteError) as e:
-        K.cholesky_inplace_(s, block=16)
-    assert e.value.index == 40 and "--reg" in str(e.value)
+def test_cholesky_reports_the_failing_pivot_with_advice_that_fits_the_dtype():
+    for dtype in (torch.float64, torch.float32):
+        s = _spd(70, dtype)
+        s[40, 40] = -1.0
+        with pytest.raises(K.NotPositiveDefiniteError) as e:
+            K.cholesky_inplace_(s, block=16)
+        assert e.value.index == 40 and "--reg" in str(e.value)
+        assert ("--dtype float64" in str(e.value)) == (dtype == torch.float32)  # never when already float64
 
 
 def test_solve_exact_retries_with_jitter_and_says_so():
@@ -194,8 +198,10 @@ def test_interpolation_without_ridge(dtype, tol):
     r = K.fit_min_norm(x, K.one_hot(y, 10), x[:20], y[:20], "gaussian", 0.5, dtype=dtype, block=128)
     assert r.train_error == 0.0 and r.test_error == 0.0  # test = training points here
     assert r.rel_residual < tol
-    assert r.jitter == 0.0 and r.n_train == 500 and r.dim == 10
-    assert r.peak_mem_bytes > 0 and r.time_s > 0
+    assert r.jitter == 0.0 and r.n_train == 500 and r.dim == 10 and r.status == "ok" and not r.problems
+    # the phases are timed inside the whole fit: their sum cannot exceed it (0 or a lost phase would fail)
+    assert set(r.timings) == {"kernel_s", "factor_s", "triangular_s", "residual_s", "predict_s"}
+    assert 0 < sum(r.timings.values()) <= r.time_s and r.peak_mem_bytes > 0
     json.dumps(r.to_dict())  # serialisable, alpha left out
 
 
@@ -213,7 +219,7 @@ def test_rkhs_norm_formula():
 
 
 def test_memory_refusal_names_the_fixes(monkeypatch):
-    monkeypatch.setattr(K, "available_memory", lambda device="cpu": 2 * 10**9)
+    monkeypatch.setattr(KM, "available_memory", lambda device="cpu": 2 * 10**9)
     with pytest.raises(RethinkgenError) as e:
         K.check_exact_memory(60000, torch.float64)
     msg = str(e.value)
@@ -388,7 +394,7 @@ def test_when_resuming_with_jitter_fails_the_whole_diagonal_is_jittered_from_scr
         calls.append(1)
         raise K.NotPositiveDefiniteError(97, rows[0].dtype, block=3)
 
-    monkeypatch.setattr(K, "factor_with_jitter_", resume_fails)
+    monkeypatch.setattr(KC, "factor_with_jitter_", resume_fails)
     if storage == "packed":
         sol = K.solve_exact_packed(x, y, "gaussian", 0.5, block=32)
     else:
@@ -402,12 +408,12 @@ def test_when_resuming_with_jitter_fails_the_whole_diagonal_is_jittered_from_scr
 
 
 def test_the_fallback_raises_when_no_jitter_helps(monkeypatch):
-    x = torch.rand(40, 3, dtype=torch.float64)
+    x = torch.rand(40, 3, generator=_gen(6), dtype=torch.float64)
 
     def never(rows, bounds, start=0):
         raise K.NotPositiveDefiniteError(5, rows[0].dtype)
 
-    monkeypatch.setattr(K, "cholesky_rows_", never)
+    monkeypatch.setattr(KC, "cholesky_rows_", never)
     with pytest.raises(K.NotPositiveDefiniteError, match="not numerically positive definite"):
         K.solve_exact_packed(x, K.one_hot(torch.arange(40) % 2, 2).double(), "gaussian", 0.5, block=16)
 
@@ -430,9 +436,9 @@ def test_the_fallback_frees_each_failed_factor_before_building_the_next(monkeypa
 
     x = torch.rand(60, 3, generator=_gen(5))
     x = torch.cat([x, x[:10]])  # exact duplicates: singular in float32 until the jitter is large enough
-    monkeypatch.setattr(K, "packed_rows", tracking)
-    monkeypatch.setattr(K, "factor_with_jitter_", resume_fails)
-    monkeypatch.setattr(K, "jitter_schedule", lambda dtype: (0.0, 1e-1))  # the first rebuild fails too
+    monkeypatch.setattr(KC, "packed_rows", tracking)
+    monkeypatch.setattr(KC, "factor_with_jitter_", resume_fails)
+    monkeypatch.setattr(KC, "jitter_schedule", lambda dtype: (0.0, 1e-1))  # the first rebuild fails too
     sol = K.solve_exact_packed(x, K.one_hot(torch.arange(70) % 2, 2), "gaussian", 0.5, block=16)
     assert sol.jitter == pytest.approx(1e-1) and len(alive) == 3 * 5  # three builds of five block rows
     assert any("still a non-positive pivot" in note for note in sol.notes)

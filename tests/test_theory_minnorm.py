@@ -113,7 +113,6 @@ def test_rademacher_errors():
 
 def test_rademacher_with_the_trainer():
     """The trainer adapter: an MLP fits random ±1 labels of 64 MNIST-1D signals."""
-    pytest.importorskip("rethinkgen.train.loop")
     from rethinkgen.data.sources import load_dataset
     from rethinkgen.train.config import TrainConfig
 
@@ -157,7 +156,6 @@ def test_cli_sgd_minnorm_json_and_table():
 
 
 def test_cli_rademacher_linear_and_theorem1():
-    pytest.importorskip("rethinkgen.data.sources")
     runner = CliRunner()
     result = runner.invoke(_app(), ["theory", "rademacher", "--data", "synthetic", "--class", "theorem1",
                                     "--n", "200", "--m", "3", "--json"])

@@ -37,6 +37,7 @@ STANDARDIZE = ("per_image", "per_feature", "none")
 PAD = 4  # pixels of zero padding for random-crop augmentation without a crop (CIFAR convention)
 _DIMS = {"image": 3, "signal": 2, "vector": 1}
 _CHUNK = 4096  # samples per chunk when preprocessing a whole set or computing per-feature statistics
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class Preprocessor:
@@ -116,8 +117,9 @@ class Preprocessor:
             self.output_shape: tuple[int, ...] = (input_shape[0], crop, crop)
         else:
             self.output_shape = input_shape
-        self._mean: torch.Tensor | None = None  # per-feature statistics, (*output_shape,)
+        self._mean: torch.Tensor | None = None  # per-feature statistics, (*output_shape,), float32 on x_train's device
         self._std: torch.Tensor | None = None
+        self._moments: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         if standardize == "per_feature":
             if x_train is None:
                 raise ConfigError("standardize='per_feature' needs the training inputs (x_train) for its "
@@ -194,11 +196,23 @@ class Preprocessor:
             return x
         if self.standardize == "per_image":
             return _per_image_standardization(x)
+        mean, std = self._moments_for(x)
+        if x.dtype in _LOW_PRECISION:  # float16/bfloat16: standardise in float32, as per-image does
+            return ((x.float() - mean) / std).to(x.dtype)
+        return (x - mean) / std
+
+    def _moments_for(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-feature mean and std on ``x``'s device, in its dtype (float32 for float16/bfloat16).
+
+        The float32 statistics computed at construction stay the master copy; converted copies are
+        cached per (device, dtype), so a bfloat16 batch never degrades a later float32 one."""
         assert self._mean is not None and self._std is not None
-        if self._mean.device != x.device or self._mean.dtype != x.dtype:
-            self._mean = self._mean.to(device=x.device, dtype=x.dtype)
-            self._std = self._std.to(device=x.device, dtype=x.dtype)
-        return (x - self._mean) / self._std
+        dtype = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+        key = (x.device, dtype)
+        if key not in self._moments:
+            self._moments[key] = (self._mean.to(device=x.device, dtype=dtype),
+                                  self._std.to(device=x.device, dtype=dtype))
+        return self._moments[key]
 
 
 def _per_image_standardization(x: torch.Tensor) -> torch.Tensor:

@@ -110,7 +110,13 @@ def register_model(
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Sorted names of the registered models matching a shell-style pattern (``"mlp*"``)."""
+    """Sorted names of the registered models matching a shell-style pattern (``"mlp*"``).
+
+    Examples
+    --------
+    >>> list_models("mlp*")
+    ['mlp_1x512', 'mlp_3x512']
+    """
     return MODELS.names(pattern)
 
 
@@ -148,6 +154,16 @@ def create_model(
 
     Raises ``ConfigError`` for a layout the model does not accept (the message lists the models that
     do), an input too small for the model, or out-of-range ``num_classes`` / ``dropout``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = create_model("cnn1d", (1, 40), num_classes=10)  # MNIST-1D signals
+    >>> net(torch.zeros(8, 1, 40)).shape
+    torch.Size([8, 10])
+    >>> create_model("alexnet_small", (40,))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    rethinkgen.errors.ConfigError: model 'alexnet_small' does not accept 'vector' inputs (it takes image); ...
     """
     spec = MODELS.get(name)
     shape = tuple(int(s) for s in input_shape)

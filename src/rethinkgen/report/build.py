@@ -2,7 +2,12 @@
 
 Runs are grouped by dataset. Every dataset gets Figures 1a/1b/1c/2, Table 1, the corruption-level
 table and the per-run summary; paper columns appear only for the paper's data (Table 1: CIFAR-10;
-kernel table: MNIST and CIFAR-10). Runs that did not finish are listed, never plotted. Output files
+kernel table: MNIST and CIFAR-10). Runs that are not evidence (diverged, failed, unfinished; see
+``evidence.py``) are listed with their status, never plotted, averaged or counted in a finding.
+
+A dataset's section is made by the functions of :data:`SECTION_PARTS`, in order; another part adds
+its own (``SECTION_PARTS.append(fn)``; ``fn(data, runs, out)`` writes its files into ``out`` and
+returns ``FigureEntry`` / ``TableEntry`` items, shown in that order). Output files
 (all in ``out_dir``): ``index.html``, ``fig1a_<data>.png`` ..., ``table1_<data>.csv|.md``,
 ``levels_<data>.csv|.md``, ``runs_<data>.csv|.md``, ``table3_kernels.csv|.md``.
 """
@@ -12,14 +17,15 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rethinkgen.errors import ConfigError
 from rethinkgen.report import figures, findings, tables
+from rethinkgen.report.evidence import REASONS, evidence_status, is_evidence, left_out_text
 from rethinkgen.report.html import FigureEntry, Page, Section, TableEntry, render
-from rethinkgen.report.runs import by_data, cfg, finite, is_finished, run_wall_time, seeds_of, slug
+from rethinkgen.report.runs import by_data, cfg, finite, run_wall_time, seeds_of, slug
 from rethinkgen.report.style import save
 
 PAPER_DATA = "cifar10"  # Table 1 and Figures 1/2 are compared with the paper only on this dataset
@@ -58,8 +64,8 @@ def build_from_data(runs: Sequence[dict], kernel_results: Sequence[dict], out_di
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; pass a folder for the report (it is created if missing)")
     out.mkdir(parents=True, exist_ok=True)
-    finished = [r for r in runs if is_finished(r)]
-    unfinished = [r for r in runs if not is_finished(r)]
+    evidence = [r for r in runs if is_evidence(r)]
+    left_out = [r for r in runs if not is_evidence(r)]
     sections = [_section(data, group, out) for data, group in by_data(runs).items()]
     kernel_entry = _table_entry(tables.table3(kernel_results), out) if kernel_results else None
     messages = []
@@ -69,15 +75,18 @@ def build_from_data(runs: Sequence[dict], kernel_results: Sequence[dict], out_di
                         "to report. Fill it with `rethinkgen sweep run configs/quick.toml --store "
                         f"{source}` (or `rethinkgen kernel fit ... --store {source}`), then run "
                         f"`rethinkgen report --store {source} --out {out}` again.")
-    elif runs and not finished:
-        messages.append(f"None of the {len(runs)} runs in the store has finished yet: there are no results "
-                        "to plot. The runs are listed at the end of the page.")
-    if unfinished and finished:
-        counts = Counter(str(r.get("status")) for r in unfinished)
-        messages.append(f"Partial store: {len(unfinished)} of {len(runs)} runs have not finished ("
+    elif runs and not evidence:
+        messages.append(f"None of the {len(runs)} runs in the store finished as intended yet "
+                        f"({left_out_text(runs)}): there are no results to plot. The runs are listed at the "
+                        "end of the page.")
+    if left_out and evidence:
+        counts = Counter(str(r.get("status")) for r in left_out)
+        messages.append(f"{len(left_out)} of {len(runs)} runs are not evidence ("
                         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-                        + "). They are listed at the end and left out of every figure and table; rerun the "
-                        "sweep to resume them.")
+                        + "). They are listed at the end with their status and left out of every figure, "
+                        "table cell and finding"
+                        + ("; rerun the sweep to resume the unfinished ones." if any(
+                            evidence_status(r) == "unfinished" for r in left_out) else "."))
     if runs and not kernel_results:
         messages.append("No kernel results in this store (the paper's Section 5: 1.2% and 0.6% on MNIST, "
                         "46%, 17% and 15% on CIFAR-10); add them with `rethinkgen kernel fit ... --store "
@@ -88,7 +97,7 @@ def build_from_data(runs: Sequence[dict], kernel_results: Sequence[dict], out_di
         provenance=provenance(runs, kernel_results),
         sections=sections,
         kernel_table=kernel_entry,
-        unfinished=[_unfinished_row(r) for r in unfinished],
+        unfinished=[_left_out_row(r) for r in left_out],
         messages=messages,
         empty=empty,
     )
@@ -102,9 +111,7 @@ def _table_entry(table: tables.Table, out: Path) -> TableEntry:
     return TableEntry(table, csv_path.name, md_path.name)
 
 
-def _section(data: str, runs: list[dict], out: Path) -> Section:
-    compare = data == PAPER_DATA
-    done = [r for r in runs if is_finished(r)]
+def _figures_part(data: str, runs: list[dict], out: Path) -> list:
     entries = []
     for plot in figures.all_figures(runs, data):
         image = None
@@ -112,26 +119,42 @@ def _section(data: str, runs: list[dict], out: Path) -> Section:
             image = f"{plot.key}_{slug(data)}.png"
             save(plot.figure, out / image)
         entries.append(FigureEntry(plot, image))
-    table_entries = []
-    t1 = tables.table1(done, data, compare=compare)
-    if t1.rows:
-        table_entries.append(_table_entry(t1, out))
-    levels = tables.table_levels(done, data)
-    if levels.rows:
-        table_entries.append(_table_entry(levels, out))
+    return entries
+
+
+def _tables_part(data: str, runs: list[dict], out: Path) -> list:
+    entries = []
+    for table in (tables.table1(runs, data, compare=data == PAPER_DATA), tables.table_levels(runs, data)):
+        if table.rows:
+            entries.append(_table_entry(table, out))
+    return entries
+
+
+#: The parts of a dataset's section, in order: each ``fn(data, runs, out)`` returns FigureEntry and
+#: TableEntry items (written into ``out``) that the page shows after the findings.
+SECTION_PARTS: list[Callable[[str, list[dict], Path], list]] = [_figures_part, _tables_part]
+
+
+def _section(data: str, runs: list[dict], out: Path) -> Section:
+    compare = data == PAPER_DATA
+    items = [item for part in SECTION_PARTS for item in part(data, runs, out)]
     summary = _table_entry(tables.summary_table(runs, data), out)
-    return Section(data=data, compare=compare, n_runs=len(runs), figures=entries, tables=table_entries,
-                   findings=findings.all_findings(done), summary=summary)
+    return Section(data=data, compare=compare, n_runs=len(runs),
+                   figures=[i for i in items if isinstance(i, FigureEntry)],
+                   tables=[i for i in items if isinstance(i, TableEntry)],
+                   findings=findings.all_findings(runs), summary=summary, items=items)
 
 
-def _unfinished_row(run: dict) -> dict[str, Any]:
+def _left_out_row(run: dict) -> dict[str, Any]:
     history = run.get("history") or []
     error = run.get("error")
     if error and len(error) > 3000:
         error = "…" + error[-3000:]
+    state = evidence_status(run)
     return {"name": run.get("name") or run.get("run_key"), "data": cfg(run, "data"),
             "status": run.get("status"), "attempts": run.get("attempts"),
-            "epochs_done": max((row.get("epoch") or 0 for row in history), default=0), "error": error}
+            "epochs_done": max((row.get("epoch") or 0 for row in history), default=0),
+            "why": REASONS.get(state), "error": error}
 
 
 def _distinct(values: Sequence[Any]) -> str:

@@ -20,8 +20,12 @@ def report_command(
                                         "as data URIs, so the page alone carries everything")] = False,
 ) -> Path:
     """Write Figures 1a-1c, Figure 2, Table 1 and the kernel table (beside the paper's numbers) as HTML."""
+    from rethinkgen.files import ensure_writable_dir
     from rethinkgen.report.build import build_report
+    from rethinkgen.sweep.cli import open_results_store
 
+    open_results_store(store).close()  # what is not a results store (empty, missing, foreign) fails here
+    ensure_writable_dir(out, "--out")  # and so does a read-only --out: before any figure is drawn
     index = build_report(store, out, embed_images=embed)
     typer.echo(f"report written: {index}")
     typer.echo(f"open it in a browser: {index.resolve().as_uri()}")

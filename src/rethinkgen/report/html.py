@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ from rethinkgen.report.runs import slug
 from rethinkgen.report.tables import Table
 
 NUMERIC_KINDS = ("pct", "delta", "int", "float", "sci", "seconds", "ratio")
+#: Columns of free text that may be long (run names, setting lists): they wrap anywhere if they must.
+LONG_TEXT = ("name", "variant", "features", "error")
+_BREAK_AFTER = re.compile(r"([_/,=.;])")
 
 
 def esc(value: Any) -> str:
@@ -44,7 +48,7 @@ class TableEntry:
 
 @dataclass
 class Section:
-    """Everything shown for one dataset."""
+    """Everything shown for one dataset: the findings, then ``items`` (figures and tables) in order."""
 
     data: str
     compare: bool  # paper columns shown (the paper's data)
@@ -53,6 +57,7 @@ class Section:
     tables: list[TableEntry]
     findings: list[Finding]
     summary: TableEntry | None = None
+    items: list[FigureEntry | TableEntry] | None = None  # display order (None: figures, then tables)
 
 
 @dataclass
@@ -62,7 +67,7 @@ class Page:
     provenance: list[tuple[str, str]]  # (label, value), all shown escaped
     sections: list[Section]
     kernel_table: TableEntry | None
-    unfinished: list[dict[str, Any]]  # runs that did not finish: name, status, attempts, error
+    unfinished: list[dict[str, Any]]  # runs that are not evidence: name, status, attempts, why, error
     messages: list[str] = field(default_factory=list)  # shown at the top (empty / partial store)
     empty: bool = False
 
@@ -77,11 +82,12 @@ h3{margin-top:1.8rem}.sub{color:#555;margin-top:0}
 .warn{background:#fff6e5;border-color:#E69F00}.empty{background:#fdeeee;border-color:#D55E00;font-size:1.1rem}
 dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem;margin:.2rem 0}
 dl.prov dt{font-weight:600}dl.prov dd{margin:0}
-figure{margin:1.2rem 0}figure img{max-width:100%;height:auto;border:1px solid #e3e3e3}
+figure{margin:1.2rem 0}figure img{max-width:100%;height:auto;border:1px solid #e3e3e3;box-sizing:border-box}
 figcaption{color:#333;font-size:.92rem;max-width:1000px}
-.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.85rem;margin:.4rem 0}
-th,td{border:1px solid #d0d0d0;padding:.2rem .45rem;text-align:left;vertical-align:top}
-th{background:#eef2f6}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;font-size:.8rem;margin:.4rem 0}
+th,td{border:1px solid #d0d0d0;padding:.2rem .35rem;text-align:left;vertical-align:top}
+th{background:#eef2f6;hyphens:auto}td.long{overflow-wrap:anywhere;min-width:8rem}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.notrun td{color:#888;font-style:italic}.ok{color:#009E73;font-weight:700}
 .bad{color:#D55E00;font-weight:700}
 .unk{color:#888;font-weight:700}ul.notes{font-size:.85rem;color:#444}code{background:#f0f0f0;padding:0 .2rem}
@@ -96,6 +102,15 @@ def _img_src(image: str, out_dir: Path, embed: bool) -> str:
     return image
 
 
+def _cell(text: str, kind: str, *, long: bool = False) -> str:
+    """One table cell: numbers right-aligned on one line; text escaped, with line-break opportunities
+    after ``_ / , = . ;`` (so ``inception_small_nobn`` or a run name can wrap without a scrollbar)."""
+    if kind in NUMERIC_KINDS:
+        return f"<td class=num>{esc(text)}</td>"
+    body = _BREAK_AFTER.sub(r"\1<wbr>", esc(text)) if len(text) > 12 else esc(text)
+    return f'<td class="long">{body}</td>' if long else f"<td>{body}</td>"
+
+
 def render_table(entry: TableEntry) -> str:
     t = entry.table
     parts = [f'<h3 id="{esc(t.key)}">{esc(t.title)}</h3>',
@@ -104,17 +119,21 @@ def render_table(entry: TableEntry) -> str:
     if not t.rows:
         parts.append("<p>No rows: the store holds no runs for this table.</p>")
         return "\n".join(parts)
-    head = "".join(f"<th>{esc(c.title)}</th>" for c in t.columns)
+    columns = [c for c in t.columns if c.on_page]
+    head = "".join(f"<th>{esc(c.title)}</th>" for c in columns)
     body = []
     for row in t.rows:
         cls = ' class="notrun"' if row.get("status") == "not run" else ""
-        cells = "".join(f'<td{" class=num" if c.kind in NUMERIC_KINDS else ""}>{esc(t.cell(row, c))}</td>'
-                        for c in t.columns)
+        cells = "".join(_cell(t.cell(row, c), c.kind, long=c.key in LONG_TEXT) for c in columns)
         body.append(f"<tr{cls}>{cells}</tr>")
     parts.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>'
                  + "\n".join(body) + "</tbody></table></div>")
-    if t.notes:
-        parts.append('<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in t.notes) + "</ul>")
+    notes = list(t.notes)
+    hidden = [c.title for c in t.columns if not c.on_page]
+    if hidden:
+        notes.append(f"also in the CSV and Markdown files: {', '.join(hidden)}")
+    if notes:
+        parts.append('<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
     return "\n".join(parts)
 
 
@@ -138,12 +157,25 @@ def render_findings(findings: Sequence[Finding], compare: bool) -> str:
     where = "these runs" if compare else "these runs (the paper's claims are about CIFAR-10 and ImageNet)"
     items = []
     for f in findings:
-        sym, cls = {True: ("✓ agrees", "ok"), False: ("✗ differs", "bad"), None: ("– no runs", "unk")}[f.ok]
+        cls = {True: "ok", False: "bad", None: "unk"}[f.ok]
         details = "".join(f"<li>{esc(d)}</li>" for d in f.details[:20])
-        items.append(f'<li><span class="{cls}">{esc(sym)}</span> — {esc(f.claim)} [{esc(f.mark)}]'
-                     + (f'<ul class="notes">{details}</ul>' if details else "") + "</li>")
+        if len(f.details) > 20:
+            details += f"<li>… and {len(f.details) - 20} more</li>"
+        why = f" <em>({esc(f.why)})</em>" if f.ok is None and f.why else ""
+        left = (f'<li class="left">left out, not evidence: {esc(f.left_out)}</li>' if f.left_out else "")
+        items.append(f'<li><span class="{cls}">{esc(f.verdict)}</span> — {esc(f.claim)} [{esc(f.mark)}]{why}'
+                     + (f'<ul class="notes">{details}{left}</ul>' if details or left else "") + "</li>")
     return (f'<div class="box"><strong>The paper\'s findings, checked on {esc(where)}</strong>'
-            f"<ul>{''.join(items)}</ul></div>")
+            f"<ul>{''.join(items)}</ul>"
+            '<p class="sub">✓ agrees: every check agrees · ✗ differs: a check on runs that reached their '
+            "target disagrees · ? inconclusive: a check could not be decided (e.g. runs stopped at "
+            "max_epochs) or no run of its kind finished as intended. Diverged, failed and unfinished runs "
+            "never count.</p></div>")
+
+
+def inline(text: str) -> str:
+    """Escape ``text`` for HTML and show its `backtick` spans as <code> (no literal backticks)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(text))
 
 
 def render_marks() -> str:
@@ -161,7 +193,7 @@ def render(page: Page, out_dir: Path, *, embed: bool = False) -> str:
            f'(arXiv:{esc(ref["arxiv"])}). Report of store <code>{esc(page.source)}</code>, made '
            f"{esc(page.generated_at)}.</p>"]
     for message in page.messages:
-        out.append(f'<div class="box {"empty" if page.empty else "warn"}">{esc(message)}</div>')
+        out.append(f'<div class="box {"empty" if page.empty else "warn"}">{inline(message)}</div>')
     out.append('<div class="box" id="provenance"><strong>Made from</strong><dl class="prov">'
                + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in page.provenance) + "</dl></div>")
     if page.sections or page.kernel_table:
@@ -172,16 +204,18 @@ def render(page: Page, out_dir: Path, *, embed: bool = False) -> str:
             "“paper” and “Δ” = ours − paper, in percentage points); the kernel table compares MNIST and "
             "CIFAR-10. Other datasets get the same plots and tables without paper columns: the paper has "
             "no numbers for them, only its qualitative findings, which each section checks. Several seeds "
-            "of one setting are shown as mean ± spread; runs that are missing or did not converge are "
-            "marked, never filled in. Each paper number carries the certainty mark of our reference "
-            "sheet:</p>")
+            "of one setting are shown as mean ± spread. A run is evidence only if it finished as intended: "
+            "diverged, failed and unfinished runs are listed with their status and enter no number, figure "
+            "or finding; runs that stopped at max_epochs before reaching the target train accuracy are "
+            "shown as such (hollow markers, ▲, no Δ) and make a finding inconclusive rather than "
+            "different. Each paper number carries the certainty mark of our reference sheet:</p>")
         out.append(render_marks())
         nav = "".join(f'<li><a href="#data-{esc(slug(s.data))}">{esc(s.data)}</a> ({s.n_runs} runs)</li>'
                       for s in page.sections)
         if page.kernel_table:
             nav += '<li><a href="#kernels">Kernel interpolation (Table 3)</a></li>'
         if page.unfinished:
-            nav += '<li><a href="#unfinished">Runs that did not finish</a></li>'
+            nav += '<li><a href="#unfinished">Runs that are not evidence</a></li>'
         out.append(f"<ul>{nav}</ul>")
     for section in page.sections:
         out.append(f'<h2 id="data-{esc(slug(section.data))}">Dataset: {esc(section.data)}</h2>')
@@ -192,10 +226,10 @@ def render(page: Page, out_dir: Path, *, embed: bool = False) -> str:
             out.append(f"<p>The paper has no runs on {esc(section.data)}: the figures and tables below have "
                        "no paper columns. Compare the shapes with the paper's qualitative findings.</p>")
         out.append(render_findings(section.findings, section.compare))
-        for fig in section.figures:
-            out.append(render_figure(fig, out_dir, embed))
-        for table in section.tables:
-            out.append(render_table(table))
+        items = section.items if section.items is not None else [*section.figures, *section.tables]
+        for item in items:
+            out.append(render_figure(item, out_dir, embed) if isinstance(item, FigureEntry)
+                       else render_table(item))
         if section.summary is not None:
             out.append(f"<details><summary>All {section.n_runs} runs on {esc(section.data)}</summary>"
                        + render_table(section.summary) + "</details>")
@@ -205,16 +239,18 @@ def render(page: Page, out_dir: Path, *, embed: bool = False) -> str:
                    "<code>rethinkgen kernel fit --store PATH</code>.</p>")
         out.append(render_table(page.kernel_table))
     if page.unfinished:
-        out.append('<h2 id="unfinished">Runs that did not finish</h2>')
-        out.append("<p>These runs are in the store but have no final result (failed, interrupted, pending or "
-                   "still running). They are left out of every figure and table above.</p>")
+        out.append('<h2 id="unfinished">Runs that are not evidence</h2>')
+        out.append("<p>These runs are in the store but did not finish as intended (diverged, failed, "
+                   "interrupted, pending or still running). They are left out of every figure, table cell "
+                   "and finding above.</p>")
         rows = "".join(
             f"<tr><td>{esc(r.get('name'))}</td><td>{esc(r.get('data'))}</td><td>{esc(r.get('status'))}</td>"
             f"<td class=num>{esc(r.get('attempts'))}</td><td class=num>{esc(r.get('epochs_done'))}</td>"
-            f"<td>{'<pre>' + esc(r.get('error')) + '</pre>' if r.get('error') else ''}</td></tr>"
+            f"<td>{esc(r.get('why'))}"
+            f"{'<pre>' + esc(r.get('error')) + '</pre>' if r.get('error') else ''}</td></tr>"
             for r in page.unfinished)
         out.append('<div class="scroll"><table><thead><tr><th>run</th><th>data</th><th>status</th>'
-                   "<th>attempts</th><th>epochs recorded</th><th>error</th></tr></thead>"
+                   "<th>attempts</th><th>epochs recorded</th><th>why it is left out</th></tr></thead>"
                    f"<tbody>{rows}</tbody></table></div>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"

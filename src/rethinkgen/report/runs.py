@@ -3,7 +3,8 @@
 A *run* here is a plain dict as ``Store.runs()`` returns it (the ``runs`` row, the parsed ``config`` and
 the summary fields, None where missing), plus two lists the report attaches: ``history`` (the epoch
 rows, ``Store.epoch_rows``) and ``step_losses`` (``[(step, loss), ...]``, ``Store.step_losses``).
-Figures and tables take lists of such dicts, so they can be tested without a store.
+Figures and tables take lists of such dicts, so they can be tested without a store. Which runs are
+evidence (may enter a number at all) is decided in one place, :mod:`rethinkgen.report.evidence`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from typing import Any
 
 from rethinkgen.train.config import TrainConfig
 
-FINISHED = ("converged", "max_epochs", "diverged")
-UNFINISHED = ("pending", "running", "failed", "interrupted")
 LABEL_CORRUPTIONS = ("true_labels", "partial_labels", "random_labels")
 #: Config fields that never distinguish one *setting* from another: they change nothing computed, or
 #: they are the axes a figure spreads its runs over (seed, corruption, level).
@@ -38,10 +37,6 @@ def cfg(run: dict, key: str) -> Any:
 
 def data_name(run: dict) -> str:
     return str(cfg(run, "data"))
-
-
-def is_finished(run: dict) -> bool:
-    return run.get("status") in FINISHED
 
 
 def label_level(run: dict) -> float | None:
@@ -176,6 +171,28 @@ def run_wall_time(run: dict) -> float:
     history = run.get("history") or []
     times = [row.get("wall_time_s") for row in history if finite(row.get("wall_time_s"))]
     return float(max(times)) if times else 0.0
+
+
+def convergence_resolution(run: dict) -> int | None:
+    """SGD steps between the whole-training-set evaluations that decide ``converged_step``.
+
+    The config's ``eval_every`` when set (runs made before that field existed have none); else one
+    evaluation per epoch: the steps between the first two recorded epochs, else
+    ceil(n_train / batch_size). None when neither is known. ``converged_step`` is the first
+    *evaluated* step at which the target was reached, so the true first step lies within this many
+    steps before it.
+    """
+    every = cfg(run, "eval_every")
+    if finite(every) and every > 0:
+        return int(every)
+    history = sorted(run.get("history") or [], key=lambda row: row.get("epoch") or 0)
+    steps = {row.get("epoch"): row.get("step") for row in history if finite(row.get("step"))}
+    if 0 in steps and 1 in steps and steps[1] > steps[0]:
+        return int(steps[1] - steps[0])
+    n, batch = cfg(run, "n_train"), cfg(run, "batch_size")
+    if finite(n) and finite(batch) and batch > 0:
+        return int(math.ceil(n / batch))
+    return None
 
 
 def slug(text: str) -> str:

@@ -5,11 +5,16 @@ write itself as CSV (full precision, machine-readable keys) and Markdown (rounde
 page renders the same rows. Paper columns (the paper's value, ours minus the paper's, the certainty
 mark) are added only where the runs are on the paper's data: CIFAR-10 for Table 1, MNIST and CIFAR-10
 for the kernel table.
+
+Only evidence (:mod:`rethinkgen.report.evidence`) enters a cell: a setting whose runs diverged, failed
+or have not finished keeps its row, with its status and "—" for every number; a row whose runs
+stopped at max_epochs before reaching the target shows their numbers but no Δ against the paper.
 """
 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
 from collections import defaultdict
@@ -19,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from rethinkgen.report import paper
-from rethinkgen.report.figures import MODEL_ORDER, level_lines, model_sort
+from rethinkgen.report.evidence import FINISHED, is_evidence, reached_target
+from rethinkgen.report.plot import MODEL_ORDER, left_out_levels, level_lines, model_sort
 from rethinkgen.report.runs import (
-    FINISHED,
     cfg,
+    convergence_resolution,
     describe,
     finite,
-    is_finished,
     label_level,
     labels_kind,
     one_per_seed,
@@ -47,6 +52,7 @@ class Column:
     title: str
     kind: str = "text"  # text | pct | delta | int | float | sci | seconds | bool | ratio
     spread_key: str | None = None  # key of a standard deviation shown as "mean ± sd"
+    on_page: bool = True  # False: in the CSV and Markdown files only (keeps the HTML table narrow)
 
 
 @dataclass
@@ -111,7 +117,10 @@ def _csv_value(value: Any) -> str:
 
 
 def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A Markdown table cell: HTML (``<``, ``>``, ``&``) as entities, so a run named ``<script>`` stays text
+    in any renderer; ``|`` and ``\\`` escaped so a name cannot split or end the cell; newlines as spaces."""
+    return (html.escape(str(text), quote=False).replace("\\", "\\\\").replace("|", "\\|")
+            .replace("`", "\\`").replace("\r", " ").replace("\n", " "))
 
 
 def format_value(value: Any, kind: str) -> str:
@@ -158,28 +167,30 @@ def _status_text(group: Sequence[dict]) -> str:
 def table1(runs: Sequence[dict], data: str, *, compare: bool | None = None) -> Table:
     """Train and test accuracy per model × random crop × weight decay, plus the random-label rows.
 
-    Rows are finished runs on true labels (p = 0) or random labels (p = 1), grouped over seeds (mean and
-    sample standard deviation). With ``compare`` (default: ``data == "cifar10"``) every row of the
-    paper's Table 1 appears -- rows we have not run show "not run" -- with the paper's value, ours minus
-    the paper's (percentage points) and the certainty mark; random-label rows with weight decay are
-    compared with the appendix Table 4.
+    Rows are runs on true labels (p = 0) or random labels (p = 1), grouped over seeds (mean and sample
+    standard deviation of the runs that are evidence; a setting with none shows its status and "—").
+    With ``compare`` (default: ``data == "cifar10"``) every row of the paper's Table 1 appears -- rows we
+    have not run show "not run" -- with the paper's value, ours minus the paper's (percentage points,
+    only where every run reached the target) and the certainty mark; random-label rows with weight
+    decay are compared with the appendix Table 4.
     """
     compare = (data == "cifar10") if compare is None else compare
-    eligible = [r for r in runs if is_finished(r) and labels_kind(r) is not None]
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for run in eligible:
-        groups[setting_key(run, drop=("corruption",)) + (("labels", labels_kind(run)),)].append(run)
-    groups = {k: one_per_seed(v) for k, v in groups.items()}
+    labelled = [r for r in runs if labels_kind(r) is not None]
+    eligible = [r for r in labelled if is_evidence(r)]
+    everyone: dict[tuple, list[dict]] = defaultdict(list)
+    for run in labelled:
+        everyone[setting_key(run, drop=("corruption",)) + (("labels", labels_kind(run)),)].append(run)
+    groups = {k: one_per_seed([r for r in v if is_evidence(r)] or v) for k, v in everyone.items()}
     keys = list(groups)
     row_fields = ("model", "augment", "weight_decay", "dropout", "labels", "flip")
     varying = varying_fields(keys, exclude=row_fields)
-    any_dropout = any((cfg(r, "dropout") or 0) > 0 for r in eligible)
+    any_dropout = any((cfg(r, "dropout") or 0) > 0 for r in labelled)
     rows = []
     matched: set[int] = set()
     paper_rows = paper.table1_rows() if compare else []
     for key in keys:
-        group = groups[key]
-        first = group[0]
+        group = [r for r in groups[key] if is_evidence(r)]
+        first = groups[key][0]
         model, augment = cfg(first, "model"), bool(cfg(first, "augment"))
         wd, dropout = cfg(first, "weight_decay") or 0.0, cfg(first, "dropout") or 0.0
         kind = labels_kind(first)
@@ -189,9 +200,10 @@ def table1(runs: Sequence[dict], data: str, *, compare: bool | None = None) -> T
         row = {
             "model": model, "n_params": params[0] if params else None, "random_crop": augment,
             "weight_decay": wd, "dropout": dropout, "labels": kind, "variant": describe(key, varying),
-            "seeds": len(group), "status": _status_text(group),
+            "seeds": len(group), "status": _status_text(everyone[key]),
             "train_acc": train_mean, "train_acc_sd": train_sd, "test_acc": test_mean, "test_acc_sd": test_sd,
         }
+        fit = bool(group) and all(reached_target(r) for r in group)
         if compare:
             ref, source = None, None
             if dropout == 0 and not cfg(first, "flip"):
@@ -200,7 +212,7 @@ def table1(runs: Sequence[dict], data: str, *, compare: bool | None = None) -> T
                 if ref is None:
                     ref = paper.table4_lookup(model, augment, wd > 0, kind, cfg(first, "lr_decay"))
                     source = "Table 4"
-            _add_paper(row, ref, source)
+            _add_paper(row, ref, source, with_delta=fit)
             if ref is not None and source == "Table 1":
                 matched.add(_paper_index(paper_rows, ref))
         rows.append(row)
@@ -219,7 +231,7 @@ def table1(runs: Sequence[dict], data: str, *, compare: bool | None = None) -> T
     columns = [Column("model", "model"), Column("n_params", "params (ours)", "int")]
     if compare:
         columns.append(Column("paper_params", "params (paper)", "int"))
-    if compare or any(cfg(r, "augment") for r in eligible):
+    if compare or any(cfg(r, "augment") for r in labelled):
         columns.append(Column("random_crop", "random crop", "bool"))
     columns.append(Column("weight_decay", "weight decay", "text"))
     if any_dropout:
@@ -244,9 +256,16 @@ def table1(runs: Sequence[dict], data: str, *, compare: bool | None = None) -> T
             row["weight_decay"] = f"yes ({wd:g})" if wd > 0 else "no"
         row.pop("weight_decay_paper", None)
     notes = ["accuracies in percent; ours are the final eval-mode accuracies of each run (mean ± sample "
-             "standard deviation over seeds when there are several)"]
+             "standard deviation over seeds when there are several); seeds = the runs averaged",
+             "only runs that finished as intended enter a number: diverged, failed and unfinished runs are "
+             "counted in the status column and nowhere else (— when none is left)"]
+    if len(eligible) < len(labelled):
+        notes.append(f"{len(labelled) - len(eligible)} of {len(labelled)} runs of this table are not evidence "
+                     "(see the status column)")
     if compare:
-        notes += ["Δ = ours − paper in percentage points; the paper's weight-decay coefficient is not stated",
+        notes += ["Δ = ours − paper in percentage points, only where every run reached the target train "
+                  "accuracy (a run stopped at max_epochs measures a shorter training than the paper's); the "
+                  "paper's weight-decay coefficient is not stated",
                   "paper values are Table 1's unless the mark names the appendix Table 4 (random labels fit "
                   "with a regularizer)",
                   "mark: certainty of the paper's number ([V2] table value confirmed by two transcriptions; "
@@ -257,7 +276,7 @@ def table1(runs: Sequence[dict], data: str, *, compare: bool | None = None) -> T
     return Table(f"table1_{slug(data)}", title, columns, rows, notes)
 
 
-def _add_paper(row: dict, ref: dict | None, source: str | None) -> None:
+def _add_paper(row: dict, ref: dict | None, source: str | None, *, with_delta: bool = True) -> None:
     if ref is None:
         row.update(paper_train_acc=None, delta_train_acc=None, paper_test_acc=None, delta_test_acc=None,
                    paper_mark=None, paper_source=None, paper_params=paper.paper_params(row["model"]))
@@ -266,8 +285,8 @@ def _add_paper(row: dict, ref: dict | None, source: str | None) -> None:
     row.update(
         paper_train_acc=ptrain, paper_test_acc=ptest, paper_source=source,
         paper_mark=f"[{ref['mark']}]" + ("" if source == "Table 1" else f" {source}"),
-        delta_train_acc=_delta(row.get("train_acc"), ptrain),
-        delta_test_acc=_delta(row.get("test_acc"), ptest),
+        delta_train_acc=_delta(row.get("train_acc"), ptrain) if with_delta else None,
+        delta_test_acc=_delta(row.get("test_acc"), ptest) if with_delta else None,
         paper_params=paper.paper_params(row["model"]),
     )
     if ref.get("note"):
@@ -298,30 +317,37 @@ def _row_order(row: dict, paper_rows: list[dict]) -> tuple:
 # --- corruption levels (the numbers behind Figures 1b and 1c) ---------------------------------------
 
 def table_levels(runs: Sequence[dict], data: str) -> Table:
-    """Per model and label-corruption level: realized noise, train/test accuracy, steps to converge."""
+    """Per model and label-corruption level: realized noise, train/test accuracy, steps to converge.
+
+    Numbers come from runs that are evidence; a level whose runs all diverged, failed or are unfinished
+    keeps its row with the status and "—". ``resolution`` is the number of SGD steps between the
+    evaluations that decide convergence (the config's ``eval_every``, else one epoch).
+    """
     rows = []
     lines = level_lines(runs)
-    keys = sorted(lines, key=lambda k: (model_sort(dict(k)["model"]), k))
+    left = left_out_levels(runs)
+    keys = sorted(set(lines) | set(left), key=lambda k: (model_sort(dict(k)["model"]), k))
     varying = varying_fields(keys, exclude=("model",))
     for key in keys:
-        levels = lines[key]
+        levels = lines.get(key, {})
         base = levels.get(0.0, {})
-        for level in sorted(levels):
-            group = list(levels[level].values())
+        for level in sorted(set(levels) | set(left.get(key, {}))):
+            group = list(levels.get(level, {}).values())
             ratios = [r["converged_step"] / base[cfg(r, "seed")]["converged_step"] for r in group
                       if finite(r.get("converged_step")) and cfg(r, "seed") in base
                       and finite(base[cfg(r, "seed")].get("converged_step"))
                       and base[cfg(r, "seed")]["converged_step"] > 0]
-            test_err, test_err_sd = _mean_sd([100 - pct(r["test_acc"]) for r in group
-                                              if finite(r.get("test_acc"))])
+            test_err, test_err_sd = _mean_sd([100 - pct(r["test_acc"]) for r in group])
             train_acc, train_sd = _mean_sd([pct(r.get("train_acc")) for r in group])
             noise, _ = _mean_sd([pct(r.get("realized_noise_rate")) for r in group])
             steps, _ = _mean_sd([r.get("converged_step") for r in group])
+            resolutions = sorted({res for r in group if (res := convergence_resolution(r)) is not None})
             rows.append({
                 "model": dict(key)["model"], "variant": describe(key, varying), "level": level,
-                "seeds": len(group), "status": _status_text(group), "realized_noise": noise,
-                "train_acc": train_acc, "train_acc_sd": train_sd, "test_error": test_err,
-                "test_error_sd": test_err_sd, "converged_step": steps,
+                "seeds": len(group), "status": _status_text(group + left.get(key, {}).get(level, [])),
+                "realized_noise": noise, "train_acc": train_acc, "train_acc_sd": train_sd,
+                "test_error": test_err, "test_error_sd": test_err_sd, "converged_step": steps,
+                "resolution": _range_text(resolutions),
                 "relative_time": spread(ratios)[0] if ratios else None,
             })
     columns = [Column("model", "model")]
@@ -332,13 +358,22 @@ def table_levels(runs: Sequence[dict], data: str) -> Table:
                 Column("train_acc", "train acc (%)", "pct", "train_acc_sd"),
                 Column("test_error", "test error (%)", "pct", "test_error_sd"),
                 Column("converged_step", "steps to fit", "float"),
+                Column("resolution", "checked every (steps)"),
                 Column("relative_time", "relative to p = 0", "ratio")]
     notes = ["labels changed: the realized fraction of training labels that differ from the true ones "
              "(about 0.9·p for 10 classes, since a redrawn label can equal the true one)",
-             "steps to fit: the first SGD step at which eval-mode accuracy on the whole corrupted training "
-             "set reached the target; — when the run did not reach it"]
+             "steps to fit: the first evaluated SGD step at which eval-mode accuracy on the whole corrupted "
+             "training set reached the target; — when the run did not reach it. Accuracy is evaluated every "
+             "'checked every' steps, so the first step that reached it lies at most that many steps earlier",
+             "only runs that finished as intended enter a number; seeds = the runs averaged"]
     return Table(f"levels_{slug(data)}", f"Label corruption levels on {data} (Figures 1b and 1c)", columns,
                  rows, notes)
+
+
+def _range_text(values: Sequence[int]) -> str | None:
+    if not values:
+        return None
+    return f"{values[0]:,}" if values[0] == values[-1] else f"{values[0]:,}–{values[-1]:,}"
 
 
 # --- Table 3: kernels --------------------------------------------------------------------------------
@@ -346,6 +381,15 @@ def table_levels(runs: Sequence[dict], data: str) -> Table:
 def _error_pct(value: Any) -> float | None:
     """Stored kernel test errors are fractions in [0, 1]; as percent."""
     return 100.0 * float(value) if finite(value) else None
+
+
+def _kernel_status(result: dict) -> str:
+    """"ok", or why the stored fit is not a result ("not_converged", "inaccurate", "numerical_failure").
+
+    Read from the row or its config (``rethinkgen kernel fit`` records only fits that succeeded; older
+    stores have no status: their rows count as "ok").
+    """
+    return str(result.get("status") or (result.get("config") or {}).get("status") or "ok")
 
 
 def table3(kernel_results: Sequence[dict]) -> Table:
@@ -365,19 +409,20 @@ def table3(kernel_results: Sequence[dict]) -> Table:
         regularized = finite(reg) and reg > 0
         ref = paper.kernel_lookup(str(data), result.get("features"), regularized) \
             if data in ("mnist", "cifar10") else None
-        err = _error_pct(result.get("test_error"))
+        status = _kernel_status(result)
+        err = _error_pct(result.get("test_error")) if status == "ok" else None
         row = {
             "data": data, "n_train": result.get("n_train"), "n_test": result.get("n_test"),
             "kernel": result.get("kernel"), "bandwidth": result.get("bandwidth"),
             "features": result.get("features"), "filters": result.get("filters"), "reg": reg,
             "solver": result.get("solver"), "dtype": result.get("dtype"), "test_error": err,
-            "norm": result.get("norm"), "rel_residual": result.get("rel_residual"),
+            "norm": result.get("norm") if status == "ok" else None, "rel_residual": result.get("rel_residual"),
             "time_s": result.get("time_s"),
             "paper_test_error": ref["test_error"] if ref else None,
             "delta_test_error": (err - ref["test_error"]) if ref and err is not None else None,
             "paper_norm": ref.get("norm") if ref else None,
             "paper_mark": f"[{ref['mark']}]" if ref else None,
-            "status": "ok",
+            "status": status,
         }
         if ref:
             matched.add(refs.index(ref))
@@ -404,24 +449,30 @@ def table3(kernel_results: Sequence[dict]) -> Table:
              "n train",
              "paper norms (≈220 raw, ≈390 wavelet, MNIST) are the ℓ2 norms of the minimum-norm solutions; "
              "the paper does not name the MNIST kernel",
-             "Δ = ours − paper in percentage points"]
+             "Δ = ours − paper in percentage points",
+             "a fit whose status is not ok (CG stopped early, residual too large, negative αᵀKα) shows no "
+             "test error or norm: its α is not the interpolant"]
     return Table("table3_kernels", "Table 3 — generalizing with kernels (Section 5)", columns, rows, notes)
 
 
 # --- per-run summary ---------------------------------------------------------------------------------
 
 def summary_table(runs: Sequence[dict], data: str) -> Table:
-    """Every run of one dataset, finished or not, with its stored summary numbers."""
+    """Every run of one dataset with its stored summary numbers; a run that is not evidence (diverged,
+    failed, unfinished) shows its status, how far it got (steps, epochs, time) and "—" for results."""
     rows = []
     for run in sorted(runs, key=lambda r: (str(cfg(r, "model")), str(cfg(r, "corruption")),
                                            label_level(r) if label_level(r) is not None else -1,
                                            str(r.get("name")), cfg(r, "seed") or 0)):
+        good = is_evidence(run)
         rows.append({
             "name": run.get("name"), "sweep": run.get("sweep"), "model": cfg(run, "model"),
             "corruption": cfg(run, "corruption"), "level": cfg(run, "level"), "seed": cfg(run, "seed"),
-            "status": run.get("status"), "train_acc": pct(run.get("train_acc")),
-            "test_acc": pct(run.get("test_acc")), "best_test_acc": pct(run.get("best_test_acc")),
-            "converged_step": run.get("converged_step"), "steps": run.get("steps"),
+            "status": run.get("status"), "train_acc": pct(run.get("train_acc")) if good else None,
+            "test_acc": pct(run.get("test_acc")) if good else None,
+            "best_test_acc": pct(run.get("best_test_acc")) if good else None,
+            "converged_step": run.get("converged_step") if good else None,
+            "resolution": convergence_resolution(run), "steps": run.get("steps"),
             "epochs": run.get("epochs"), "n_params": run.get("n_params"),
             "realized_noise_rate": pct(run.get("realized_noise_rate")),
             "wall_time_s": run_wall_time(run) if run.get("status") in FINISHED or run.get("history")
@@ -432,11 +483,12 @@ def summary_table(runs: Sequence[dict], data: str) -> Table:
                Column("level", "level", "float"), Column("seed", "seed"), Column("status", "status"),
                Column("train_acc", "train acc (%)", "pct"), Column("test_acc", "test acc (%)", "pct"),
                Column("best_test_acc", "best test (%)", "pct"),
-               Column("converged_step", "fit at step", "int"), Column("steps", "steps", "int"),
-               Column("epochs", "epochs", "int"), Column("n_params", "params", "int"),
+               Column("converged_step", "fit at step", "int"), Column("resolution", "checked every", "int"),
+               Column("steps", "steps", "int"), Column("epochs", "epochs", "int"),
+               Column("n_params", "params", "int"),
                Column("realized_noise_rate", "labels changed (%)", "pct"),
-               Column("wall_time_s", "time (s)", "seconds"), Column("sweep", "sweep"),
-               Column("run_key", "run key")]
-    return Table(f"runs_{slug(data)}", f"All runs on {data}", columns, rows)
-
-
+               Column("wall_time_s", "time (s)", "seconds"), Column("sweep", "sweep", on_page=False),
+               Column("run_key", "run key", on_page=False)]
+    notes = ["train/test accuracies and the fit step are shown only for runs that finished as intended "
+             "(converged or max_epochs); a diverged run's accuracies are those of NaN outputs, not results"]
+    return Table(f"runs_{slug(data)}", f"All runs on {data}", columns, rows, notes)

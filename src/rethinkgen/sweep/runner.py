@@ -56,6 +56,7 @@ class SweepResult:
     statuses: dict[str, int] = field(default_factory=dict)  # final statuses reached in this call
     failed: list[str] = field(default_factory=list)  # names of runs that raised
     interrupted: list[str] = field(default_factory=list)  # names of runs left interrupted by Ctrl-C
+    restarted: int = 0  # of those, started again from scratch: their checkpoints' numerics differed
     stale: int = 0  # runs a dead driver had left "running"
     stopped: bool = False  # Ctrl-C or SIGTERM ended the sweep early
     wall_s: float = 0.0
@@ -63,16 +64,23 @@ class SweepResult:
 
 class _Driver:
     def __init__(self, spec: SweepSpec, store: Store, display: SweepDisplay, checkpoint_every: int,
-                 keep_checkpoints: bool, fuse: bool | None = None) -> None:
+                 keep_checkpoints: bool, fuse: bool | None = None, restart_mismatched: bool = False) -> None:
         self.spec, self.store, self.display, self.fuse = spec, store, display, fuse
         self.checkpoint_every, self.keep_checkpoints = checkpoint_every, keep_checkpoints
+        self.restart_mismatched = restart_mismatched
+        self.restart: dict[str, str] = {}  # run_key -> why its checkpoint is discarded (numerics differ)
         self.active: dict[str, PlannedRun] = {}
         self.last_epoch: dict[str, int | None] = {}  # last recorded epoch of each active run
+        self.numerics: dict[str, dict | None] = {}  # last numerics recorded per run in this call
         self.result = SweepResult(total=len(spec.runs))
         self.env = environment()
 
     def ckpt_path(self, run_key: str) -> Path:
         return self.store.checkpoint_dir / f"{run_key}.pt"
+
+    def has_checkpoint(self, run_key: str) -> bool:
+        path = self.ckpt_path(run_key)
+        return path.exists() or path.with_name(path.name + ".prev").exists()
 
     # ---------------------------------------------------------------- preparing runs
     def prepare(self, run: PlannedRun) -> RunTask:
@@ -82,7 +90,12 @@ class _Driver:
 
     def _prepare(self, run: PlannedRun) -> RunTask:
         key, path = run.run_key, self.ckpt_path(run.run_key)
-        loaded, notes = load_checkpoint(path, key)
+        if key in self.restart:  # --restart-mismatched: its checkpoint's numerics are not this executor's
+            self.display.warn(f"{run.name}: training from scratch, {self.restart[key]}")
+            self.result.restarted += 1
+            loaded, notes = None, []
+        else:
+            loaded, notes = load_checkpoint(path, key)
         for note in notes:
             self.display.warn(f"{run.name}: {note}")
         if loaded is not None:
@@ -102,13 +115,13 @@ class _Driver:
         self.result.started += 1
         self.display.run_started(key, run.name, run.config.epochs, resumed_from)
         return RunTask(run_key=key, name=run.name, config=run.config, resume=resume,
-                       checkpoint_every=self.checkpoint_every)
+                       checkpoint_every=self.checkpoint_every, restart_mismatched=self.restart_mismatched)
 
     def items(self, todo: list[PlannedRun], executor: Executor) -> Iterator[WorkItem]:
         """Work items, prepared lazily (only when an executor is ready to start them): runs that can
         train together form fused groups (see :func:`plan_groups` and :func:`fuses`), else one run each."""
         fused = [run for run in todo if fuses(run.config, self.fuse, executor)]
-        groups = plan_groups(fused, group_key(), executor.max_group(), executor.parallelism()) if fused else []
+        groups = plan_groups(fused, group_key(), executor.max_group, executor.parallelism()) if fused else []
         in_groups = {id(run) for run in fused}
         groups += [[run] for run in todo if id(run) not in in_groups]
         for runs in groups:
@@ -127,6 +140,13 @@ class _Driver:
         if event.kind == "started":
             env = {k: event.data.get(k) for k in ("code_version", "hardware", "torch_version")}
             self.store.set_environment(key, **env)
+        elif event.kind == "restarted":  # the worker found the checkpoint's numerics differ from its own
+            self.store.truncate_run(key)  # (Ray: only the worker knows its machine): from scratch
+            remove_checkpoints(self.ckpt_path(key))
+            self.last_epoch[key] = None
+            self.result.restarted += 1
+            self.result.resumed -= 1  # the driver had handed it a checkpoint
+            self.display.warn(f"{run.name}: training from scratch, {event.data.get('reason', '')}")
         elif event.kind == "epoch":
             epoch, last = int(event.data["row"]["epoch"]), self.last_epoch.get(key)
             if last is not None and epoch > last + 1:  # events were lost: never leave a hole in the rows
@@ -146,8 +166,12 @@ class _Driver:
                     raise RethinkgenError(f"cannot write checkpoint {path}: {exc.strerror}; free disk space or "
                                           "fix the folder's permissions, then run the same command to "
                                           "resume") from None
+            numerics = event.data.get("numerics")
+            if numerics is not None and numerics != self.numerics.get(key):
+                self.store.set_numerics(key, numerics)  # once per attempt (train.numerics)
+                self.numerics[key] = numerics
             self.store.record_epoch(key, event.data["row"], event.data.get("step_losses", ()))
-            self.display.epoch(key, event.data["row"])
+            self.display.epoch_recorded(key, event.data["row"], event.data.get("step_losses", ()))
         elif event.kind == "finished":
             summary = event.data["summary"]
             self.store.finish_run(key, summary)
@@ -170,7 +194,7 @@ def fuses(config: Any, fuse: bool | None, executor: Executor) -> bool:
 
     On a CPU, fusing does not pay for a real sweep: ``configs/quick.toml`` with ``--jobs 2`` took 37.2 s
     fused against 31.8 s run by run (groups leave workers idle while their slowest run finishes, and
-    vmapped convolutions are slower than plain ones on the CPU; README, Performance). On a GPU, one
+    vmapped convolutions are slower than plain ones on the CPU; docs/sections/performance.md). On a GPU, one
     small run leaves the device mostly idle, which is what fusing is for.
     """
     if fuse is not None:
@@ -178,13 +202,58 @@ def fuses(config: Any, fuse: bool | None, executor: Executor) -> bool:
     return config.device == "cuda" or (config.device == "auto" and executor.accelerated())
 
 
-def plan_groups(runs: list[PlannedRun], key: Callable[[Any], Hashable], max_group: int,
+def numerics_mismatches(runs: list[PlannedRun], known: dict[str, dict[str, Any]], executor: Executor,
+                        has_checkpoint: Callable[[str], bool]) -> list[tuple[PlannedRun, list[str], list[str]]]:
+    """Runs that would resume from a checkpoint whose numerics (as the store recorded them) differ from
+    what ``executor`` gives them: (run, differences, fixes) each. Executors that cannot say in advance
+    (Ray: the worker's machine is unknown) give none; their workers check (``worker.resume_state``).
+    TF32 is left to the worker: it is a setting of the worker process, not of the driver."""
+    from rethinkgen.train.numerics import COMPARED, Numerics, differences, fixes
+
+    out = []
+    for run in runs:
+        saved = (known.get(run.run_key) or {}).get("numerics")
+        if not saved or not has_checkpoint(run.run_key):
+            continue
+        here = executor.planned_numerics(run.config)
+        if here is None:
+            continue
+        diffs = differences(saved, here, tuple(f for f in COMPARED if f != "tf32"))
+        if diffs:
+            out.append((run, diffs, fixes(Numerics.from_dict(saved), here, "sweep")))
+    return out
+
+
+def _refusal(mismatched: list[tuple[PlannedRun, list[str], list[str]]]) -> str:
+    lines = [f"{run.name} ({run.run_key[:10]}): " + "; ".join(diffs) for run, diffs, _ in mismatched[:20]]
+    if len(mismatched) > 20:
+        lines.append(f"... and {len(mismatched) - 20} more")
+    hints = list(dict.fromkeys(h for _, _, fx in mismatched for h in fx))
+    fix = (f"run with {' and '.join(hints)}, or pass " if hints else "pass ") + \
+        "--restart-mismatched to discard these checkpoints and train the runs from scratch here"
+    return (f"cannot resume {len(mismatched)} run(s): their checkpoints were trained with other numerics than "
+            "this sweep would continue them with, which would change their numbers mid-run (nothing was "
+            "started):\n  - " + "\n  - ".join(lines) + f"\nFix: {fix}.")
+
+
+def plan_groups(runs: list[PlannedRun], key: Callable[[Any], Hashable], max_group: int | Callable[[Any], int],
                 parallelism: int = 1) -> list[list[PlannedRun]]:
     """``runs`` split into groups of equal ``key(config)`` as :func:`rethinkgen.train.fused.group_runs`
-    splits configs (at most ``max_group`` runs each, cut further to keep ``parallelism`` workers busy)."""
+    splits configs (at most ``max_group`` runs each — a number, or a function of the configs of a key's
+    runs such as :meth:`Executor.max_group` — cut further to keep ``parallelism`` workers busy)."""
     from rethinkgen.train.fused import group_runs
 
-    indices = group_runs([run.config for run in runs], max_group, parallelism, key=key)
+    configs = [run.config for run in runs]
+    if callable(max_group):  # sized per key, by all the runs that may be grouped together
+        members: dict[Hashable, list[Any]] = {}
+        keys = [key(c) for c in configs]
+        for k, c in zip(keys, configs, strict=True):
+            members.setdefault(k, []).append(c)
+        limits = {k: max_group(cs) for k, cs in members.items()}
+        by_config = {id(c): limits[k] for k, c in zip(keys, configs, strict=True)}
+        indices = group_runs(configs, lambda c: by_config[id(c)], parallelism, key=key)
+    else:
+        indices = group_runs(configs, max_group, parallelism, key=key)
     return [[runs[i] for i in group] for group in indices]
 
 
@@ -242,9 +311,16 @@ def _drive(spec: SweepSpec, store: Store, driver: _Driver, executor: Executor, d
     if stale:
         display.warn(f"{len(stale)} run(s) were left running by a driver that stopped; resuming them")
     store.add_runs(spec.name, spec.runs)
-    status = {r["run_key"]: r["status"] for r in store.runs()}
-    todo = [run for run in spec.runs if status.get(run.run_key) not in FINISHED]
+    known = {r["run_key"]: r for r in store.runs()}
+    todo = [run for run in spec.runs if (known.get(run.run_key) or {}).get("status") not in FINISHED]
     result.skipped = len(spec.runs) - len(todo)
+    mismatched = numerics_mismatches(todo, known, executor, driver.has_checkpoint)
+    if mismatched and not driver.restart_mismatched:  # before any work (design: errors name the fix)
+        from rethinkgen.train.numerics import NumericsMismatchError
+
+        raise NumericsMismatchError(_refusal(mismatched), [d for _, diffs, _ in mismatched for d in diffs])
+    driver.restart = {run.run_key: "its checkpoint's numerics differ from this executor's (" + "; ".join(diffs)
+                      + ")" for run, diffs, _ in mismatched}
     if store.checkpoint_dir.is_dir():
         for stray in store.checkpoint_dir.glob("*.tmp-*"):
             with contextlib.suppress(OSError):
@@ -258,7 +334,8 @@ def _drive(spec: SweepSpec, store: Store, driver: _Driver, executor: Executor, d
 
 def run_sweep(spec: SweepSpec, store_path: str | Path, *, executor: Executor | None = None,
               display: SweepDisplay | None = None, checkpoint_every: int = 1, keep_checkpoints: bool = False,
-              heartbeat_s: float = HEARTBEAT_S, fuse: bool | None = None) -> SweepResult:
+              heartbeat_s: float = HEARTBEAT_S, fuse: bool | None = None,
+              restart_mismatched: bool = False) -> SweepResult:
     """Run every unfinished run of ``spec`` into the store at ``store_path`` (see the module docstring).
 
     Returns a :class:`SweepResult`; a Ctrl-C or SIGTERM is absorbed (``result.stopped``) after
@@ -267,6 +344,12 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, *, executor: Executor | N
     architecture and data shape together with the fused multi-run trainer (design §5; the numbers agree
     with separate training within float tolerance), ``fuse=False`` trains every run alone, and ``None``
     (default) fuses the runs that train on a GPU (:func:`fuses`).
+
+    A run whose checkpoint was trained with other numerics than the executor gives it (device type,
+    autocast, CPU threads, compile, channels_last; :mod:`rethinkgen.train.numerics`) is not resumed:
+    the sweep raises :class:`~rethinkgen.train.numerics.NumericsMismatchError` before starting anything,
+    naming each run, each difference and the fix — unless ``restart_mismatched``, which discards such
+    checkpoints and trains those runs from scratch. (Ray workers check when they start a run.)
     """
     if checkpoint_every < 1:
         raise RethinkgenError(f"--checkpoint-every must be >= 1 epoch, got {checkpoint_every}")
@@ -279,7 +362,7 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, *, executor: Executor | N
     except BaseException:
         store.close()
         raise
-    driver = _Driver(spec, store, display, checkpoint_every, keep_checkpoints, fuse)
+    driver = _Driver(spec, store, display, checkpoint_every, keep_checkpoints, fuse, restart_mismatched)
     result = driver.result
     beat = _Heartbeat(Path(store_path), driver, heartbeat_s)
     reason = "interrupted (Ctrl-C or SIGTERM); run the same command to resume"

@@ -6,6 +6,7 @@ axes (lists, expanded as a cartesian product) and optional named ``[[experiment]
 with its own ``defaults`` and ``grid``::
 
     name = "quick"
+    tensorboard = "tb"      # optional: TensorBoard event files, one folder per run (relative to the spec)
     [defaults]
     data = "mnist1d"
     [grid]
@@ -29,46 +30,23 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import math
 import tomllib
-import typing
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rethinkgen.errors import ConfigError, RethinkgenError
-from rethinkgen.train.config import DEVICES, STANDARDIZE, TrainConfig, run_key
+from rethinkgen.train.config import TrainConfig, run_key
+from rethinkgen.train.validate import field_problem, field_types, normalized
 
 __all__ = ["PlannedRun", "SweepSpec", "load_spec", "parse_spec", "format_value"]
 
-TOP_KEYS = ("name", "description", "defaults", "grid", "experiment")
+TOP_KEYS = ("name", "description", "tensorboard", "defaults", "grid", "experiment")
 EXPERIMENT_KEYS = ("name", "description", "defaults", "grid")
 
 # Corruptions whose level is implied by the name; an explicit equal level is accepted (as resolve does).
 IMPLIED_LEVEL = {"true_labels": 0.0, "random_labels": 1.0}
-
-# Numeric domains: field -> (predicate, human description).
-_DOMAINS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "level": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
-    "epochs": (lambda v: v > 0, "> 0"),
-    "batch_size": (lambda v: v > 0, "> 0"),
-    "lr": (lambda v: v > 0 and math.isfinite(v), "> 0 and finite"),
-    "n_train": (lambda v: v > 0, "> 0"),
-    "n_test": (lambda v: v > 0, "> 0"),
-    "eval_batch_size": (lambda v: v > 0, "> 0"),
-    "log_every": (lambda v: v > 0, "> 0"),
-    "momentum": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-    "weight_decay": (lambda v: v >= 0 and math.isfinite(v), ">= 0"),
-    "lr_decay": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
-    "lr_decay_every": (lambda v: v >= 0, ">= 0 samples (0: once per epoch)"),
-    "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-    "target_train_acc": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
-    "crop": (lambda v: v >= 0, ">= 0 pixels (0: none)"),
-    "seed": (lambda v: v >= 0, ">= 0"),
-}
-_CHOICES: dict[str, tuple[str, ...]] = {"device": DEVICES, "standardize": STANDARDIZE}
-
 
 @dataclass(frozen=True)
 class PlannedRun:
@@ -90,6 +68,7 @@ class SweepSpec:
     description: str
     path: str
     runs: tuple[PlannedRun, ...]
+    tensorboard: str | None = None  # folder for TensorBoard event files, one subfolder per run (a sink only)
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -136,22 +115,7 @@ def format_value(value: Any) -> str:
 
 
 # ------------------------------------------------------------------------------ field typing
-def _field_types() -> dict[str, tuple[type, bool]]:
-    """TrainConfig field -> (base type, optional)."""
-    hints = typing.get_type_hints(TrainConfig)
-    out: dict[str, tuple[type, bool]] = {}
-    for f in fields(TrainConfig):
-        hint = hints[f.name]
-        args = typing.get_args(hint)
-        optional = type(None) in args
-        base = next((a for a in args if a is not type(None)), hint) if args else hint
-        out[f.name] = (typing.get_origin(base) or base, optional)
-    return out
-
-
-FIELD_TYPES = _field_types()
-_TYPE_WORD = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
-              dict: "a table"}
+FIELD_TYPES = field_types()  # TrainConfig field -> (base type, optional); values checked by train.validate
 
 
 def _registries() -> dict[str, Any]:
@@ -207,30 +171,16 @@ class _Builder:
             self.problem(where, f"unknown config key {key!r}{_suggest(key, valid)}; valid keys: "
                          + ", ".join(valid))
             return False, value
-        base, _optional = FIELD_TYPES[key]
-        ok_type = (isinstance(value, bool) if base is bool
-                   else isinstance(value, int) and not isinstance(value, bool) if base is int
-                   else isinstance(value, int | float) and not isinstance(value, bool) if base is float
-                   else isinstance(value, base))
-        if not ok_type:
-            self.problem(where, f"{key} must be {_TYPE_WORD.get(base, base.__name__)}, got {value!r} "
-                         f"({type(value).__name__})")
+        problem = field_problem(key, value)  # the one validator: type and allowed values
+        if problem is not None:
+            self.problem(where, problem)
             return False, value
-        if base is float:
-            value = float(value)  # 1 and 1.0 must give the same run_key
+        value = normalized(key, value)  # 1 and 1.0 must give the same run_key
         if key in self.registries:
             reg = self.registries[key]
             if value not in reg:
                 self.problem(where, f"unknown {reg.kind} {value!r}{_suggest(value, reg.names())}; valid "
                              f"{reg.kind}s: {', '.join(reg.names())}")
-                return False, value
-        if key in _CHOICES and value not in _CHOICES[key]:
-            self.problem(where, f"{key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
-            return False, value
-        if key in _DOMAINS:
-            ok, text = _DOMAINS[key]
-            if not ok(value):
-                self.problem(where, f"{key} must be {text}, got {value!r}")
                 return False, value
         if key == "data_dir" and self.base_dir is not None and not Path(value).expanduser().is_absolute():
             value = str((self.base_dir / Path(value)).resolve())
@@ -288,6 +238,13 @@ class _Builder:
         if not isinstance(description, str):
             self.problem("description", f"must be a string, got {description!r}")
             description = ""
+        tensorboard = doc.get("tensorboard")
+        if tensorboard is not None:
+            if not isinstance(tensorboard, str) or not tensorboard:
+                self.problem("tensorboard", f"must be a folder path (a string), got {tensorboard!r}")
+                tensorboard = None
+            elif self.base_dir is not None and not Path(tensorboard).expanduser().is_absolute():
+                tensorboard = str((self.base_dir / Path(tensorboard)).resolve())
         top_defaults = self.defaults(doc.get("defaults"), "defaults")
         top_grid = self.grid(doc.get("grid"), "grid")
         cli = {}
@@ -345,7 +302,8 @@ class _Builder:
         self.fail_if_problems()
         runs = self.resolve(combos)
         self.fail_if_problems()
-        return SweepSpec(name=name, description=description, path=self.source, runs=tuple(runs))
+        return SweepSpec(name=name, description=description, path=self.source, runs=tuple(runs),
+                         tensorboard=tensorboard)
 
     # ------------------------------------------------------------- combinations
     def lookup(self, values: dict[str, _Value], key: str) -> tuple[Any, str]:

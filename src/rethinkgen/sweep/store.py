@@ -15,13 +15,18 @@ Tables (names and columns are an interface: the report and the kernel commands r
 
 - ``runs``: one row per run — run_key, name, sweep, resolved config_json, status (pending | running |
   converged | max_epochs | diverged | failed | interrupted), attempts, timings, heartbeat, error
-  (traceback), code_version, hardware, torch_version, device.
+  (traceback), code_version, hardware, torch_version, device, numerics_json (how the run is computed:
+  device type, autocast dtype, CPU threads, compile, channels_last, TF32; :mod:`rethinkgen.train.numerics`).
 - ``run_tags``: (run_key, sweep, experiment) — every experiment a run belongs to.
 - ``epochs``: per-epoch metrics, keyed by (run_key, epoch); epoch 0 is the untrained model.
 - ``step_losses``: training loss every ``log_every`` SGD steps, keyed by (run_key, step) (Figure 1a).
 - ``summaries``: the final numbers of a finished run (Figure 1b, Table 1) plus the summary JSON.
 - ``measures``: (run_key, epoch, name, value) — room for generalization measures.
 - ``kernel_results``: one row per kernel interpolation (paper §5, Table 3), keyed by sha256(config_json).
+
+The schema and its migrations live in :mod:`rethinkgen.sweep.schema`, the one-driver lock in
+:mod:`rethinkgen.sweep.lock`, the provenance record in :mod:`rethinkgen.sweep.provenance` (all
+re-exported here).
 
 A missing store *directory* is refused, not created: a mistyped ``--store`` path would otherwise start
 an empty store and silently redo every finished run.
@@ -30,110 +35,39 @@ an empty store and silently redo every finished run.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import functools
 import hashlib
 import json
 import math
 import os
-import platform
-import socket
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rethinkgen.errors import RethinkgenError
+from rethinkgen.sweep.lock import SweepLock, lock_holder
+from rethinkgen.sweep.provenance import environment
+from rethinkgen.sweep.schema import (
+    EPOCH_COLUMNS,
+    FINISHED,
+    KERNEL_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    STALE_AFTER_S,
+    STATUSES,
+    SUMMARY_COLUMNS,
+    TABLES,
+    StoreError,
+    StoreLockedError,
+    migrate,
+)
 
 __all__ = [
     "FINISHED", "STATUSES", "STALE_AFTER_S", "TABLES", "Store", "StoreError", "StoreLockedError",
     "SweepLock", "environment", "is_stale", "lock_holder",
 ]
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
-STATUSES = ("pending", "running", "converged", "max_epochs", "diverged", "failed", "interrupted")
-FINISHED = ("converged", "max_epochs", "diverged")  # final: a sweep never reruns these
-STALE_AFTER_S = 120.0  # a "running" row without a heartbeat for this long belongs to a dead driver
-
-EPOCH_COLUMNS = ("epoch", "step", "samples_seen", "lr", "train_loss", "train_eval_loss", "train_acc",
-                 "train_acc_corrupted", "train_acc_clean", "test_loss", "test_acc", "wall_time_s")
-SUMMARY_COLUMNS = ("status", "train_acc", "test_acc", "best_test_acc", "converged_step", "converged_epoch",
-                   "steps", "epochs", "n_params", "realized_noise_rate", "wall_time_s")
-KERNEL_COLUMNS = ("result_key", "data", "n_train", "n_test", "kernel", "bandwidth", "features", "filters",
-                  "reg", "solver", "dtype", "test_error", "norm", "norm_per_class_json", "rel_residual",
-                  "time_s", "peak_mem_bytes", "config_json", "created_at", "code_version", "hardware",
-                  "torch_version")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS runs (
-    run_key TEXT PRIMARY KEY, name TEXT, sweep TEXT, config_json TEXT, status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, created_at REAL, started_at REAL, finished_at REAL,
-    heartbeat_at REAL, error TEXT, code_version TEXT, hardware TEXT, torch_version TEXT, device TEXT);
-CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
-CREATE TABLE IF NOT EXISTS run_tags (
-    run_key TEXT NOT NULL, sweep TEXT NOT NULL, experiment TEXT NOT NULL,
-    PRIMARY KEY (run_key, sweep, experiment));
-CREATE TABLE IF NOT EXISTS epochs (
-    run_key TEXT NOT NULL, epoch INTEGER NOT NULL, step INTEGER, samples_seen INTEGER, lr REAL,
-    train_loss REAL, train_eval_loss REAL, train_acc REAL, train_acc_corrupted REAL, train_acc_clean REAL,
-    test_loss REAL, test_acc REAL, wall_time_s REAL, PRIMARY KEY (run_key, epoch));
-CREATE TABLE IF NOT EXISTS step_losses (
-    run_key TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, PRIMARY KEY (run_key, step));
-CREATE TABLE IF NOT EXISTS summaries (
-    run_key TEXT PRIMARY KEY, status TEXT, train_acc REAL, test_acc REAL, best_test_acc REAL,
-    converged_step INTEGER, converged_epoch INTEGER, steps INTEGER, epochs INTEGER, n_params INTEGER,
-    realized_noise_rate REAL, wall_time_s REAL, summary_json TEXT);
-CREATE TABLE IF NOT EXISTS measures (
-    run_key TEXT NOT NULL, epoch INTEGER NOT NULL, name TEXT NOT NULL, value REAL,
-    PRIMARY KEY (run_key, epoch, name));
-CREATE TABLE IF NOT EXISTS kernel_results (
-    result_key TEXT PRIMARY KEY, data TEXT, n_train INTEGER, n_test INTEGER, kernel TEXT, bandwidth REAL,
-    features TEXT, filters TEXT, reg REAL, solver TEXT, dtype TEXT, test_error REAL, norm REAL,
-    norm_per_class_json TEXT, rel_residual REAL, time_s REAL, peak_mem_bytes INTEGER, config_json TEXT,
-    created_at REAL, code_version TEXT, hardware TEXT, torch_version TEXT);
-"""
-TABLES = ("runs", "run_tags", "epochs", "step_losses", "summaries", "measures", "kernel_results")
-
-
-class StoreError(RethinkgenError):
-    """The results store cannot be opened or written; the message names the path and the fix."""
-
-
-class StoreLockedError(StoreError):
-    """Another sweep holds the store's lock file."""
-
-
-# ------------------------------------------------------------------------------- environment
-@functools.lru_cache(maxsize=1)
-def environment() -> dict[str, str]:
-    """code_version (``git describe`` of the source tree, else the package version), hardware, torch."""
-    import torch
-
-    code = None
-    src = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=src, timeout=5,
-                             capture_output=True, text=True)
-        if out.returncode == 0 and out.stdout.strip():
-            code = f"git:{out.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        pass
-    if code is None:
-        try:
-            from importlib.metadata import version
-
-            code = f"rethinkgen {version('rethinkgen')}"
-        except Exception:  # not installed as a distribution
-            code = "rethinkgen (unknown version)"
-    parts = [platform.platform(), f"{os.cpu_count()} CPUs", platform.processor() or platform.machine()]
-    if torch.cuda.is_available():
-        parts.append(f"GPU {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}")
-    return {"code_version": code, "hardware": ", ".join(p for p in parts if p),
-            "torch_version": torch.__version__}
 
 
 def is_stale(run: dict[str, Any], now: float | None = None, after: float = STALE_AFTER_S) -> bool:
@@ -160,86 +94,6 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return str(value)
-
-
-# -------------------------------------------------------------------------------------- lock
-class SweepLock:
-    """An exclusive ``fcntl.flock`` on ``STORE.lock`` held by the one driver of a store.
-
-    The kernel drops the lock when the process dies (even by SIGKILL), so a stale lock file never
-    blocks the next run. The file holds the PID and host of the holder, for the refusal message.
-    """
-
-    def __init__(self, store_path: str | Path) -> None:
-        self.store_path = Path(store_path)
-        self.path = self.store_path.with_name(self.store_path.name + ".lock")
-        self.fd: int | None = None
-
-    def acquire(self, wait_s: float = 1.0) -> SweepLock:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise StoreError(f"cannot create the lock file {self.path}: {exc.strerror}; the store's folder "
-                             "must be writable") from None
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = _read_holder(fd)
-                    os.close(fd)
-                    raise StoreLockedError(
-                        f"store {self.store_path} is in use by another sweep ({holder}; lock file "
-                        f"{self.path}). Two sweeps on one store are refused so that no run is trained twice: "
-                        "wait for it to finish, stop it, or use another --store.") from None
-                time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode())
-        os.fsync(fd)
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, 0)
-            os.close(self.fd)  # closing drops the flock; the file stays (unlinking would race)
-            self.fd = None
-
-    def __enter__(self) -> SweepLock:
-        return self.acquire() if self.fd is None else self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
-
-
-def _read_holder(fd: int) -> str:
-    try:
-        text = os.pread(fd, 200, 0).decode(errors="replace").split()
-    except OSError:
-        text = []
-    if not text:
-        return "PID unknown"
-    return f"PID {text[0]}" + (f" on {text[1]}" if len(text) > 1 else "")
-
-
-def lock_holder(store_path: str | Path) -> str | None:
-    """``"PID 123 on host"`` when a sweep holds the store's lock, else None (never blocks a sweep)."""
-    path = Path(str(store_path) + ".lock")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    except BlockingIOError:
-        return _read_holder(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------- store
@@ -336,6 +190,7 @@ class Store:
                 elif int(row[0]) > SCHEMA_VERSION:
                     raise StoreError(f"store {self.path} has schema version {row[0]}, newer than this "
                                      f"rethinkgen's ({SCHEMA_VERSION}); upgrade rethinkgen")
+                migrate(c)  # columns added since the first release (schema.MIGRATIONS)
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
@@ -417,6 +272,14 @@ class Store:
                       " torch_version = COALESCE(?, torch_version) WHERE run_key = ?",
                       (code_version, hardware, torch_version, run_key))
 
+    def set_numerics(self, run_key: str, numerics: dict[str, Any] | None) -> None:
+        """Record how the run is computed (``rethinkgen.train.numerics``: device, autocast, threads, ...)."""
+        if numerics is None:
+            return
+        with self.transaction(durable=False) as c:
+            c.execute("UPDATE runs SET numerics_json = ? WHERE run_key = ?",
+                      (json.dumps(numerics, sort_keys=True), run_key))
+
     def record_epoch(self, run_key: str, row: dict[str, Any] | list[dict[str, Any]],
                      step_losses: Iterable[Any] = (), durable: bool = False) -> None:
         """Upsert one epoch row (or several) and logged losses, and beat the heart — one transaction."""
@@ -456,10 +319,12 @@ class Store:
                 # rows of an abandoned longer attempt (a retried Ray task) must not outlive the final epoch
                 c.execute("DELETE FROM epochs WHERE run_key = ? AND epoch > ?", (run_key, summary["epochs"]))
                 c.execute("DELETE FROM step_losses WHERE run_key = ? AND step > ?", (run_key, summary["steps"]))
+            numerics = summary.get("numerics")
             c.execute("UPDATE runs SET status = ?, finished_at = ?, heartbeat_at = ?, error = NULL, "
-                      "device = COALESCE(?, device), torch_version = COALESCE(?, torch_version) "
-                      "WHERE run_key = ?",
-                      (status, now, now, summary.get("device"), summary.get("torch_version"), run_key))
+                      "device = COALESCE(?, device), torch_version = COALESCE(?, torch_version), "
+                      "numerics_json = COALESCE(?, numerics_json) WHERE run_key = ?",
+                      (status, now, now, summary.get("device"), summary.get("torch_version"),
+                       json.dumps(numerics, sort_keys=True) if numerics else None, run_key))
 
     def fail_run(self, run_key: str, error: str) -> None:
         """Record a run that raised: status failed, the traceback in ``error``."""
@@ -540,7 +405,8 @@ class Store:
     def runs(self, status: str | Iterable[str] | None = None, sweep: str | None = None,
              run_key: str | None = None) -> list[dict[str, Any]]:
         """Every run (optionally of some statuses / one sweep): the ``runs`` columns, ``config`` (parsed
-        config_json), ``experiments`` (list) and the summary columns (None where not finished).
+        config_json), ``numerics`` (parsed numerics_json; None before the run's first epoch and in stores
+        of older versions), ``experiments`` (list) and the summary columns (None where not finished).
         ``status`` keeps the runs table's status; the summary's is the same once finished."""
         where, params = [], []
         if status is not None:
@@ -564,6 +430,7 @@ class Store:
         for r in rows:
             d = dict(r)
             d["config"] = json.loads(d["config_json"]) if d.get("config_json") else None
+            d["numerics"] = json.loads(d["numerics_json"]) if d.get("numerics_json") else None
             d["experiments"] = tags.get(d["run_key"], [])
             out.append(d)
         return out

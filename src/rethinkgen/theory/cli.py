@@ -19,14 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rethinkgen.errors import ConfigError
-
-try:  # the kernel commands live in their own module (paper §5 kernels)
-    from rethinkgen.theory.kernel_cli import kernel_app
-except ImportError as e:  # the module is not there: an empty group, so the main CLI still mounts
-    if getattr(e, "name", None) not in ("rethinkgen.theory.kernel_cli", None):
-        raise  # kernel_cli exists but one of its own imports failed: show that, don't hide it
-    kernel_app = typer.Typer(no_args_is_help=True, help="Section 5: min-norm kernel interpolation "
-                             "(not available in this installation).")
+from rethinkgen.theory.kernel_cli import kernel_app  # the kernel commands (paper §5), mounted beside
 
 __all__ = ["kernel_app", "theory_app"]
 
@@ -91,6 +84,10 @@ def interpolate_command(
     seed: Annotated[int, typer.Option("--seed", help="subset, random labels and direction seed")] = 0,
     theta: Annotated[float, typer.Option("--theta", help="bias position inside each gap, in (0, 1)")] = 0.05,
     directions: Annotated[int, typer.Option("--directions", help="random directions tried for a")] = 16,
+    rtol: Annotated[float, typer.Option("--rtol", help="the fit is verified: max residual <= rtol × max|y| "
+                                        "on every training point, else an error names the cause")] = 1e-6,
+    merge_within: Annotated[float, typer.Option("--merge-within", help="merge points this close with equal "
+                                                "labels into one hidden unit (0: identical points only)")] = 0.0,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="folder of file-based datasets")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
 ) -> None:
@@ -112,7 +109,8 @@ def interpolate_command(
 
         y = apply_corruption(ds, "random_labels", seed=seed).dataset.y_train
     x = ds.x_train.reshape(ds.n_train, -1)
-    net, rep = interpolate(x, y, num_classes=ds.num_classes, seed=seed, theta=theta, n_directions=directions)
+    net, rep = interpolate(x, y, num_classes=ds.num_classes, seed=seed, theta=theta, n_directions=directions,
+                           rtol=rtol, merge_within=merge_within)
     with torch.no_grad():
         test_pred = net(ds.x_test.reshape(ds.n_test, -1)).argmax(dim=1) if ds.n_test else None
     train_acc = rep.label_accuracy  # argmax of the network's outputs on the n training points vs their labels
@@ -121,7 +119,7 @@ def interpolate_command(
         "data": data, "labels": labels, "n": rep.n, "n_input": rep.n_input, "n_merged": rep.n_merged,
         "n_test": ds.n_test, "d": rep.d, "num_classes": ds.num_classes, "param_count": rep.param_count,
         "param_formula": rep.param_formula, "train_acc": train_acc, "test_acc": test_acc,
-        "max_residual": rep.max_residual, "rel_residual": rep.rel_residual,
+        "max_residual": rep.max_residual, "tolerance": rep.tolerance, "rel_residual": rep.rel_residual,
         "min_eigenvalue": rep.min_eigenvalue, "min_eigenvalue_rel": rep.min_eigenvalue_rel,
         "min_gap": rep.min_gap, "min_gap_rel": rep.min_gap_rel, "weight_norm": rep.weight_norm,
         "cancellation": rep.cancellation, "theta": rep.theta, "direction_rule": rep.direction_rule,
@@ -145,7 +143,9 @@ def interpolate_command(
         ("data", f"{data} ({labels} labels)"), ("points n (distinct)", rep.n), ("input dimension d", rep.d),
         ("outputs C", rep.num_outputs), (f"parameters ({rep.param_formula})", rep.param_count),
         ("training accuracy", _pct(train_acc)), (f"test accuracy ({ds.n_test} points)", _pct(test_acc)),
-        ("max residual on the sample", rep.max_residual), ("relative residual", rep.rel_residual),
+        ("max residual on the sample", rep.max_residual),
+        (f"  ... checked against (rtol {rep.rtol:g} x max|y|)", rep.tolerance),
+        ("relative residual", rep.rel_residual),
         ("Lemma 1: min eigenvalue min(x_i - b_i)", rep.min_eigenvalue),
         ("  ... / spread of projections", rep.min_eigenvalue_rel),
         ("min projection gap / spread", rep.min_gap_rel), ("weight norm ||w||", rep.weight_norm),

@@ -61,8 +61,8 @@ def kernel_experiment(data: str, *, n: int | None = None, n_test: int | None = N
                       reg: float = 0.0, solver: str = "exact", dtype: str = "float32", device: str = "auto",
                       seed: int = 0, data_dir: Path | str | None = None, feature_options: dict | None = None,
                       val_fit: int | None = None, val_size: int | None = None,
-                      factors: tuple[float, ...] = K.BANDWIDTH_FACTORS,
-                      log=_stderr) -> tuple[K.KernelResult, dict]:
+                      factors: tuple[float, ...] = K.BANDWIDTH_FACTORS, cg_tol: float = 1e-6,
+                      cg_max_iter: int = 2000, log=_stderr) -> tuple[K.KernelResult, dict]:
     """Load ``data``, map features, choose h, solve and evaluate; returns (result, config dict).
 
     ``bandwidth="auto"``: :func:`rethinkgen.theory.kernels.select_bandwidth` on the training points only
@@ -71,11 +71,14 @@ def kernel_experiment(data: str, *, n: int | None = None, n_test: int | None = N
     """
     from rethinkgen.data.sources import load_dataset  # lazy: the data layer is only needed here
 
-    spec = K.get_kernel(kernel)  # unknown names fail before any loading
+    spec = K.get_kernel(kernel)  # unknown names and bad numbers fail before any loading
     FEATURES.get(features)
     if solver not in ("exact", "cg"):
         raise ConfigError(f"unknown solver {solver!r}; valid: exact, cg")
-    K.resolve_dtype(dtype)
+    reg = K.check_reg(reg)
+    if not (cg_tol > 0 and cg_max_iter >= 1):
+        raise ConfigError(f"--cg-tol must be > 0 and --cg-max-iter >= 1, got {cg_tol:g} and {cg_max_iter}")
+    dt = K.resolve_dtype(dtype)
     dev = K.resolve_device(device)
     bw = parse_bandwidth(bandwidth)
     t0 = time.perf_counter()
@@ -89,6 +92,9 @@ def kernel_experiment(data: str, *, n: int | None = None, n_test: int | None = N
     x_te = fmap(ds.x_test, device=dev)
     t_feat = time.perf_counter() - t0
     log(f"features {features}: {fmap.description}; {fmap.dim:,} per input, {t_feat:.1f} s")
+    # identical training points with different labels: named now (indices into the whole training set),
+    # before any bandwidth search or solve
+    K.check_duplicates(x_tr.to(dt), K.one_hot(ds.y_train, ds.num_classes, dt), reg, dt, x_tr)
     config = {"data": data, "n_train": ds.n_train, "n_test": ds.n_test, "kernel": spec.name,
               "features": features, "feature_params": fmap.params, "filters": fmap.params.get("filters"),
               "reg": float(reg), "solver": solver, "dtype": dtype, "seed": seed, "bandwidth_rule": None,
@@ -119,13 +125,17 @@ def kernel_experiment(data: str, *, n: int | None = None, n_test: int | None = N
         config["bandwidth_rule"] = "given"
     config["bandwidth"] = h
     result = K.fit_min_norm(x_tr, K.one_hot(ds.y_train, ds.num_classes), x_te, ds.y_test, spec.name, h, reg,
-                            solver, dtype, dev, log=log)
+                            solver, dtype, dev, cg_tol=cg_tol, cg_max_iter=cg_max_iter, log=log)
     result.timings["features_s"] = t_feat
     return result, config
 
 
 def store_row(result: K.KernelResult, config: dict) -> dict:
-    """The ``kernel_results`` row for :meth:`rethinkgen.sweep.store.Store.add_kernel_result`."""
+    """The ``kernel_results`` row for :meth:`rethinkgen.sweep.store.Store.add_kernel_result`.
+
+    ``kernel fit --store`` records only results whose status is "ok": a fit that failed numerically is
+    printed with its problems and never becomes a number in the report.
+    """
     return {"data": config["data"], "n_train": result.n_train, "n_test": result.n_test,
             "kernel": result.kernel, "bandwidth": result.bandwidth, "features": config["features"],
             "filters": config.get("filters"), "reg": result.reg, "solver": result.solver,
@@ -151,19 +161,24 @@ def _print_result(result: K.KernelResult, config: dict) -> None:
                    + (f", {result.cg_iterations} CG iterations" if result.cg_iterations is not None else "")),
         ("test error", f"{100 * result.test_error:.2f}%"),
         ("train error", f"{100 * result.train_error:.2f}%"),
-        ("RKHS norm √(Σ_c α_cᵀKα_c)", f"{result.norm:.4g}"),
-        ("norm per class", ", ".join(f"{v:.3g}" for v in result.norm_per_class)),
+        ("RKHS norm √(Σ_c α_cᵀKα_c)", f"{result.norm:.4g}" if result.norm == result.norm
+         else "undefined (some α_cᵀKα_c < 0)"),
+        ("norm per class", ", ".join(f"{v:.3g}" if v == v else "undefined" for v in result.norm_per_class)),
         ("relative residual ‖Kα−Y‖/‖Y‖", f"{result.rel_residual:.2e}"),
         ("time", f"{result.time_s:.1f} s ("
          + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()) + ")"),
         ("peak memory", f"{result.peak_mem_bytes / 1e9:.2f} GB"),
     ]
+    rows.insert(0, ("status", result.status if result.status == "ok"
+                    else f"{result.status}: not a result (see the problems below)"))
     for r in rows:
         t.add_row(*r)
     console = Console()
     console.print(t)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
+    for problem in result.problems:
+        console.print(f"problem: {problem}", highlight=False, markup=False)
 
 
 @kernel_app.command("fit")
@@ -187,12 +202,25 @@ def fit_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")] = False,
     store: Annotated[Path | None, typer.Option(help="record the result in this results store (SQLite)")]
     = None,
+    cg_tol: Annotated[float, typer.Option("--cg-tol", help="cg: stop at this relative residual")] = 1e-6,
+    cg_max_iter: Annotated[int, typer.Option("--cg-max-iter", help="cg: at most this many products with K; "
+                                             "a run that stops here is reported as not converged")] = 2000,
 ) -> None:
     """Solve K α = Y (one-hot Y) exactly and report test error and the solution's RKHS norm (paper §5)."""
     result, config = kernel_experiment(data, n=n, n_test=n_test, kernel=kernel, bandwidth=bandwidth,
                                        features=features, filters=filters, reg=reg, solver=solver,
-                                       dtype=dtype, device=device, seed=seed, data_dir=data_dir)
+                                       dtype=dtype, device=device, seed=seed, data_dir=data_dir,
+                                       cg_tol=cg_tol, cg_max_iter=cg_max_iter)
     key = None
+    if result.status != "ok":
+        if as_json:
+            print(json.dumps({**result.to_dict(), "data": data, "features": features, "config": config,
+                              "result_key": None}, indent=2, default=float))
+        else:
+            _print_result(result, config)
+        raise K.KernelFitError(
+            f"the kernel fit failed ({result.status}): " + " | ".join(result.problems)
+            + ("; nothing was recorded in the store" if store is not None else ""), result)
     if store is not None:
         from rethinkgen.sweep.store import Store  # lazy: only with --store
 

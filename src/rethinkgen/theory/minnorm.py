@@ -91,7 +91,8 @@ def sgd_least_squares(
 
     Parameters
     ----------
-    X : (n, d) inputs, y : (n,) targets.
+    X : (n, d) inputs.
+    y : (n,) targets.
     lr : step size η; default ``1 / max_i ||x_i||²``, for which single-sample SGD is a randomized
         Kaczmarz method and converges linearly on a consistent system (η < 2 / max ||x_i||² is stable).
     epochs : passes over the data, each in a fresh random order (stream ``"order"`` of ``seed``).

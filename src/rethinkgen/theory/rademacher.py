@@ -89,8 +89,9 @@ def empirical_rademacher(fit_fn: FitFn, X, m: int, seed: int = 0, *, output: str
     Parameters
     ----------
     fit_fn : ``fit(X, sigma, seed) -> outputs on X (n,) or the correlation (float)``.
-    X : (n, ...) the sample; m : number of random labelings σ; seed : the labelings (stream
-        "corruption") and the seed handed to ``fit_fn``.
+    X : (n, ...) the sample.
+    m : number of random labelings σ.
+    seed : the labelings (stream "corruption") and the seed handed to ``fit_fn``.
     output : "clip" (h clipped to [−1, 1], default) or "sign". A fit function with an attribute
         ``output_kind`` (the trainer adapter: "sign") overrides it in the result.
 

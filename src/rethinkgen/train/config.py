@@ -2,8 +2,9 @@
 
 Defaults live here, each with its unit and meaning. ``None`` means "resolved from the dataset or the
 model" (see :func:`resolve`); the resolved config is what gets stored with every result, and
-``run_key`` (sha256 of its canonical JSON, minus fields that do not change the numbers) makes
-reruns idempotent (design §3).
+``run_key`` (sha256 of its canonical JSON, minus fields that do not name the experiment: data_dir,
+eval_batch_size, device) makes reruns idempotent (design §3). How a run is computed on its device
+(autocast, threads, ...) is recorded apart, as its numerics (:mod:`rethinkgen.train.numerics`).
 """
 
 from __future__ import annotations
@@ -15,14 +16,22 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from rethinkgen.errors import ConfigError
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-STANDARDIZE = ("per_image", "per_feature", "none")
+from rethinkgen.train.validate import DEVICES, STANDARDIZE  # noqa: F401  (re-exported: the allowed values)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines one randomization-test run (paper §2, Appendix A)."""
+    """Everything that determines one randomization-test run (paper §2, Appendix A).
+
+    Examples
+    --------
+    >>> cfg = TrainConfig(model="mlp_1x512", corruption="partial_labels", level=0.2, seed=3)
+    >>> cfg.replace(seed=4).seed, cfg.lr is None  # None: resolved from the dataset and model
+    (4, True)
+    >>> cfg.level = 0.5
+    Traceback (most recent call last):
+    dataclasses.FrozenInstanceError: cannot assign to field 'level'
+    """
 
     # --- data --------------------------------------------------------------------------------
     data: str = "mnist1d"  # dataset registry name (`rethinkgen list datasets`)
@@ -51,12 +60,26 @@ class TrainConfig:
     flip: bool = False  # random horizontal flips (images)
     # --- stopping and logging ------------------------------------------------------------------
     target_train_acc: float = 1.0  # stop when eval-mode accuracy on the (corrupted) train set reaches it
+    eval_every: int | None = None  # SGD steps between train-set evaluations (convergence step); None: per epoch
     log_every: int = 10  # SGD steps between recorded training losses (Figure 1a)
     eval_batch_size: int | None = None  # samples per evaluation pass (None: by device and layout, train.resolve)
     seed: int = 0  # the one seed; split into corruption / init / order / augment / dropout streams
     device: str = "auto"  # "auto" (cuda -> mps -> cpu) | "cpu" | "cuda" | "mps"
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, where bf16 is slower)
     compile: bool = False  # torch.compile the model (CUDA only; no gain measured on CPU)
+    channels_last: bool | None = None  # channels-last memory format for images; None: on CUDA only
+
+    def __post_init__(self) -> None:
+        """Refuse impossible values at once (the one validator, :mod:`rethinkgen.train.validate`), and store
+        numbers as their field's plain type (``lr=1`` and ``lr=1.0`` are one run)."""
+        from rethinkgen.train import validate
+
+        validate.check_config(self)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            plain = validate.normalized(f.name, value)
+            if plain is not value and (type(plain) is not type(value) or plain != value):
+                object.__setattr__(self, f.name, plain)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -74,8 +97,16 @@ class TrainConfig:
         return cls(**values)
 
 
-# Fields that do not change what is computed, so they are left out of the run key.
-KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size"})
+# Fields that do not name the experiment, so they are left out of the run key: where its data lives, the
+# evaluation batch, the device and the memory format — whose effect on the floats (the order of float
+# operations) each run records as its numerics (rethinkgen.train.numerics; a resume with other numerics
+# is refused).
+KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last"})
+
+
+# Fields added after run keys were first stored: left out of the canonical JSON while None (their
+# default), so every run that does not set them keeps the key it always had.
+KEY_OMITTED_IF_NONE = frozenset({"eval_every"})
 
 
 def field_names() -> list[str]:
@@ -83,11 +114,24 @@ def field_names() -> list[str]:
 
 
 def canonical_json(config: TrainConfig) -> str:
-    """Sorted-key, compact JSON of the config without the fields in ``KEY_EXCLUDED``."""
-    values = {k: v for k, v in config.to_dict().items() if k not in KEY_EXCLUDED}
+    """Sorted-key, compact JSON of the config without the fields in ``KEY_EXCLUDED`` (and those in
+    ``KEY_OMITTED_IF_NONE`` while they are None)."""
+    values = {k: v for k, v in config.to_dict().items()
+              if k not in KEY_EXCLUDED and not (k in KEY_OMITTED_IF_NONE and v is None)}
     return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
 
 def run_key(config: TrainConfig) -> str:
-    """sha256 hex digest of the canonical JSON of a *resolved* config (design §3)."""
+    """sha256 hex digest of the canonical JSON of a *resolved* config (design §3).
+
+    Examples
+    --------
+    >>> from rethinkgen.train.resolve import resolve_config
+    >>> cfg = resolve_config(TrainConfig(data="mnist1d", corruption="random_labels", seed=1))
+    >>> key = run_key(cfg)
+    >>> len(key), key == run_key(cfg.replace(device="cpu"))  # the experiment, wherever it runs
+    (64, True)
+    >>> key == run_key(cfg.replace(seed=2))
+    False
+    """
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()

@@ -1,0 +1,412 @@
+"""Benchmark: the GPU issue's numbers in one command (issue 10), at most 5 minutes on an H200.
+
+Stages, each in its own process under a time cap, each writing its results into ``$OUT/gpu_bench.json``
+(one key per stage, rewritten as each stage finishes: a stage that runs out of time keeps what it
+measured) and the table into ``$OUT/gpu_bench.txt``:
+
+- ``common``: samples/s of the common public loop (pluskid/fitting-random-labels' pattern, as
+  ``benchmarks/common_loop.py``: PIL + torchvision transforms + ``DataLoader``, moved to the GPU with
+  pinned memory, as ``../shared/gpu/bench.py`` measured it) with 1 and 8 workers;
+- ``trainer``: rethinkgen's single-run ``Trainer`` (one epoch timed after a warm-up epoch; training,
+  and the epoch with its evaluation of the whole training and test sets);
+- ``fused``: ``train_group`` of 6 and of 11 label-corruption runs (the second epoch's wall time from an
+  epoch-end callback, evaluation included; samples/s over all runs), with the group's peak GPU memory
+  next to the sweep's estimate (``rethinkgen.sweep.sizing``);
+- ``figure1``: one 50,000-image epoch of every run of ``configs/paper/figure1.toml`` (23 runs,
+  evaluation included) through ``rethinkgen sweep run`` (``--fuse auto``), wall seconds of the command
+  and of the sweep; again with ``--workers-per-gpu 2`` when the time left allows;
+- ``kernel``: ``rethinkgen kernel fit`` on all 60,000 MNIST images (paper §5; skipped with a message
+  when the MNIST files are absent).
+
+for ``mlp_1x512``, ``alexnet_small`` and ``inception_small`` on CIFAR-10-sized synthetic files in the
+official pickle format (``_bench.fake_cifar10``). Ratios are printed against the common loop with 8
+workers, next to the issue's targets. ``--smoke``: tiny sizes on the CPU, mlp_1x512 only (a test in
+the default suite runs it end to end, so the script cannot rot; its numbers mean nothing).
+
+    OUT=results python benchmarks/gpu.py                       # on the GPU machine
+    python benchmarks/gpu.py --smoke --out /tmp/smoke          # anywhere, in about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+MODELS = ("mlp_1x512", "alexnet_small", "inception_small")
+LEVELS = {6: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], 11: [i / 10 for i in range(11)]}
+# Shares of the time budget per stage (they sum to 1); each stage's cap is its share of --budget.
+SHARES = {"common": 0.15, "trainer": 0.22, "fused": 0.33, "figure1": 0.22, "kernel": 0.08}
+TARGETS = {"inception_single": 40_000, "inception_fused11": 150_000, "vs_common_w8": 4.0, "figure1_s": 6.0}
+
+
+# ------------------------------------------------------------------------------ sizes and results
+def sizes(smoke: bool) -> dict:
+    """Samples and devices per mode: the issue's (50,000 + 10,000 images on CUDA) or a smoke run's."""
+    if smoke:
+        return dict(device="cpu", rows=256, n_train=512, n_test=128, fused_n=256, groups=(2, 3), workers=(1, 2),
+                    batches=8, models=("mlp_1x512",), data_options={"strict": False})
+    return dict(device="cuda", rows=10_000, n_train=50_000, n_test=10_000, fused_n=25_000, groups=(6, 11),
+                workers=(1, 8), batches=120, models=MODELS, data_options=None)
+
+
+def save(out: Path, stage: str, value: dict) -> None:
+    """Merge ``value`` into ``out/gpu_bench.json`` under ``stage`` (atomically, as each result comes)."""
+    path = out / "gpu_bench.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[stage] = {**data.get(stage, {}), **value}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(path)
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------ stage: common loop
+def common_rate(model_name: str, root: Path, n: int, workers: int, device: str, batches: int) -> float:
+    """Samples/s of the public loop on ``device``: the batches after 3 warm-up batches, at most ``batches``."""
+    import torch
+    import torch.nn.functional as F
+    from common_loop import BATCH, CIFAR10Like, accuracy
+    from torchvision import transforms
+
+    from rethinkgen.models import create_model
+
+    normalize = transforms.Normalize(mean=[x / 255.0 for x in [125.3, 123.0, 113.9]],
+                                     std=[x / 255.0 for x in [63.0, 62.1, 66.7]])
+    dataset = CIFAR10Like(root, n, transforms.Compose([transforms.CenterCrop(28), transforms.ToTensor(), normalize]))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers,
+                                         pin_memory=device == "cuda")
+    torch.manual_seed(0)
+    model = create_model(model_name, (3, 28, 28), 10).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    seen, t0 = 0, None
+    for i, (inputs, target) in enumerate(loader):
+        if i == 3:
+            sync(device)
+            t0, seen = time.perf_counter(), 0
+        if i == 3 + batches:
+            break
+        inputs, target = inputs.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        output = model(inputs)
+        loss = F.cross_entropy(output, target)
+        _ = float(accuracy(output.data, target)), loss.item()  # the loop's per-batch bookkeeping
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen += inputs.size(0)
+    sync(device)
+    return seen / (time.perf_counter() - t0)
+
+
+def stage_common(a: argparse.Namespace, s: dict, root: Path) -> None:
+    for model in s["models"]:
+        for workers in s["workers"]:
+            try:
+                rate = common_rate(model, root, min(s["n_train"], 25_000), workers, s["device"], s["batches"])
+                save(a.out, "common", {f"{model}.w{workers}": round(rate)})
+            except Exception as exc:  # noqa: BLE001 - a benchmark records what failed and goes on
+                save(a.out, "common", {f"{model}.w{workers}": f"error: {exc!r}"[:400]})
+
+
+# ------------------------------------------------------------------------------ stage: single trainer
+def config(s: dict, root: Path, model: str, n_train: int, **changes):
+    from rethinkgen.train.config import TrainConfig
+    from rethinkgen.train.loop import resolve_config
+
+    return resolve_config(TrainConfig(data="cifar10", data_dir=str(root), data_options=s["data_options"], model=model,
+                                      n_train=n_train, n_test=s["n_test"], epochs=2, lr=0.01, device=s["device"],
+                                      **changes))
+
+
+def stage_trainer(a: argparse.Namespace, s: dict, root: Path) -> None:
+    import torch
+
+    from rethinkgen.train.loop import Trainer
+
+    for model in s["models"]:
+        try:
+            c = config(s, root, model, s["n_train"])
+            with torch.random.fork_rng(devices=[0] if s["device"] == "cuda" else []):
+                trainer = Trainer(c, torch.device(s["device"]))
+                trainer.train_epoch()  # warm-up: kernels chosen, compiled, caches filled
+                sync(s["device"])
+                t0 = time.perf_counter()
+                trainer.train_epoch()
+                sync(s["device"])
+                train_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                trainer.evaluate_row(0.0)
+                sync(s["device"])
+                eval_s = time.perf_counter() - t0
+            save(a.out, "trainer", {model: {"train_sps": round(s["n_train"] / train_s),
+                                            "epoch_sps": round(s["n_train"] / (train_s + eval_s)),
+                                            "train_s": round(train_s, 3), "eval_s": round(eval_s, 3),
+                                            "numerics": trainer.numerics.describe()}})
+            del trainer
+        except Exception as exc:  # noqa: BLE001
+            save(a.out, "trainer", {model: {"error": repr(exc)[:400]}})
+
+
+# ------------------------------------------------------------------------------ stage: fused groups
+class Stamp:
+    """Epoch-end wall clock of one run of a group (the group's epochs end together)."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.t = device, []
+
+    def on_epoch_end(self, row, step_losses, state) -> None:
+        sync(self.device)
+        self.t.append(time.perf_counter())
+
+
+def stage_fused(a: argparse.Namespace, s: dict, root: Path) -> None:
+    import torch
+
+    from rethinkgen.sweep.sizing import run_memory
+    from rethinkgen.train.fused import train_group
+
+    n = s["fused_n"]
+    for model in s["models"]:
+        for k in s["groups"]:
+            key = f"{model}.x{k}"
+            try:
+                levels = LEVELS.get(k) or [i / (k - 1) for i in range(k)]
+                configs = [config(s, root, model, n, corruption="partial_labels", level=p) for p in levels]
+                stamp = Stamp(s["device"])
+                if s["device"] == "cuda":
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                t0 = time.perf_counter()
+                summaries = train_group(configs, callbacks=[[stamp]] + [[] for _ in configs[1:]])
+                total = time.perf_counter() - t0
+                epoch_s = stamp.t[-1] - stamp.t[-2]  # epoch 2: training and evaluation of every run
+                result = {"epoch_s": round(epoch_s, 3), "sps_all_runs": round(k * n / epoch_s),
+                          "total_s": round(total, 1), "statuses": sorted({x["status"] for x in summaries}),
+                          "estimate_gb": round(run_memory(configs[0]).group(k) / 1e9, 2)}
+                if s["device"] == "cuda":
+                    result["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+                save(a.out, "fused", {key: result})
+            except Exception as exc:  # noqa: BLE001
+                save(a.out, "fused", {key: {"error": repr(exc)[:400]}})
+
+
+# ------------------------------------------------------------------------------ stage: Figure 1 epoch
+def figure1_spec(s: dict, folder: Path, smoke: bool) -> Path:
+    """configs/paper/figure1.toml with one epoch per run (smoke: small subsets, MLPs on the CPU)."""
+    text = (REPO / "configs" / "paper" / "figure1.toml").read_text()
+    extra = "epochs = 1\n"
+    if smoke:
+        extra += (f'n_train = {s["n_train"]}\nn_test = {s["n_test"]}\ndevice = "cpu"\n'
+                  'data_options = { strict = false }\n')
+        text = text.replace('"inception_small"', '"mlp_1x512"').replace('"alexnet_small"', '"mlp_1x512"')
+    text = text.replace("[defaults]\n", "[defaults]\n" + extra, 1)
+    path = folder / "figure1_epoch.toml"
+    path.write_text(text)
+    return path
+
+
+def sweep_epoch(spec: Path, store: Path, root: Path, timeout: float, extra: list[str]) -> dict:
+    """Run ``rethinkgen sweep run`` once; wall seconds of the command and of the sweep, and the statuses."""
+    import sqlite3
+
+    command = [sys.executable, "-m", "rethinkgen.cli", "sweep", "run", str(spec), "--store", str(store),
+               "--data-dir", str(root), "--quiet", *extra]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        out, code = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as exc:  # what it printed so far, and the store it left
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        code = "timeout"
+    wall = time.perf_counter() - t0
+    result = {"command_s": round(wall, 2), "exit": code, "options": " ".join(extra) or "(defaults)"}
+    match = re.search(r"resumed from a checkpoint: \d+[^;]*; ([0-9.]+) s", out)
+    if match:
+        result["sweep_s"] = float(match.group(1))
+    if store.exists():
+        with sqlite3.connect(store) as db:
+            result["statuses"] = dict(db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+    if code != 0:
+        result["output_tail"] = out[-1500:]
+    return result
+
+
+def stage_figure1(a: argparse.Namespace, s: dict, root: Path, cap: float) -> None:
+    with tempfile.TemporaryDirectory(prefix="rethinkgen-fig1-") as tmp:
+        spec = figure1_spec(s, Path(tmp), a.smoke)
+        t0 = time.perf_counter()
+        first = sweep_epoch(spec, Path(tmp) / "one.db", root, cap, [])
+        save(a.out, "figure1", {"workers_per_gpu_1": first})
+        left = cap - (time.perf_counter() - t0)
+        if not a.smoke and first.get("exit") == 0 and left > 1.5 * first["command_s"]:
+            save(a.out, "figure1", {"workers_per_gpu_2": sweep_epoch(spec, Path(tmp) / "two.db", root, left,
+                                                                     ["--workers-per-gpu", "2"])})
+
+
+# ------------------------------------------------------------------------------ stage: kernel solve
+def stage_kernel(a: argparse.Namespace, s: dict, cap: float) -> None:
+    if a.smoke:
+        args = ["--data", "mnist1d", "--n", "300", "--n-test", "100", "--bandwidth", "auto", "--device", "cpu"]
+    else:
+        mnist = Path(a.mnist_dir).expanduser() if a.mnist_dir else None
+        found = mnist is not None and any((mnist / sub / "train-images-idx3-ubyte.gz").exists()
+                                          or (mnist / sub / "train-images-idx3-ubyte").exists()
+                                          for sub in (".", "mnist", "MNIST/raw"))
+        if not found:
+            save(a.out, "kernel", {"skipped": f"MNIST not found at {mnist} (give --mnist-dir with the four IDX "
+                                              "files; gpu_session.sh passes .gpu-carry/mnist when present)"})
+            return
+        args = ["--data", "mnist", "--data-dir", str(mnist), "--bandwidth", "5.096", "--dtype", "float64",
+                "--device", "cuda"]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "rethinkgen.cli", "kernel", "fit", *args, "--json"],
+                              capture_output=True, text=True, timeout=cap)
+    except subprocess.TimeoutExpired:
+        save(a.out, "kernel", {"error": f"timed out after {cap:.0f} s"})
+        return
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0 or "{" not in proc.stdout:
+        save(a.out, "kernel", {"error": (proc.stdout + proc.stderr)[-1500:], "command_s": round(wall, 1)})
+        return
+    fit = json.loads(proc.stdout[proc.stdout.index("{"):])
+    keep = ("n_train", "n_test", "test_error", "rel_residual", "time_s", "bandwidth", "dtype", "device")
+    save(a.out, "kernel", {"command_s": round(wall, 1), **{k: fit.get(k) for k in keep if k in fit}})
+
+
+# ------------------------------------------------------------------------------ the table
+def _num(value) -> str:
+    return f"{value:,.0f}" if isinstance(value, int | float) else "—"
+
+
+def _ratio(value, base) -> str:
+    return f"{value / base:.1f}x" if isinstance(value, int | float) and isinstance(base, int | float) and base else "—"
+
+
+def report(results: dict, s: dict, smoke: bool) -> str:
+    common, trainer, fused = results.get("common", {}), results.get("trainer", {}), results.get("fused", {})
+    w_lo, w_hi = s["workers"]
+    g_lo, g_hi = s["groups"]
+    head = ["model", f"common w{w_lo}", f"common w{w_hi}", "trainer", f"vs w{w_hi}", "trainer+eval",
+            f"fused x{g_lo} (all runs)", f"vs w{w_hi}", f"fused x{g_hi} (all runs)", f"vs w{w_hi}",
+            f"x{g_hi} mem est/peak GB"]
+    rows = []
+    for model in s["models"]:
+        base = common.get(f"{model}.w{w_hi}")
+        t = trainer.get(model, {})
+        f_lo, f_hi = fused.get(f"{model}.x{g_lo}", {}), fused.get(f"{model}.x{g_hi}", {})
+        rows.append([model, _num(common.get(f"{model}.w{w_lo}")), _num(base), _num(t.get("train_sps")),
+                     _ratio(t.get("train_sps"), base), _num(t.get("epoch_sps")), _num(f_lo.get("sps_all_runs")),
+                     _ratio(f_lo.get("sps_all_runs"), base), _num(f_hi.get("sps_all_runs")),
+                     _ratio(f_hi.get("sps_all_runs"), base),
+                     f"{f_hi.get('estimate_gb', '—')}/{f_hi.get('peak_gb', '—')}"])
+    from _bench import table
+
+    lines = ["samples/s" + (" (SMOKE: tiny CPU run, not a measurement)" if smoke else ""),
+             table(rows, head)]
+    for stage in ("common", "trainer", "fused"):
+        for key, value in results.get(stage, {}).items():
+            if (isinstance(value, str) and value.startswith("error")) or (isinstance(value, dict) and "error" in value):
+                lines.append(f"{stage} {key}: {value if isinstance(value, str) else value['error']}")
+    for stage in SHARES:
+        if "timed_out" in results.get(stage, {}):
+            lines.append(f"{stage}: {results[stage]['timed_out']}")
+    for value in results.get("figure1", {}).values():
+        lines.append(f"figure1 grid epoch ({value.get('options')}): command {value.get('command_s')} s, sweep "
+                     f"{value.get('sweep_s', '—')} s, exit {value.get('exit')}, runs {value.get('statuses')}")
+    kernel = results.get("kernel", {})
+    if kernel:
+        lines.append("kernel: " + ", ".join(f"{k} {v}" for k, v in kernel.items()))
+    inception = trainer.get("inception_small", {}).get("train_sps")
+    fused11 = fused.get(f"inception_small.x{g_hi}", {}).get("sps_all_runs")
+    fig = results.get("figure1", {}).get("workers_per_gpu_1", {})
+    ratios = {m: _ratio(trainer.get(m, {}).get("train_sps"), common.get(f"{m}.w{w_hi}")) for m in s["models"]}
+    lines += ["targets (issue 10, on one H200):",
+              f"  inception_small single run >= {TARGETS['inception_single']:,} samples/s: {_num(inception)}",
+              f"  fused group of 11 inception_small >= {TARGETS['inception_fused11']:,} samples/s: {_num(fused11)}",
+              f"  every paper model >= {TARGETS['vs_common_w8']:.0f}x the common loop with 8 workers: "
+              + ", ".join(f"{m} {r}" for m, r in ratios.items()),
+              f"  Figure 1 grid epoch <= {TARGETS['figure1_s']:.0f} s: sweep {fig.get('sweep_s', '—')} s "
+              f"(command {fig.get('command_s', '—')} s)"]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ main
+def child(a: argparse.Namespace) -> None:
+    s = sizes(a.smoke)
+    s["models"] = tuple(a.models or s["models"])
+    root = Path(a.data_dir)
+    {"common": stage_common, "trainer": stage_trainer, "fused": stage_fused}[a.child](a, s, root)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (a test runs this)")
+    ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(tempfile.gettempdir()) / "rethinkgen-gpu-out"),
+                    help="folder for gpu_bench.json and gpu_bench.txt (default $OUT)")
+    ap.add_argument("--budget", type=float, default=None, help="seconds for all stages (default 285; smoke 240)")
+    ap.add_argument("--stages", nargs="+", default=list(SHARES), choices=list(SHARES))
+    ap.add_argument("--models", nargs="+", default=None, choices=list(MODELS))
+    ap.add_argument("--data-dir", default=None, help="synthetic CIFAR-10 folder (default: a temp folder)")
+    default_data = os.environ.get("RETHINKGEN_DATA") or str(Path.home() / ".cache" / "rethinkgen")
+    ap.add_argument("--mnist-dir", default=default_data,
+                    help="folder of the MNIST IDX files for the kernel stage (default $RETHINKGEN_DATA or "
+                         "~/.cache/rethinkgen; it may also hold them in mnist/ or MNIST/raw/)")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    a.out = Path(a.out)
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.child:
+        child(a)
+        return
+    from _bench import fake_cifar10, machine
+
+    s = sizes(a.smoke)
+    budget = a.budget or (240.0 if a.smoke else 285.0)
+    t_start = time.perf_counter()
+    default_root = Path(tempfile.gettempdir()) / ("rethinkgen-gpu-cifar-smoke" if a.smoke else "rethinkgen-gpu-cifar")
+    root = fake_cifar10(Path(a.data_dir) if a.data_dir else default_root, rows=s["rows"])
+    (a.out / "gpu_bench.json").unlink(missing_ok=True)
+    save(a.out, "machine", {"description": machine(), "smoke": a.smoke, "budget_s": budget})
+    print(f"machine: {machine()}; budget {budget:.0f} s; results in {a.out}", flush=True)
+    for stage in a.stages:
+        cap = SHARES[stage] * budget
+        t0 = time.perf_counter()
+        if stage in ("common", "trainer", "fused"):
+            command = [sys.executable, __file__, "--child", stage, "--out", str(a.out), "--data-dir", str(root)]
+            command += (["--smoke"] if a.smoke else []) + (["--models", *a.models] if a.models else [])
+            try:
+                subprocess.run(command, timeout=cap, check=False)
+            except subprocess.TimeoutExpired:
+                save(a.out, stage, {"timed_out": f"stopped after its cap of {cap:.0f} s; results above are complete"})
+        elif stage == "figure1":
+            stage_figure1(a, s, root, cap)
+        else:
+            stage_kernel(a, s, cap)
+        print(f"[{stage}] {time.perf_counter() - t0:.1f} s", flush=True)
+    results = json.loads((a.out / "gpu_bench.json").read_text())
+    text = report(results, {**s, "models": tuple(a.models or s["models"])}, a.smoke)
+    text += f"\ntotal {time.perf_counter() - t_start:.0f} s"
+    (a.out / "gpu_bench.txt").write_text(text + "\n")
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()

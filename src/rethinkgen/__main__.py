@@ -1,0 +1,6 @@
+"""``python -m rethinkgen ...``: the same command line as the ``rethinkgen`` script."""
+
+from rethinkgen.cli import main
+
+if __name__ == "__main__":  # (importing this module, e.g. to collect doctests, runs nothing)
+    main()

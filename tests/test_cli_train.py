@@ -1,0 +1,221 @@
+"""`rethinkgen train` never loses a run: the output folder is checked before any work, the files follow
+the epochs, Ctrl-C / SIGTERM / an error leave a resumable folder, and `--resume` ends with the numbers
+of an uninterrupted run (CPU, one thread: bit for bit)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rethinkgen import cli
+from rethinkgen.train import loop
+from rethinkgen.train.config import TrainConfig
+from rethinkgen.train.run_dir import RunDir, RunDirWriter
+
+# A tiny MNIST-1D run on the CPU with one thread: the numbers are bit-reproducible.
+TINY = ["--data", "mnist1d", "--n-train", "512", "--n-test", "256", "--corruption", "random_labels",
+        "--lr", "0.01", "--device", "cpu", "--threads", "1"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli.app, list(map(str, args)))
+
+
+def numbers(folder: Path) -> tuple[dict, list, list]:
+    """(summary without times, metrics rows without times, step losses) of a run folder."""
+    summary = json.loads((folder / "summary.json").read_text())
+    drop = ("wall_time_s", "hardware")
+    summary = {k: v for k, v in summary.items() if k not in drop}
+    with open(folder / "metrics.csv", newline="") as f:
+        rows = [{k: v for k, v in r.items() if k != "wall_time_s"} for r in csv.DictReader(f)]
+    with open(folder / "step_losses.csv", newline="") as f:
+        losses = list(csv.reader(f))
+    return summary, rows, losses
+
+
+# ------------------------------------------------------------------------------ the output folder
+def test_out_that_is_a_file_fails_before_any_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("training started"))
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    result = invoke("train", *TINY, "--epochs", "3", "--out", target)
+    assert result.exit_code == 2, result.output
+    assert "is a file" in result.output and "--out" in result.output
+    assert target.read_text() == "keep me"
+    result = invoke("train", *TINY, "--epochs", "3", "--out", target / "sub")
+    assert result.exit_code == 2 and "is a file" in result.output
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder nobody can write into: chmod 555, or (for root, who ignores modes) `chattr +i`."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = False
+    if os.access(folder, os.W_OK):
+        with contextlib.suppress(OSError, FileNotFoundError):
+            immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        yield folder
+    else:
+        (folder / "probe").unlink()
+        pytest.skip("cannot make a read-only folder here (root without chattr)")
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=False)
+        folder.chmod(0o755)
+
+
+def test_read_only_out_fails_before_any_training(readonly_dir, monkeypatch):
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("training started"))
+    for out in (readonly_dir, readonly_dir / "run"):
+        result = invoke("train", *TINY, "--epochs", "3", "--out", out)
+        assert result.exit_code == 2, result.output
+        assert "--out" in result.output and ("not writable" in result.output or "cannot create" in result.output)
+
+
+def test_files_follow_the_epochs(tmp_path):
+    """With no throttling, metrics.csv and step_losses.csv hold every finished epoch when the next starts."""
+    config = loop.resolve_config(TrainConfig(data="mnist1d", n_train=512, n_test=256, epochs=4, device="cpu"))
+    folder = RunDir(tmp_path / "run")
+    folder.prepare("key")
+    writer = RunDirWriter(folder, config, csv_every_s=0.0, checkpoint_every_s=0.0)
+    seen = []
+
+    class Check:
+        def on_epoch_end(self, row, step_losses, trainer):
+            with open(folder.path / "metrics.csv", newline="") as f:
+                epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+            seen.append(epochs)
+            assert json.loads((folder.path / "summary.json").read_text())["status"] == "running"
+            assert folder.checkpoint_path.exists()
+
+    writer.start()
+    summary = loop.train(config, callbacks=[writer, Check()])
+    writer.finish(summary)
+    assert seen == [list(range(e + 1)) for e in range(5)]
+    assert json.loads((folder.path / "summary.json").read_text())["status"] == "max_epochs"
+    assert not folder.checkpoint_path.exists()  # finished: no checkpoint left behind
+
+
+# ----------------------------------------------------------------------- interrupt, fail, resume
+def epochs_written(folder: Path) -> int:
+    try:
+        with open(folder / "metrics.csv", newline="") as f:
+            return max(int(r["epoch"]) for r in csv.DictReader(f))
+    except (FileNotFoundError, ValueError):
+        return -1
+
+
+def test_sigterm_mid_run_then_resume_ends_with_the_uninterrupted_numbers(tmp_path):
+    # 4,000 samples x 150 epochs: about 7 s of training here, long enough to be stopped in the middle.
+    args = [*TINY, "--n-train", "4000", "--epochs", "150"]
+    reference = invoke("train", *args, "--out", tmp_path / "reference")
+    assert reference.exit_code == 0, reference.output
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "rethinkgen", "train", *args, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while epochs_written(out) < 1:  # epoch 0 is written at once, later epochs 2 s later
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the run ended before the test could stop it:\n{proc.communicate()[0]}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    stopped = json.loads((out / "summary.json").read_text())
+    assert stopped["status"] == "interrupted", stopped
+    assert 0 < stopped["epochs"] < 150, "the signal did not land mid-run"
+    assert (out / "checkpoint.pt").exists()
+    assert "--resume" in output
+    _, rows, _ = numbers(out)
+    assert [int(r["epoch"]) for r in rows] == list(range(stopped["epochs"] + 1))
+
+    resumed = invoke("train", "--resume", out)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming after epoch {stopped['epochs']}" in resumed.output
+    assert numbers(out) == numbers(tmp_path / "reference")
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_an_error_mid_run_is_saved_as_failed_and_resumes(tmp_path, monkeypatch):
+    args = [*TINY, "--epochs", "6"]
+    assert invoke("train", *args, "--out", tmp_path / "reference").exit_code == 0
+    original = loop.Trainer.train_epoch
+
+    def breaks_in_epoch_4(self):
+        if self.history.epoch == 3:
+            raise RuntimeError("simulated device failure")
+        return original(self)
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", breaks_in_epoch_4)
+    out = tmp_path / "run"
+    result = invoke("train", *args, "--out", out)
+    assert result.exit_code == 1
+    assert isinstance(result.exception, RuntimeError)
+    failed = json.loads((out / "summary.json").read_text())
+    assert failed["status"] == "failed" and failed["epochs"] == 3
+    assert "RuntimeError: simulated device failure" in failed["error"]
+    assert (out / "checkpoint.pt").exists()
+
+    # Without --resume the folder is not silently started over ...
+    again = invoke("train", *args, "--out", out)
+    assert again.exit_code == 2 and "--resume" in again.output
+    # ... and --resume continues from epoch 3 to the uninterrupted numbers.
+    monkeypatch.setattr(loop.Trainer, "train_epoch", original)
+    assert invoke("train", "--resume", out).exit_code == 0
+    assert numbers(out) == numbers(tmp_path / "reference")
+
+
+def test_resume_keeps_the_saved_config(tmp_path):
+    result = invoke("train", "--resume", tmp_path / "run", "--lr", "0.5")
+    assert result.exit_code == 2 and "--lr" in result.output and "config saved" in result.output
+    result = invoke("train", "--resume", tmp_path / "nothing-here")
+    assert result.exit_code == 2 and "no rethinkgen run there" in result.output
+
+
+def test_finished_run_of_another_config_is_not_overwritten(tmp_path):
+    out = tmp_path / "run"
+    assert invoke("train", *TINY, "--epochs", "1", "--out", out).exit_code == 0
+    before = (out / "summary.json").read_text()
+    result = invoke("train", *TINY, "--epochs", "2", "--out", out)
+    assert result.exit_code == 2 and "another config" in result.output and "--overwrite" in result.output
+    assert (out / "summary.json").read_text() == before
+    assert invoke("train", *TINY, "--epochs", "1", "--out", out).exit_code == 0  # same config: rerun
+    assert invoke("train", *TINY, "--epochs", "2", "--out", out, "--overwrite").exit_code == 0
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
+def test_progress_lines_when_not_on_a_terminal(tmp_path):
+    result = invoke("train", *TINY, "--epochs", "3", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("epoch ")]
+    assert lines[0].startswith("epoch 0/3 · step 0 · train")
+    assert lines[-1].startswith("epoch 3/3") and lines[-1].endswith("max_epochs")
+    quiet = invoke("train", *TINY, "--epochs", "3", "--out", tmp_path / "run", "--quiet")
+    assert not [line for line in quiet.output.splitlines() if line.startswith("epoch ")]
+
+
+def test_threads_are_validated_and_restored(tmp_path):
+    before = torch.get_num_threads()
+    result = invoke("train", *TINY[:-2], "--threads", "0", "--epochs", "1", "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "--threads must be >= 1" in result.output
+    assert invoke("train", *TINY, "--epochs", "1", "--out", tmp_path / "run").exit_code == 0
+    assert torch.get_num_threads() == before
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["threads"] == 1
