@@ -292,3 +292,15 @@ def test_case_labels_one_and_two_make_two_classes():
     assert summary["data"]["class_mapping"] == {"1": 0, "2": 1} and summary["data"]["num_classes"] == 2
     assert 0.45 < summary["realized_noise_rate"] < 0.55
     assert _train(LABEL_CASE / "labels_1_2.npz")["test_acc"] > 0.8  # a linear rule; was 0.30 with 3 classes
+
+
+@needs_cases
+def test_fused_runs_carry_the_data_record_too():
+    from rethinkgen.train.config import TrainConfig
+    from rethinkgen.train.fused import train_group
+
+    path = str(LABEL_CASE / "labels_1_2.npz")
+    configs = [TrainConfig(data="npz", data_options={"path": path}, model="mlp_1x512", epochs=1, device="cpu",
+                           corruption=c, seed=0) for c in ("true_labels", "random_labels")]
+    for summary in train_group(configs):
+        assert summary["data"]["class_mapping"] == {"1": 0, "2": 1} and summary["data"]["layout_found"] == "ND"

@@ -190,13 +190,36 @@ def _labels(store: ArrayStore, num_classes: Any, n: int, m: int):
                          train_key=store.names["y"], test_key=store.names["y_test"])
 
 
+_VALUES_CHECKED: set[tuple] = set()  # (file identity, layout, scale) whose values passed scale_inputs
+
+
+def _check_values(store: ArrayStore, decision: LayoutDecision, scale: Any) -> None:
+    """Run the value checks of ``load`` (range of float images, NaN) once per file version and options.
+
+    Only arrays whose values can fail them are read (not uint8, uint16 or bool)."""
+    if store.header("x")[1] in (np.uint8, np.uint16, np.bool_) and \
+            store.header("x_test")[1] in (np.uint8, np.uint16, np.bool_):
+        return
+    files = [store.members[store.names[r]] for r in ("x", "x_test")] if store.is_dir else [store.path]
+    key = (tuple((str(Path(f).resolve()), Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files),
+           decision.found, str(scale))
+    if key in _VALUES_CHECKED:
+        return
+    for role in ("x", "x_test"):
+        scale_inputs(decision.to_standard(store.read(role)), decision.layout, scale,
+                     where=f"{store.where}: {store.names[role]}")
+    _VALUES_CHECKED.add(key)
+
+
 def layout(data_dir: Path | None, *, path: str | Path | None = None, layout: str | None = None,
-           num_classes: int | None = None, **_options: object) -> str:
-    """The layout ``load`` would return, from the arrays' headers; the labels are checked too (they are
-    small), so a config naming bad data fails before any run starts."""
+           scale: float | str | None = None, num_classes: int | None = None, **_options: object) -> str:
+    """The layout ``load`` would return, after every check ``load`` makes: the layout from the arrays'
+    headers, the labels (small), and the values where they can fail (float or wide-integer inputs; once
+    per file version), so a config naming bad data fails before any run starts."""
     store = ArrayStore(resolve_path(path, data_dir))
     decision, shape, test_shape = _decide(store, layout)
     _labels(store, num_classes, shape[0], test_shape[0])
+    _check_values(store, decision, scale)
     return decision.layout
 
 
@@ -211,7 +234,14 @@ def load(data_dir: Path | None, seed: int = 0, *, path: str | Path | None = None
     scale : None (uint8 / 255, float images kept in [0, 1]), "none" (values kept), or a divisor.
     num_classes : None (the labels present in the training set) or K (labels are indices 0..K-1).
 
-    Raises ConfigError (naming the option that fixes it), DatasetNotFoundError, UnsafeFileError.
+    Raises
+    ------
+    ConfigError
+        a layout, value or label problem; the message names the option that fixes it.
+    DatasetNotFoundError
+        no such file or folder.
+    UnsafeFileError
+        an array that needs pickle (object arrays).
     """
     store = ArrayStore(resolve_path(path, data_dir))
     decision, shape, test_shape = _decide(store, layout)

@@ -280,8 +280,14 @@ def load(data_dir: Path | None, seed: int = 0, *, path: str | Path | None = None
     cache : read/write the decoded tensor file under ``data_dir/folder-cache``.
     workers : decoding threads (default min(8, CPUs)).
 
-    Raises DatasetNotFoundError (no such tree), ConfigError (layout, classes, sizes; naming the option
-    that fixes it) and UnsafeFileError (a file that cannot be decoded, named).
+    Raises
+    ------
+    DatasetNotFoundError
+        no such tree, or no train/ or test folder.
+    ConfigError
+        layout, classes or sizes; the message names the option that fixes it.
+    UnsafeFileError
+        a file that cannot be decoded (named).
     """
     root, train, test = _tree(data_dir, path, size, fit, channels, test_split)
     test_dir = test.root

@@ -97,10 +97,16 @@ def encode_labels(y: np.ndarray, y_test: np.ndarray, *, num_classes: Any = None,
     num_classes : None (the classes are those present in ``y``) or K (labels are indices 0..K-1).
     where : the file or source named in messages; ``train_key``/``test_key`` name the two arrays.
 
-    Returns (y int64 (N,), y_test int64 (M,), the :class:`ClassEncoding`). A mapping other than the
-    identity is announced once with :func:`~rethinkgen.data.sources.messages.notice`.
+    Returns
+    -------
+    tuple
+        (y int64 (N,), y_test int64 (M,), the :class:`ClassEncoding`). A mapping other than the identity
+        is announced once with :func:`~rethinkgen.data.sources.messages.notice`.
 
-    Raises ConfigError naming the fix (see the module docstring).
+    Raises
+    ------
+    ConfigError
+        naming the fix (see the module docstring).
     """
     y = label_vector(np.asarray(y), f"{where}: {train_key}")
     y_test = label_vector(np.asarray(y_test), f"{where}: {test_key}")
