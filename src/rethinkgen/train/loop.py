@@ -262,10 +262,11 @@ class Trainer:
         bar.update(0, row)
 
     def summary(self) -> dict[str, Any]:
-        return run_summary(self.history, self.config, n_params=self.n_params,
-                           realized_noise_rate=self.data.realized_noise_rate,
-                           n_train=self.data.n_train, device=self.device,
-                           numerics=self.numerics)
+        return {**run_summary(self.history, self.config, n_params=self.n_params,
+                              realized_noise_rate=self.data.realized_noise_rate,
+                              n_train=self.data.n_train, device=self.device,
+                              numerics=self.numerics),
+                "data": self.data.data_info}  # layout found, scaling, classes and mapping (data.describe)
 
 
 def train(config: TrainConfig | None = None, *, callbacks: Iterable[Any] = (), resume: dict | None = None,

@@ -88,7 +88,7 @@ class FusedGroup:
         # ---- data: prepared per run exactly as the single trainer does, equal tensors kept once
         train_pool: list[torch.Tensor] = []
         test_pool: list[torch.Tensor] = []
-        train_which, test_which, noise = [], [], []
+        train_which, test_which, noise, data_infos = [], [], [], []
         labels, changed, test_labels = [], [], []
         self.augment: list[tuple[Any, torch.Tensor] | None] = []  # (preprocessor, raw inputs) per run
         raw_pool: list[torch.Tensor] = []
@@ -101,6 +101,7 @@ class FusedGroup:
             changed.append(d.changed)
             test_labels.append(d.y_test)
             noise.append(d.realized_noise_rate)
+            data_infos.append(d.data_info)
             if d.x_train_raw is not None:
                 self.augment.append((d.preprocessor, raw_pool[intern(raw_pool, d.x_train_raw)]))
             else:
@@ -157,7 +158,7 @@ class FusedGroup:
             forward_each, forward_shared = torch.compile(forward_each), torch.compile(forward_shared)
         self.forward_each, self.forward_shared = forward_each, forward_shared
         # ---- runs
-        self.runs = [Run(self, i, c, noise[i], callbacks[i]) for i, c in enumerate(configs)]
+        self.runs = [Run(self, i, c, noise[i], callbacks[i], data_infos[i]) for i, c in enumerate(configs)]
         self.all_runs = list(self.runs)
         for run, ckpt in zip(self.runs, resumes, strict=True):
             if ckpt is not None:
