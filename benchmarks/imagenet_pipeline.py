@@ -38,6 +38,7 @@ from _bench import load, machine
 from rethinkgen.data.stream.loader import default_workers
 from rethinkgen.data.stream.transforms import model_input
 from rethinkgen.train.config import TrainConfig
+from rethinkgen.train.metrics import autocast_context
 from rethinkgen.train.resolve import resolve_config
 from rethinkgen.train.streaming.distributed import DistContext
 from rethinkgen.train.streaming.trainer import StreamTrainer
@@ -117,7 +118,7 @@ def main() -> None:
     loader.sampler.set_epoch(1)
 
     # 0. one image at a time in this process (one core): decode, then the training transform
-    from rethinkgen.data.sources.imagefiles import decode_rgb
+    from rethinkgen.data.stream.loader import decode_rgb
 
     data = trainer._dataset("train", True)
     paths = [data.index.path(i) for i in range(min(64, len(data)))]
@@ -188,7 +189,7 @@ def main() -> None:
     xe = xb[:1].expand(eval_batch, *xb.shape[1:]).contiguous(
         memory_format=torch.channels_last if trainer.channels_last else torch.contiguous_format)
     trainer.model.eval()
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=trainer.use_amp):
+    with torch.inference_mode(), autocast_context(device.type, trainer.autocast):
         trainer.forward(xe)
         sync(device)
         t0 = time.perf_counter()

@@ -9,10 +9,10 @@ import torch
 
 import imagenet_files as files
 from rethinkgen.data.sources import DATASETS, load_dataset
-from rethinkgen.data.sources.imagefiles import decode_rgb, scan_split
+from rethinkgen.data.sources.folder import scan_split
 from rethinkgen.data.sources.imagenet import index
 from rethinkgen.data.stream.labels import draw_labels
-from rethinkgen.data.stream.loader import EpochOrder, Shard, StreamedImages, make_loader
+from rethinkgen.data.stream.loader import EpochOrder, Shard, StreamedImages, decode_rgb, make_loader
 from rethinkgen.data.stream.transforms import ImageTransform, eval_resize, model_input
 from rethinkgen.errors import ConfigError, DatasetNotFoundError
 

@@ -42,8 +42,11 @@ class _FriendlyErrors(PlainHelpGroup):
     :mod:`rethinkgen.cli_help` fixes it)."""
 
     def invoke(self, ctx):
+        from rethinkgen.data.sources.messages import interface
+
         try:
-            return super().invoke(ctx)
+            with interface("cli"):  # data errors name options as typed here: --data-option key=value
+                return super().invoke(ctx)
         except RethinkgenError as e:
             say(err_console, f"[bold red]error:[/] {escape(str(e))}")
             raise typer.Exit(2) from None
@@ -155,16 +158,53 @@ def list_corruptions_cmd() -> None:
 
 # ------------------------------------------------------------------------------------------- data
 @data_app.command("fetch")
-def data_fetch(name: Annotated[str, typer.Argument(help="dataset to download (those with `needs files` in "
-                                                        "`rethinkgen list datasets`, e.g. mnist, cifar10)",
-                                                   show_default=False)],
-               data_dir: Annotated[Path | None, typer.Option(help="target folder [default: $RETHINKGEN_DATA or "
-                                                                  "~/.cache/rethinkgen]")] = None) -> None:
-    """Download a dataset into --data-dir and verify its checksum."""
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="dataset to download, or to verify where a copy is found (those "
+                                              "with `needs files` in `rethinkgen list datasets`: cifar10, mnist, "
+                                              "fashion_mnist)", show_default=False)],
+    data_dir: Annotated[Path | None, typer.Option(help="target folder [default: $RETHINKGEN_DATA or "
+                                                       "~/.cache/rethinkgen]")] = None,
+) -> None:
+    """Download a dataset into --data-dir, or verify the copy already there, before saying it is ready."""
     from rethinkgen.data.sources import default_data_dir, fetch_dataset
 
-    folder = fetch_dataset(name, data_dir or default_data_dir())
-    console.print(f"{name}: ready in {folder}")
+    fetch_dataset(name, data_dir or default_data_dir(), log=lambda m: console.print(m, highlight=False))
+
+
+@data_app.command("inspect")
+def data_inspect(
+    name: Annotated[str, typer.Argument(help="dataset name (rethinkgen list datasets)")],
+    data_dir: Annotated[Path | None, typer.Option(help="folder of file-based datasets")] = None,
+    data_option: Annotated[list[str] | None, typer.Option(
+        help="source option KEY=VALUE, repeatable: path=FILE, layout=NHWC, num_classes=K, size=32 ...")] = None,
+    n_train: Annotated[int | None, typer.Option(help="a seeded subset of the training set")] = None,
+    n_test: Annotated[int | None, typer.Option(help="a seeded subset of the test set")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the subset")] = 0,
+    as_json: Annotated[bool, typer.Option("--json/--no-json", help="print the record as JSON")] = False,
+) -> None:
+    """How rethinkgen reads a dataset: layout found, scaling, shapes, value range, classes and their
+    counts, and what each corruption will change on it."""
+    from rethinkgen.data.describe import inspect_dataset, inspection_rows
+    from rethinkgen.data.sources import load_dataset
+
+    ds = load_dataset(name, data_dir, n_train=n_train, n_test=n_test, seed=seed,
+                      **(_parse_options(data_option) or {}))
+    info = inspect_dataset(ds)
+    if as_json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    table = Table(show_header=False, box=box.SIMPLE, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for label, text in inspection_rows(info):
+        table.add_row(label, text)
+    console.print(table, highlight=False)
+    effects = Table("corruption", "what it changes on this data", box=box.SIMPLE_HEAD, pad_edge=False)
+    effects.columns[0].no_wrap = True
+    effects.columns[1].overflow = "fold"
+    for corruption, text in info["effects"].items():
+        effects.add_row(corruption, text)
+    console.print(effects, highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ train

@@ -66,9 +66,10 @@ class TrainConfig:
     eval_batch_size: int | None = None  # samples per evaluation pass (None: by device and layout, train.resolve)
     seed: int = 0  # the one seed; split into corruption / init / order / augment / dropout streams
     device: str = "auto"  # "auto" (cuda -> mps -> cpu) | "cpu" | "cuda" | "mps"
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, where bf16 is slower)
+    amp: bool = True  # autocast on CUDA in the model's dtype (resolve.CUDA_AUTOCAST: bf16); ignored on CPU
     compile: bool = False  # torch.compile the model (CUDA only; no gain measured on CPU)
     channels_last: bool | None = None  # channels-last memory format for images; None: on CUDA only
+    cuda_graphs: bool | None = None  # captured step (train.step); None: CUDA w/o dropout/compile; True: CPU too
     # --- streamed data and several processes (ImageNet, Table 2) ---------------------------------
     world_size: int | None = None  # DDP processes (ranks, one per GPU) training the run; None: 1 (torchrun: its
     # WORLD_SIZE); the batch is split among them. Recorded in the run's numerics, not in its key
@@ -103,11 +104,13 @@ class TrainConfig:
 
 
 # Fields that do not name the experiment, so they are left out of the run key: where its data lives, the
-# evaluation batch, the device, the memory format and the number of DDP processes — whose effect on the
-# floats (the order of float operations; per-process BatchNorm batches) each run records as its numerics
-# (rethinkgen.train.numerics; a resume with other numerics is refused) — and the DataLoader workers, which
-# change nothing computed (each image's augmentation is drawn from its own seed).
-KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last", "world_size", "workers"})
+# evaluation batch, the device, the memory format, the captured step and the number of DDP processes —
+# whose effect on the floats (the order of float operations; the learning rate read as float32 by a captured
+# step; per-process BatchNorm batches) each run records as its numerics (rethinkgen.train.numerics; a resume
+# with other numerics is refused) — and the DataLoader workers, which change nothing computed (each image's
+# augmentation is drawn from its own seed).
+KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last", "cuda_graphs", "world_size",
+                          "workers"})
 
 
 # Fields added after run keys were first stored: left out of the canonical JSON while None (their

@@ -43,17 +43,26 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, k: int = TOPK) -> t
     return (logits.topk(k, dim=-1).indices == target[:, None]).any(dim=-1)
 
 
+def autocast_context(device_type: str, dtype: torch.dtype | None, cache: bool = True):
+    """``torch.autocast`` to ``dtype`` on ``device_type`` (None: disabled, float32 throughout). ``cache``:
+    torch's cast-weight cache, off inside a captured CUDA graph (torch.cuda.graphs documentation)."""
+    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None,
+                          cache_enabled=cache)
+
+
 def predict_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                    autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample loss (N,) and correctness (N,) of ``model`` on ``x``, ``y`` in eval mode."""
+                    autocast: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample loss (N,) and correctness (N,) of ``model`` on ``x``, ``y`` in eval mode, with
+    ``autocast`` (a dtype, e.g. ``torch.bfloat16``; None: float32) around the forward."""
     losses, correct, _ = predict(model, x, y, batch_size, autocast, top5=False)
     return losses, correct
 
 
-def predict(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: bool = False,
-            top5: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def predict(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+            autocast: torch.dtype | None = None, top5: bool = True
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Per-sample loss (N,) float32, top-1 correctness (N,) bool and top-5 correctness (N,) bool (None
-    without ``top5``) of ``model`` on ``x``, ``y`` in eval mode."""
+    without ``top5``) of ``model`` on ``x``, ``y`` in eval mode, with ``autocast`` (a dtype; None: float32)."""
     was_training = model.training
     model.eval()
     # preallocated outputs, not a list of per-batch results: small tensors kept between the batches'
@@ -62,7 +71,7 @@ def predict(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     correct = torch.empty(y.shape, dtype=torch.bool, device=y.device)
     correct5 = torch.empty(y.shape, dtype=torch.bool, device=y.device) if top5 else None
     device_type = x.device.type
-    with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+    with torch.inference_mode(), autocast_context(device_type, autocast):
         for start in range(0, x.shape[0], batch_size):
             logits = model(x[start:start + batch_size]).float()  # (B, K)
             target = y[start:start + batch_size]
@@ -92,7 +101,7 @@ def summarize(losses: torch.Tensor, correct: torch.Tensor, changed: torch.Tensor
                       acc_changed=acc_changed, acc_unchanged=acc_unchanged, acc_top5=acc_top5)
 
 
-def evaluate(model, x, y, batch_size: int, changed=None, autocast: bool = False,
+def evaluate(model, x, y, batch_size: int, changed=None, autocast: torch.dtype | None = None,
              num_classes: int | None = None) -> Evaluation:
     """:func:`predict` reduced by :func:`summarize` (top-5 when ``num_classes`` > 5)."""
     top5 = num_classes is not None and num_classes > TOPK

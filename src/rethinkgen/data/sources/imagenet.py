@@ -12,7 +12,8 @@ either layout people keep it in, in the folder ``--data-dir`` names (or its ``im
    training archive, as with torchvision) and sorts the validation images into class folders. A
    validation folder extracted by hand (50,000 images, no class folders) is labelled from the devkit
    (``meta.bin``) in sorted file-name order, as torchvision sorts it, without moving any file.
-2. **A plain tree**: ``train/<wnid>/<image>`` and ``val/<wnid>/<image>`` (``ImageFolder`` layout).
+2. **A plain tree**: ``train/<wnid>/<image>`` and ``val/<wnid>/<image>`` (``ImageFolder`` layout), found
+   by the ``folder`` source's :func:`~rethinkgen.data.sources.folder.scan_split`.
 
 Classes are the sorted training class folders (the WordNet ids, ``ImageFolder`` order: 1,000 for
 ILSVRC-2012); a validation class that has no training folder is refused. The images are never loaded
@@ -31,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from rethinkgen.data.sources.imagefiles import is_image_file, scan_split
+from rethinkgen.data.sources.folder import scan_split
+from rethinkgen.data.sources.images import is_image_file
 from rethinkgen.errors import ConfigError, DatasetNotFoundError
 from rethinkgen.seeding import rng
 
@@ -198,7 +200,7 @@ def _read_folders(root: Path) -> Read:
         raise ConfigError(f"imagenet: {val_dir} holds images but no class folders, so their labels are unknown: "
                           f"put the devkit {ARCHIVES['devkit']} in {root} (torchvision reads the labels from it), "
                           "or sort the images into val/<wnid>/")
-    train_split, test_split = scan_split(root / "train"), scan_split(val_dir, allow_empty_classes=True)
+    train_split, test_split = scan_split(root / "train"), scan_split(val_dir)  # the folder source's discovery
     wnids = train_split.classes
     index_of = {w: i for i, w in enumerate(wnids)}
     train = _as_index(root, list(train_split.files), [index_of[c] for c in train_split.class_of])

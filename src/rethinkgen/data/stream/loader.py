@@ -1,7 +1,7 @@
 """The streamed dataset, its samplers and ``DataLoader``: ImageNet read from disk batch by batch.
 
 Decoding and augmentation run in ``DataLoader`` worker processes (``workers`` per rank), each image
-decoded by :func:`rethinkgen.data.sources.imagefiles.decode_rgb` (libjpeg-turbo) and transformed by
+decoded by :func:`decode_rgb` (the ``folder`` source's Pillow decoding and RGB conversion) and transformed by
 :class:`~rethinkgen.data.stream.transforms.ImageTransform`; batches come back as uint8 (B, 3, S, S)
 tensors in pinned memory (a quarter of float32's bytes) and are finished on the device
 (:func:`~rethinkgen.data.stream.transforms.model_input`).
@@ -26,14 +26,27 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from rethinkgen.data.sources.imagefiles import decode_rgb
 from rethinkgen.data.sources.imagenet import ImageIndex
 from rethinkgen.data.stream.pixels import PixelCorruption
 from rethinkgen.data.stream.transforms import ImageTransform
 
-__all__ = ["EpochOrder", "Shard", "StreamedImages", "channel_moments", "default_workers", "make_loader"]
+__all__ = ["EpochOrder", "Shard", "StreamedImages", "channel_moments", "decode_rgb", "default_workers",
+           "make_loader"]
 
 MOMENT_SAMPLE = 10_000  # training images on which the Gaussian corruption's mean and variance are estimated
+
+
+def decode_rgb(path: str | os.PathLike) -> torch.Tensor:
+    """One image file as RGB, uint8 (3, H, W): :func:`~rethinkgen.data.sources.images.open_image` (Pillow, its
+    format read from the content, so ImageNet's PNG named ``.JPEG`` decodes too) and
+    :func:`~rethinkgen.data.sources.images.convert_channels` (grey replicated, alpha dropped, CMYK and
+    palettes converted, 16-bit reduced to its high byte), shared with the ``folder`` source. The tensor is
+    a channels-last view of Pillow's (H, W, 3) array, the layout torchvision's uint8 resize is fastest on.
+    UnsafeFileError names a file that cannot be decoded."""
+    from rethinkgen.data.sources.images import convert_channels, open_image
+
+    rgb = np.array(convert_channels(open_image(path), 3), dtype=np.uint8)  # (H, W, 3), writable
+    return torch.from_numpy(rgb).permute(2, 0, 1)
 
 
 class StreamedImages(torch.utils.data.Dataset):

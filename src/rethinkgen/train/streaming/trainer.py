@@ -36,7 +36,7 @@ from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.history import RunHistory, run_summary
 from rethinkgen.train.loop import Trainer, make_optimizer
 from rethinkgen.train.losses import training_loss
-from rethinkgen.train.metrics import TOPK, topk_correct
+from rethinkgen.train.metrics import TOPK, autocast_context, topk_correct
 from rethinkgen.train.numerics import plan_numerics
 from rethinkgen.train.resolve import eval_batch_size
 from rethinkgen.train.rng import seeded
@@ -60,8 +60,9 @@ class StreamTrainer(Trainer):
                               f"multiple of {ctx.world_size}")
         self.workers = config.workers if config.workers is not None else default_workers(ctx.local_world_size)
         self.setup: StreamSetup = prepare_stream(config, ctx, self.workers, labels)
-        self.numerics = plan_numerics(config, self.device, "image")
-        self.use_amp = self.numerics.autocast is not None
+        self.numerics = plan_numerics(config, self.device, "image", step="eager")  # no captured step here
+        self.autocast = self.numerics.autocast_dtype  # None: float32 (always on the CPU)
+        self.use_amp = self.autocast is not None
         self.channels_last = self.numerics.channels_last
         self.eval_batch_size = eval_batch_size(config, "image", self.device.type)
         with seeded(stream_seed(config.seed, "init"), torch.device("cpu")):  # the same weights on every rank
@@ -159,7 +160,7 @@ class StreamTrainer(Trainer):
         returns this rank's minibatch loss, a detached 0-d device tensor."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+        with autocast_context(self.device.type, self.autocast):
             output = self.train_forward(x)  # (b, K), or ((b, K), (b, K)) with auxiliary logits
         loss = training_loss(output, y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -178,7 +179,7 @@ class StreamTrainer(Trainer):
         sums = torch.zeros(6, dtype=torch.float64, device=self.device)  # loss, top1, top5, n, changed top1, changed n
         was_training = self.model.training
         self.model.eval()
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+        with torch.inference_mode(), autocast_context(self.device.type, self.autocast):
             for x, y, idx in loader:
                 logits = self.forward(model_input(x, self.device, self.config.standardize, self.channels_last)).float()
                 y = y.to(self.device, non_blocking=True)
