@@ -63,3 +63,15 @@ def test_trainer_minimises_main_plus_aux_loss(two_heads):
     assert not torch.equal(model.aux.weight, aux_before)  # the auxiliary head is trained
     summary = trainer.fit()  # evaluation uses the main logits (eval mode returns a tensor)
     assert summary["status"] == "max_epochs" and 0.0 <= summary["test_acc"] <= 1.0
+
+
+def test_the_static_step_trains_auxiliary_logits_as_the_eager_one(two_heads):
+    """cuda_graphs=True runs the static step (uncaptured on the CPU): the same loss with auxiliary logits."""
+    from rethinkgen.train.loop import train
+
+    base = dict(data="synthetic", data_options={"shape": [12]}, n_train=64, n_test=16, model=two_heads, epochs=2,
+                batch_size=16, lr=0.5, device="cpu")
+    eager, static = train(**base, cuda_graphs=False), train(**base, cuda_graphs=True)
+    for a, b in zip(eager["step_losses"], static["step_losses"], strict=True):
+        assert a[0] == b[0] and a[1] == pytest.approx(b[1], rel=1e-5)
+    assert eager["metrics"][-1]["train_loss"] == pytest.approx(static["metrics"][-1]["train_loss"], rel=1e-5)
