@@ -242,3 +242,26 @@ def test_inception_standardization_maps_pixels_to_minus_one_one():
     pre = Preprocessor("image", (3, 2, 2), crop=0, standardize="inception", augment=False, flip=False)
     assert torch.allclose(pre.eval(x), expected, atol=1e-6)
     assert torch.allclose(model_input(u8, torch.device("cpu"), "inception", False), expected, atol=1e-6)
+
+
+def test_a_streamed_run_resumed_from_an_epoch_checkpoint_gives_the_same_rows(plain):
+    from rethinkgen.train.loop import train
+
+    base = dict(data="imagenet", data_dir=str(plain), model="mlp_1x512", crop=16, epochs=3, batch_size=8, lr=0.05,
+                corruption="random_labels", device="cpu", workers=1, augment=True, flip=True, seed=4)
+    saved = {}
+
+    class Grab:
+        def on_epoch_end(self, row, logged, trainer):
+            if row["epoch"] == 1:
+                saved["ckpt"] = trainer.checkpoint()
+
+    straight = train(**base, callbacks=[Grab()])
+    assert np.array_equal(saved["ckpt"]["labels"].numpy(), draw_labels(index(plain).train.targets, 4,
+                                                                      "random_labels", None, 4).labels)
+    resumed = train(**base, resume=saved["ckpt"])
+    def numbers(rows):
+        return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
+
+    assert numbers(resumed["metrics"]) == numbers(straight["metrics"])  # CPU, one process: bit for bit
+    assert resumed["step_losses"] == straight["step_losses"] and resumed["labels_sha256"] == straight["labels_sha256"]

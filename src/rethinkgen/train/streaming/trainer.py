@@ -80,6 +80,7 @@ class StreamTrainer(Trainer):
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_forward = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = make_optimizer(self.model.parameters(), config, self.device)
+        self.step_mode, self.static = "eager", None  # Trainer's static (graph-captured) step reads in-memory data
         self.period = decay_period(config.lr_decay_every, self.setup.n_train)
         self.history = RunHistory()
         self.epoch_evaluations: list[list[float]] = []
