@@ -219,3 +219,35 @@ def test_threads_are_validated_and_restored(tmp_path):
     assert invoke("train", *TINY, "--epochs", "1", "--out", tmp_path / "run").exit_code == 0
     assert torch.get_num_threads() == before
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["threads"] == 1
+
+
+def test_resume_with_other_threads_is_refused_before_the_folder_is_touched(tmp_path, monkeypatch):
+    """A resume whose numerics differ (here the CPU thread count) is refused with the command-line fix,
+    and leaves the run as it was: still interrupted, still recorded with its own thread count, so a
+    plain --resume afterwards continues it to the uninterrupted numbers (CPU, bit for bit)."""
+    args = [*TINY, "--epochs", "5"]
+    assert invoke("train", *args, "--out", tmp_path / "reference").exit_code == 0
+    original = loop.Trainer.train_epoch
+
+    def interrupted_in_epoch_3(self):
+        if self.history.epoch == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", interrupted_in_epoch_3)
+    out = tmp_path / "run"
+    assert invoke("train", *args, "--out", out).exit_code == 130
+    monkeypatch.setattr(loop.Trainer, "train_epoch", original)
+    before = (out / "summary.json").read_text()
+    assert json.loads(before)["status"] == "interrupted" and json.loads(before)["threads"] == 1
+
+    refused = invoke("train", "--resume", out, "--threads", "2")
+    assert refused.exit_code == 2, refused.output
+    assert "threads: trained with 1 thread, here 2 threads" in refused.output
+    assert "--threads 1" in refused.output and "torch.set_num_threads" not in refused.output
+    assert "failed" not in refused.output
+    assert (out / "summary.json").read_text() == before  # not marked failed, threads not rewritten
+
+    resumed = invoke("train", "--resume", out)
+    assert resumed.exit_code == 0, resumed.output
+    assert numbers(out) == numbers(tmp_path / "reference")

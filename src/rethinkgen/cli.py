@@ -301,7 +301,14 @@ def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir
         return
     changes = {k: v for k, v in (("device", device), ("data_dir", str(data_dir) if data_dir else None)) if v}
     config = config.replace(**changes) if changes else config
-    threads = threads or old.get("threads")
+    saved = (state or {}).get("numerics") or {}
+    threads = threads or saved.get("threads") or old.get("threads")  # the checkpoint's count first
+    if state is not None:  # numerics refused here, before the folder is touched (train.numerics)
+        from rethinkgen.train.numerics import check_resume, numerics_here
+
+        here = numerics_here(config, threads=threads)
+        if here is not None:
+            check_resume(saved, here, run=f"the run in {path}", context="train")
     tensorboard = tensorboard or (Path(old["tensorboard"]) if old.get("tensorboard") else None)
     if state is None:
         say(err_console, f"{path}: no checkpoint was saved (stopped before its first epoch); starting the run "
