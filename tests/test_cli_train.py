@@ -251,3 +251,31 @@ def test_resume_with_other_threads_is_refused_before_the_folder_is_touched(tmp_p
     resumed = invoke("train", "--resume", out)
     assert resumed.exit_code == 0, resumed.output
     assert numbers(out) == numbers(tmp_path / "reference")
+
+
+def test_out_on_a_read_only_file_system_names_that_not_chmod(tmp_path, monkeypatch):
+    """A read-only mount (or a full disk) is not fixed by chmod: the message says what is (no root or
+    mount needed: the probe file's creation fails as it would there)."""
+    import errno
+
+    import rethinkgen.files as files
+
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("training started"))
+    for code, words in ((errno.EROFS, "read-only file system, which no chmod changes"),
+                        (errno.ENOSPC, "the disk or quota is full")):
+        def refuse(*args, code=code, **kwargs):
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
+        result = invoke("train", *TINY, "--epochs", "1", "--out", tmp_path / "run")
+        text = " ".join(result.output.split())
+        assert result.exit_code == 2 and words in text and "chmod u+w" not in text, result.output
+
+
+def test_out_that_is_a_dangling_symlink_names_its_target(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("training started"))
+    link = tmp_path / "latest"
+    link.symlink_to(tmp_path / "gone")
+    result = invoke("train", *TINY, "--epochs", "1", "--out", link)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"symbolic link to {tmp_path / 'gone'}, which does not exist" in text
