@@ -279,3 +279,32 @@ def test_out_that_is_a_dangling_symlink_names_its_target(tmp_path, monkeypatch):
     result = invoke("train", *TINY, "--epochs", "1", "--out", link)
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and f"symbolic link to {tmp_path / 'gone'}, which does not exist" in text
+
+
+def test_a_diverged_run_prints_no_accuracy_as_a_result(tmp_path):
+    """lr 1000 diverges in epoch 2; the outputs are NaN and their argmax is class 0 (12.4% of the training
+    labels), which the summary table used to print as the run's train accuracy (CPU, one thread)."""
+    out = tmp_path / "run"
+    result = invoke("train", *TINY, "--n-train", "500", "--lr", "1000", "--epochs", "5", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["train_acc"] is not None  # the raw record stays
+    rows = [line for line in result.output.splitlines() if "accuracy" in line]
+    assert len(rows) == 2 and all("– (diverged)" in r and "%" not in r for r in rows), rows
+    assert "its accuracies are not results" in " ".join(result.output.split())
+    assert "--lr" in result.output
+
+
+def test_sweep_log_line_of_a_diverged_run_has_no_accuracies():
+    import io
+
+    from rich.console import Console
+
+    from rethinkgen.sweep.progress import SweepDisplay
+
+    buffer = io.StringIO()
+    display = SweepDisplay(console=Console(file=buffer, width=200), quiet=False)
+    display.run_finished("k" * 64, "huge_lr/level=0", {"status": "diverged", "epochs": 2, "train_acc": 0.124,
+                                                       "test_acc": 0.102})
+    text = buffer.getvalue()
+    assert "diverged" in text and "by epoch 2" in text and "%" not in text, text

@@ -469,14 +469,19 @@ def print_summary(summary: dict[str, Any], folder: Path | None = None) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("status", summary["status"])
-    table.add_row("train accuracy (labels trained on)", _pct(summary["train_acc"]))
-    table.add_row("test accuracy (true labels)", _pct(summary["test_acc"]))
+    diverged = summary["status"] == "diverged"  # accuracies of NaN outputs (one class): not results
+    table.add_row("train accuracy (labels trained on)", "– (diverged)" if diverged else _pct(summary["train_acc"]))
+    table.add_row("test accuracy (true labels)", "– (diverged)" if diverged else _pct(summary["test_acc"]))
     table.add_row("convergence step", str(summary["converged_step"] or "–"))
     table.add_row("epochs / steps", f"{summary['epochs']} / {summary['steps']}")
     table.add_row("realized noise rate", f"{summary['realized_noise_rate']:.4f}")
     table.add_row("parameters", f"{summary['n_params']:,}")
     table.add_row("wall time", f"{summary['wall_time_s']:.1f} s on {summary['device']}")
     console.print(table)
+    if diverged:
+        say(console, f"[yellow]diverged:[/] the loss became NaN or infinite by epoch {summary['epochs']}, so the "
+            f"network's outputs are not numbers and its accuracies are not results; a smaller --lr (now "
+            f"{c['lr']:g}) usually avoids it")
     for warning in summary.get("warnings") or ():
         say(console, f"[yellow]warning:[/] {escape(warning)}")
     if folder is not None:
