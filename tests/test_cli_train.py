@@ -308,3 +308,31 @@ def test_sweep_log_line_of_a_diverged_run_has_no_accuracies():
                                                        "test_acc": 0.102})
     text = buffer.getvalue()
     assert "diverged" in text and "by epoch 2" in text and "%" not in text, text
+
+
+def test_resume_from_an_unreadable_checkpoint_says_so_and_restarts(tmp_path, monkeypatch):
+    """A truncated checkpoint (a full disk, a copy cut short) is detected; the resume says it could not
+    be read — not "no checkpoint was saved" — and training from epoch 0 gives the uninterrupted numbers
+    (CPU, one thread)."""
+    args = [*TINY, "--epochs", "4"]
+    assert invoke("train", *args, "--out", tmp_path / "reference").exit_code == 0
+    original = loop.Trainer.train_epoch
+
+    def interrupted_in_epoch_3(self):
+        if self.history.epoch == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", interrupted_in_epoch_3)
+    out = tmp_path / "run"
+    assert invoke("train", *args, "--out", out).exit_code == 130
+    monkeypatch.setattr(loop.Trainer, "train_epoch", original)
+    blob = (out / "checkpoint.pt").read_bytes()
+    (out / "checkpoint.pt").write_bytes(blob[: len(blob) // 2])
+    resumed = invoke("train", "--resume", out)
+    text = " ".join(resumed.output.split())
+    assert resumed.exit_code == 0, resumed.output
+    assert "truncated" in text and "a restart from scratch" in text and "previous checkpoint" not in text
+    assert "its checkpoint could not be read; starting the run again from epoch 0" in text
+    assert "stopped before its first epoch" not in text
+    assert numbers(out) == numbers(tmp_path / "reference")

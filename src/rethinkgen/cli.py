@@ -293,7 +293,7 @@ def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir
     _check_threads(threads)
     _check_tensorboard(tensorboard)
     folder = RunDir(path)
-    config, state, old = folder.load_resume()
+    config, state, old, unreadable = _load_resume(folder)
     if old.get("status") in FINISHED:
         say(err_console, f"{path} holds a finished run (status {old['status']}); nothing to resume")
         if as_json:
@@ -310,12 +310,35 @@ def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir
         if here is not None:
             check_resume(saved, here, run=f"the run in {path}", context="train")
     tensorboard = tensorboard or (Path(old["tensorboard"]) if old.get("tensorboard") else None)
-    if state is None:
+    if state is None and unreadable:
+        say(err_console, f"{path}: its checkpoint could not be read; starting the run again from epoch 0 (on the "
+            "CPU it gives the same numbers again)")
+    elif state is None:
         say(err_console, f"{path}: no checkpoint was saved (stopped before its first epoch); starting the run "
             "again")
     else:
         say(err_console, f"{path}: resuming after epoch {state['epoch']}")
     _run_into(folder, config, state=state, threads=threads, tensorboard=tensorboard, quiet=quiet, as_json=as_json)
+
+
+def _load_resume(folder) -> tuple[Any, dict | None, dict, list[str]]:
+    """``folder.load_resume()`` plus the notes on checkpoints it could not read, printed as one-line warnings
+    (not Python warnings with a source line)."""
+    import warnings
+
+    from rethinkgen.sweep.checkpoint import CheckpointWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CheckpointWarning)
+        config, state, old = folder.load_resume()
+    notes = []
+    for w in caught:
+        if issubclass(w.category, CheckpointWarning):
+            notes.append(str(w.message))
+            say(err_console, f"[yellow]warning:[/] {escape(str(w.message))}")
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return config, state, old, notes
 
 
 def _run_into(folder, config, *, state: dict | None, threads: int | None, tensorboard: Path | None, quiet: bool,
