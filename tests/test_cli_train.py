@@ -336,3 +336,26 @@ def test_resume_from_an_unreadable_checkpoint_says_so_and_restarts(tmp_path, mon
     assert "its checkpoint could not be read; starting the run again from epoch 0" in text
     assert "stopped before its first epoch" not in text
     assert numbers(out) == numbers(tmp_path / "reference")
+
+
+def test_a_folder_another_process_trains_into_is_refused(tmp_path, monkeypatch):
+    """Two `rethinkgen train` into one folder (a job started twice) used to run side by side and leave the
+    files of either; the second is now refused, naming the holder, before any work — for a new run,
+    --overwrite and --resume alike. The kernel drops the lock when the holder ends."""
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = RunDir(out)
+    holder.lock()  # stands for another process: flock locks of two open files conflict in one process too
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("training started"))
+    for extra in ([], ["--overwrite"]):
+        result = invoke("train", *TINY, "--epochs", "1", "--out", out, *extra)
+        text = " ".join(result.output.split())
+        assert result.exit_code == 2 and f"is in use: PID {os.getpid()}" in text, result.output
+    (out / "summary.json").write_text(json.dumps({"status": "interrupted", "config": {"data": "mnist1d"}}))
+    result = invoke("train", "--resume", out)
+    assert result.exit_code == 2 and "is in use" in result.output, result.output
+    monkeypatch.undo()
+    holder.unlock()
+    assert invoke("train", *TINY, "--epochs", "1", "--out", out, "--overwrite").exit_code == 0
+    again = invoke("train", *TINY, "--epochs", "1", "--out", out)  # the lock was released at the end
+    assert again.exit_code == 0, again.output

@@ -281,18 +281,34 @@ def _start_run(config, *, out: Path | None, overwrite: bool, threads: int | None
     resolved = resolve_config(config)
     key = run_key(resolved)
     folder = RunDir(out or Path("runs") / key[:12])
-    folder.prepare(key, overwrite=overwrite)
-    _run_into(folder, resolved, state=None, threads=threads, tensorboard=tensorboard, quiet=quiet,
-              as_json=as_json)
+    folder.prepare(key, overwrite=overwrite)  # takes the folder's lock
+    try:
+        _run_into(folder, resolved, state=None, threads=threads, tensorboard=tensorboard, quiet=quiet,
+                  as_json=as_json)
+    finally:
+        folder.unlock()
 
 
 def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir: Path | None,
                 tensorboard: Path | None, quiet: bool, as_json: bool) -> None:
-    from rethinkgen.train.run_dir import FINISHED, RunDir
+    from rethinkgen.train.run_dir import RunDir
 
     _check_threads(threads)
     _check_tensorboard(tensorboard)
     folder = RunDir(path)
+    if folder.path.is_dir():
+        folder.lock()  # released when the run ends (_run_into), or below on a refusal
+    try:
+        _resume_locked(folder, path, threads=threads, device=device, data_dir=data_dir, tensorboard=tensorboard,
+                       quiet=quiet, as_json=as_json)
+    finally:
+        folder.unlock()
+
+
+def _resume_locked(folder, path: Path, *, threads: int | None, device: str | None, data_dir: Path | None,
+                   tensorboard: Path | None, quiet: bool, as_json: bool) -> None:
+    from rethinkgen.train.run_dir import FINISHED
+
     config, state, old, unreadable = _load_resume(folder)
     if old.get("status") in FINISHED:
         say(err_console, f"{path} holds a finished run (status {old['status']}); nothing to resume")
