@@ -462,3 +462,13 @@ def test_pairs_that_are_far_enough_apart_are_not_blamed_and_the_advice_is_theta(
     assert msg.split("Fix: ")[1].startswith("theta=0.9 amplifies rounding errors")
     net, rep = interpolate(X, labels, num_classes=10, theta=0.05)  # the advice fits
     assert rep.label_accuracy == 1.0 and rep.max_residual <= rep.tolerance
+
+
+@pytest.mark.parametrize("option, value", [("--theta", "1"), ("--directions", "0"), ("--rtol", "0"),
+                                           ("--merge-within", "-1")])
+def test_cli_interpolate_refuses_bad_options_by_flag_before_loading_data(option, value, monkeypatch):
+    import rethinkgen.theory.cli as theory_cli
+
+    monkeypatch.setattr(theory_cli, "_load", lambda *a, **k: pytest.fail("data was loaded"))
+    bad = CliRunner().invoke(_app(), ["theory", "interpolate", "--data", "synthetic", option, value])
+    assert isinstance(bad.exception, ConfigError) and str(bad.exception).startswith(f"{option} must")
