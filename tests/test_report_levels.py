@@ -43,3 +43,20 @@ def test_figure1b_marks_such_a_level_and_draws_no_mean_there():
     assert line.x == [0.0, 0.5]  # no point at p = 1 from two of its three runs
     assert plot.find("mlp_1x512", kind="not_converged").x == [1.0]
     assert any("p = 1: no mean drawn over the 2 runs that reached the target" in n for n in plot.notes)
+
+
+def test_resolution_is_never_coarser_than_an_epoch():
+    """Every epoch end is an evaluation: eval_every = 1,000 on 32 steps per epoch resolves to 32 steps,
+    as the run's own summary says (train.history.convergence_resolution), not 1,000."""
+    from rethinkgen.report.runs import convergence_resolution
+
+    runs = _grid(set())  # 32 steps per epoch in the synthetic history
+    for run in runs:
+        run["config"]["eval_every"] = 1000
+    assert {convergence_resolution(r) for r in runs} == {32}
+    assert [r["resolution"] for r in tables.table_levels(runs, "mnist1d").rows] == ["32"] * 3
+    plot = figures.figure1b(runs, "mnist1d")
+    assert plot.find("mlp_1x512").extra["resolution_steps"] == [32]
+    for run in runs:
+        run["config"]["eval_every"] = 5
+    assert {convergence_resolution(r) for r in runs} == {5}
