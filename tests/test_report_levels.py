@@ -60,3 +60,19 @@ def test_resolution_is_never_coarser_than_an_epoch():
     for run in runs:
         run["config"]["eval_every"] = 5
     assert {convergence_resolution(r) for r in runs} == {5}
+
+
+def test_findings_tell_settings_of_one_model_apart():
+    """Two learning rates of one model: each finding's detail names the setting it is about (the lines
+    of a figure are named so too), not "mlp_1x512" twice."""
+    from rethinkgen.report.findings import slowdown, test_error_rises
+
+    runs = _grid(set())
+    for run in _grid(set()):
+        run["config"]["lr"] = 1.5
+        runs.append(run)
+    for finding in (test_error_rises(runs), slowdown(runs)):
+        assert any(d.startswith("mlp_1x512 (lr=0.1)") for d in finding.details), finding.details
+        assert any(d.startswith("mlp_1x512 (lr=1.5)") for d in finding.details), finding.details
+    (single,) = test_error_rises(_grid(set())).details
+    assert single.startswith("mlp_1x512: ")  # one setting: the model alone
