@@ -321,19 +321,35 @@ def _start_run(config, *, out: Path | None, overwrite: bool, threads: int | None
     resolved = resolve_config(config)
     key = run_key(resolved)
     folder = RunDir(out or Path("runs") / key[:12])
-    folder.prepare(key, overwrite=overwrite)
-    _run_into(folder, resolved, state=None, threads=threads, tensorboard=tensorboard, quiet=quiet,
-              as_json=as_json)
+    folder.prepare(key, overwrite=overwrite)  # takes the folder's lock
+    try:
+        _run_into(folder, resolved, state=None, threads=threads, tensorboard=tensorboard, quiet=quiet,
+                  as_json=as_json)
+    finally:
+        folder.unlock()
 
 
 def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir: Path | None,
                 tensorboard: Path | None, quiet: bool, as_json: bool) -> None:
-    from rethinkgen.train.run_dir import FINISHED, RunDir
+    from rethinkgen.train.run_dir import RunDir
 
     _check_threads(threads)
     _check_tensorboard(tensorboard)
     folder = RunDir(path)
-    config, state, old = folder.load_resume()
+    if folder.path.is_dir():
+        folder.lock()  # released when the run ends (_run_into), or below on a refusal
+    try:
+        _resume_locked(folder, path, threads=threads, device=device, data_dir=data_dir, tensorboard=tensorboard,
+                       quiet=quiet, as_json=as_json)
+    finally:
+        folder.unlock()
+
+
+def _resume_locked(folder, path: Path, *, threads: int | None, device: str | None, data_dir: Path | None,
+                   tensorboard: Path | None, quiet: bool, as_json: bool) -> None:
+    from rethinkgen.train.run_dir import FINISHED
+
+    config, state, old, unreadable = _load_resume(folder)
     if old.get("status") in FINISHED:
         say(err_console, f"{path} holds a finished run (status {old['status']}); nothing to resume")
         if as_json:
@@ -341,14 +357,44 @@ def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir
         return
     changes = {k: v for k, v in (("device", device), ("data_dir", str(data_dir) if data_dir else None)) if v}
     config = config.replace(**changes) if changes else config
-    threads = threads or old.get("threads")
+    saved = (state or {}).get("numerics") or {}
+    threads = threads or saved.get("threads") or old.get("threads")  # the checkpoint's count first
+    if state is not None:  # numerics refused here, before the folder is touched (train.numerics)
+        from rethinkgen.train.numerics import check_resume, numerics_here
+
+        here = numerics_here(config, threads=threads)
+        if here is not None:
+            check_resume(saved, here, run=f"the run in {path}", context="train")
     tensorboard = tensorboard or (Path(old["tensorboard"]) if old.get("tensorboard") else None)
-    if state is None:
+    if state is None and unreadable:
+        say(err_console, f"{path}: its checkpoint could not be read; starting the run again from epoch 0 (on the "
+            "CPU it gives the same numbers again)")
+    elif state is None:
         say(err_console, f"{path}: no checkpoint was saved (stopped before its first epoch); starting the run "
             "again")
     else:
         say(err_console, f"{path}: resuming after epoch {state['epoch']}")
     _run_into(folder, config, state=state, threads=threads, tensorboard=tensorboard, quiet=quiet, as_json=as_json)
+
+
+def _load_resume(folder) -> tuple[Any, dict | None, dict, list[str]]:
+    """``folder.load_resume()`` plus the notes on checkpoints it could not read, printed as one-line warnings
+    (not Python warnings with a source line)."""
+    import warnings
+
+    from rethinkgen.sweep.checkpoint import CheckpointWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CheckpointWarning)
+        config, state, old = folder.load_resume()
+    notes = []
+    for w in caught:
+        if issubclass(w.category, CheckpointWarning):
+            notes.append(str(w.message))
+            say(err_console, f"[yellow]warning:[/] {escape(str(w.message))}")
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return config, state, old, notes
 
 
 def _run_into(folder, config, *, state: dict | None, threads: int | None, tensorboard: Path | None, quiet: bool,
@@ -502,14 +548,19 @@ def print_summary(summary: dict[str, Any], folder: Path | None = None) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("status", summary["status"])
-    table.add_row("train accuracy (labels trained on)", _pct(summary["train_acc"]))
-    table.add_row("test accuracy (true labels)", _pct(summary["test_acc"]))
+    diverged = summary["status"] == "diverged"  # accuracies of NaN outputs (one class): not results
+    table.add_row("train accuracy (labels trained on)", "– (diverged)" if diverged else _pct(summary["train_acc"]))
+    table.add_row("test accuracy (true labels)", "– (diverged)" if diverged else _pct(summary["test_acc"]))
     table.add_row("convergence step", str(summary["converged_step"] or "–"))
     table.add_row("epochs / steps", f"{summary['epochs']} / {summary['steps']}")
     table.add_row("realized noise rate", f"{summary['realized_noise_rate']:.4f}")
     table.add_row("parameters", f"{summary['n_params']:,}")
     table.add_row("wall time", f"{summary['wall_time_s']:.1f} s on {summary['device']}")
     console.print(table)
+    if diverged:
+        say(console, f"[yellow]diverged:[/] the loss became NaN or infinite by epoch {summary['epochs']}, so the "
+            f"network's outputs are not numbers and its accuracies are not results; a smaller --lr (now "
+            f"{c['lr']:g}) usually avoids it")
     for warning in summary.get("warnings") or ():
         say(console, f"[yellow]warning:[/] {escape(warning)}")
     if folder is not None:
