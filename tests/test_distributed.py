@@ -197,3 +197,12 @@ def test_ray_asks_for_a_node_with_the_runs_gpus(monkeypatch, device, resources, 
     assert fake.submitted == [{"max_retries": 2, "num_cpus": 32.0, "num_gpus": gpus},
                               {"max_retries": 2, "num_cpus": 1, "num_gpus": small_gpus}]
     assert [e.kind for e in events] == ["failed", "failed"]  # the fake tasks raise: recorded, not lost
+
+
+def test_streamed_runs_record_eager_steps_wherever_they_would_resume():
+    from rethinkgen.train.numerics import plan_numerics
+    from rethinkgen.train.resolve import step_mode
+
+    config = resolve_config(TrainConfig(data="imagenet", model="inception_v3", dropout=0.0))
+    assert step_mode(config, "cuda") == step_mode(config, "cpu") == "eager"  # never the captured in-memory step
+    assert plan_numerics(config, "cuda", "image").graph is None  # what `--resume` compares with the checkpoint

@@ -199,8 +199,9 @@ def differences(saved: dict[str, Any] | None, now: Numerics, compared: tuple[str
 
 
 def fixes(saved: Numerics, now: Numerics, context: str) -> list[str]:
-    """How to get the checkpoint's numerics back, per differing field (``context``: "sweep" | "library")."""
-    sweep = context == "sweep"
+    """How to get the checkpoint's numerics back, per differing field (``context``: "sweep" or "train",
+    command-line options; "library", what to set in Python)."""
+    sweep = context in ("sweep", "train")
     out = []
     if saved.device != now.device:
         where = "" if saved.device == "cpu" else " on a machine that has one"
@@ -228,14 +229,16 @@ def check_resume(saved: dict[str, Any] | None, now: Numerics, *, run: str = "thi
                  context: str = "library", compared: tuple[str, ...] = COMPARED) -> None:
     """Raise :class:`NumericsMismatchError` when a checkpoint recorded with ``saved`` numerics would be
     continued with ``now``; the message names each difference and the fix for ``context`` ("sweep":
-    command-line options and ``--restart-mismatched``; "library": what to set before ``train``)."""
+    command-line options and ``--restart-mismatched``; "train": ``rethinkgen train --resume`` options,
+    or ``--overwrite`` to start over; "library": what to set before ``train``)."""
     diffs = differences(saved, now, compared)
     if not diffs:
         return
     then = Numerics.from_dict(saved)
     hints = fixes(then, now, context)
-    restart = ("--restart-mismatched to discard the checkpoint and train the run from scratch here"
-               if context == "sweep" else "train(config) without resume= to train it from scratch")
+    restart = {"sweep": "--restart-mismatched to discard the checkpoint and train the run from scratch here",
+               "train": "start it over with the options it was started with and --overwrite (the checkpoint "
+                        "is then discarded)"}.get(context, "train(config) without resume= to train it from scratch")
     fix = (f"run with {' and '.join(hints)}, or " if hints else "") + restart
     raise NumericsMismatchError(
         f"cannot resume {run}: its checkpoint was trained with other numerics ({then.describe()}) than it "

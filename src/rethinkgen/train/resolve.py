@@ -111,9 +111,14 @@ def step_mode(config: TrainConfig, device_type: str) -> str:
     ``config.cuda_graphs``: True asks for the static step everywhere (captured on CUDA, run uncaptured on
     the CPU — where the tests check it), False for the eager one; None (default) captures on CUDA unless
     the run uses dropout or ``compile`` (eager there: dropout draws inside a graph and a compiled forward
-    under capture are not verified on a device yet). Raises ConfigError for a device without the static
-    step (MPS: no tensor learning rate in torch's fused SGD checked there).
+    under capture are not verified on a device yet). Data streamed from disk always takes eager steps.
+    Raises ConfigError for a device without the static step (MPS: no tensor learning rate in torch's fused
+    SGD checked there).
     """
+    from rethinkgen.train.streaming.select import streams
+
+    if streams(config):  # streamed data (imagenet): batches come from DataLoader workers, not device tables
+        return "eager"
     wanted = config.cuda_graphs
     if wanted is None:
         wanted = device_type == "cuda" and config.dropout == 0 and not config.compile

@@ -60,7 +60,7 @@ class StreamTrainer(Trainer):
                               f"multiple of {ctx.world_size}")
         self.workers = config.workers if config.workers is not None else default_workers(ctx.local_world_size)
         self.setup: StreamSetup = prepare_stream(config, ctx, self.workers, labels)
-        self.numerics = plan_numerics(config, self.device, "image", step="eager")  # no captured step here
+        self.numerics = plan_numerics(config, self.device, "image")  # eager steps (resolve.step_mode)
         self.autocast = self.numerics.autocast_dtype  # None: float32 (always on the CPU)
         self.use_amp = self.autocast is not None
         self.channels_last = self.numerics.channels_last
