@@ -41,7 +41,7 @@ class _FriendlyErrors(typer.core.TyperGroup):
 app = typer.Typer(cls=_FriendlyErrors, no_args_is_help=True, add_completion=False,
                   help="Randomization tests of Zhang et al., 'Understanding deep learning requires "
                        "rethinking generalization' (ICLR 2017): train, sweep, report, theory.")
-list_app = typer.Typer(no_args_is_help=True, help="List the registered datasets, models and corruptions.")
+list_app = typer.Typer(no_args_is_help=True, help="List the registered datasets, models, corruptions and measures.")
 data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect datasets.")
 app.add_typer(list_app, name="list")
 app.add_typer(data_app, name="data")
@@ -234,6 +234,15 @@ def _mount_optional() -> None:
     app.command("report")(report_command)
     app.add_typer(theory_app, name="theory", help="Theorem 1: exact finite-sample interpolation; SGD min-norm.")
     app.add_typer(kernel_app, name="kernel", help="Section 5: min-norm kernel interpolation.")
+    _mount_measures()
+
+
+def _mount_measures() -> None:
+    """``rethinkgen measure`` and ``rethinkgen list measures`` (generalization measures, rethinkgen.measures)."""
+    from rethinkgen.measures.cli import list_measures_command, measure_command
+
+    app.command("measure")(measure_command)
+    list_app.command("measures")(list_measures_command)
 
 
 _mount_optional()

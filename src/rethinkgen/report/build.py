@@ -4,7 +4,8 @@ Runs are grouped by dataset. Every dataset gets Figures 1a/1b/1c/2, Table 1, the
 table and the per-run summary; paper columns appear only for the paper's data (Table 1: CIFAR-10;
 kernel table: MNIST and CIFAR-10). Runs that did not finish are listed, never plotted. Output files
 (all in ``out_dir``): ``index.html``, ``fig1a_<data>.png`` ..., ``table1_<data>.csv|.md``,
-``levels_<data>.csv|.md``, ``runs_<data>.csv|.md``, ``table3_kernels.csv|.md``.
+``levels_<data>.csv|.md``, ``runs_<data>.csv|.md``, ``table3_kernels.csv|.md``, and where the store
+holds generalization measures ``measures_<data>.csv|.md|.png`` (section of :mod:`rethinkgen.report.measures`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rethinkgen.errors import ConfigError
-from rethinkgen.report import figures, findings, tables
+from rethinkgen.report import figures, findings, measures, tables
 from rethinkgen.report.html import FigureEntry, Page, Section, TableEntry, render
 from rethinkgen.report.runs import by_data, cfg, finite, is_finished, run_wall_time, seeds_of, slug
 from rethinkgen.report.style import save
@@ -37,6 +38,7 @@ def load_store(store_path: str | Path) -> tuple[list[dict[str, Any]], list[dict[
         for run in runs:
             run["history"] = store.epoch_rows(run["run_key"])
             run["step_losses"] = store.step_losses(run["run_key"])
+        measures.attach_measures(store, runs)
         kernels = store.kernel_results()
     return runs, kernels
 
@@ -93,7 +95,8 @@ def build_from_data(runs: Sequence[dict], kernel_results: Sequence[dict], out_di
         empty=empty,
     )
     index = out / "index.html"
-    index.write_text(render(page, out, embed=embed_images), encoding="utf-8")
+    text = measures.add_section(render(page, out, embed=embed_images), runs, out, embed=embed_images)
+    index.write_text(text, encoding="utf-8")
     return index
 
 

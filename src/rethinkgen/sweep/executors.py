@@ -66,6 +66,7 @@ class RunTask:
     config: TrainConfig
     resume: bytes | None = None  # checkpoint payload (checkpoint.encode of make_payload), or None
     checkpoint_every: int = 1  # epochs between checkpoints (the final epoch is always covered by the summary)
+    measures: tuple[str, ...] = ()  # generalization measures computed when the run ends (rethinkgen.measures)
 
 
 @dataclass
@@ -222,8 +223,8 @@ def execute_run(task: RunTask, emit: Emit, should_stop: Callable[[], bool] | Non
     emit(Event("started", task.run_key, worker_environment()))
     try:
         state = decode(task.resume)["state"] if task.resume is not None else None
-        summary = train(task.config, callbacks=[_SweepCallback(task, guarded, should_stop)], resume=state,
-                        progress=False)
+        summary = train(task.config, callbacks=[_SweepCallback(task, guarded, should_stop),
+                                                *_measure_callbacks(task)], resume=state, progress=False)
     except Exception:
         if guarded.failed:
             raise
@@ -242,6 +243,16 @@ class _Finished:
     def on_train_end(self, summary: dict[str, Any]) -> None:
         self.done.add(self.task.run_key)
         self.emit(Event("finished", self.task.run_key, {"summary": _slim(summary)}))
+
+
+def _measure_callbacks(task: RunTask) -> list[Any]:
+    """The callback computing the run's measures when it ends (before its ``finished`` event goes out, so
+    the summary carries them), or nothing when the spec asks for none."""
+    if not task.measures:
+        return []
+    from rethinkgen.measures.compute import MeasureCallback
+
+    return [MeasureCallback(task.measures)]
 
 
 def _slim(summary: dict[str, Any]) -> dict[str, Any]:
@@ -273,7 +284,8 @@ def execute_group(tasks: list[RunTask], emit: Emit, should_stop: Callable[[], bo
     environment = worker_environment()
     for task in tasks:
         emit(Event("started", task.run_key, dict(environment)))
-    callbacks = [[_SweepCallback(task, guarded, should_stop), _Finished(task, guarded, done)] for task in tasks]
+    callbacks = [[_SweepCallback(task, guarded, should_stop), *_measure_callbacks(task), _Finished(task, guarded, done)]
+                 for task in tasks]
     try:
         summaries = train_group([task.config for task in tasks], callbacks=callbacks,
                                 resumes=[resumes[task.run_key] for task in tasks])

@@ -17,7 +17,9 @@ with its own ``defaults`` and ``grid``::
 Precedence for a run's value of a field (later wins): top-level ``defaults`` < top-level ``grid`` <
 the experiment's ``defaults`` < the experiment's ``grid`` (an experiment default therefore removes a
 top-level axis for that experiment). Without ``[[experiment]]`` tables the spec is one experiment
-named after the sweep. Runs are deduplicated by ``run_key``: a run in two experiments is trained once
+named after the sweep. A top-level ``measures = ["l2_norm", "sharpness"]`` (or ``["all"]``) asks for
+generalization measures (:mod:`rethinkgen.measures`) of every run that finishes as intended; they are
+not part of any run's config or key. Runs are deduplicated by ``run_key``: a run in two experiments is trained once
 and remembers both memberships.
 
 Validation happens before anything runs, and every problem is reported at once in one
@@ -42,7 +44,7 @@ from rethinkgen.train.config import DEVICES, STANDARDIZE, TrainConfig, run_key
 
 __all__ = ["PlannedRun", "SweepSpec", "load_spec", "parse_spec", "format_value"]
 
-TOP_KEYS = ("name", "description", "defaults", "grid", "experiment")
+TOP_KEYS = ("name", "description", "defaults", "grid", "experiment", "measures")
 EXPERIMENT_KEYS = ("name", "description", "defaults", "grid")
 
 # Corruptions whose level is implied by the name; an explicit equal level is accepted (as resolve does).
@@ -90,6 +92,7 @@ class SweepSpec:
     description: str
     path: str
     runs: tuple[PlannedRun, ...]
+    measures: tuple[str, ...] = ()  # generalization measures computed when each run ends (rethinkgen.measures)
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -272,6 +275,21 @@ class _Builder:
                 out[key] = axis
         return out
 
+    def measures(self, value: Any) -> tuple[str, ...]:
+        """The top-level ``measures = [...]`` list: registry names (``rethinkgen list measures``) or "all"."""
+        from rethinkgen.measures import MEASURES, validate_names
+
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem("measures", f"must be a list of measure names, got {value!r}; e.g. measures = "
+                         "[\"l2_norm\", \"sharpness\"] or [\"all\"] (rethinkgen list measures)")
+            return ()
+        unknown = [v for v in value if v != "all" and v not in MEASURES]
+        for i, v in enumerate(value):
+            if v in unknown:
+                self.problem(f"measures[{i}]", f"unknown measure {v!r}{_suggest(v, MEASURES.names())}; valid "
+                             f"measures: all, {', '.join(MEASURES.names())}")
+        return () if unknown else validate_names(value)
+
     # ----------------------------------------------------------------- structure
     def build(self) -> SweepSpec:
         doc = self.doc
@@ -288,6 +306,7 @@ class _Builder:
         if not isinstance(description, str):
             self.problem("description", f"must be a string, got {description!r}")
             description = ""
+        measures = self.measures(doc.get("measures", []))
         top_defaults = self.defaults(doc.get("defaults"), "defaults")
         top_grid = self.grid(doc.get("grid"), "grid")
         cli = {}
@@ -345,7 +364,7 @@ class _Builder:
         self.fail_if_problems()
         runs = self.resolve(combos)
         self.fail_if_problems()
-        return SweepSpec(name=name, description=description, path=self.source, runs=tuple(runs))
+        return SweepSpec(name=name, description=description, path=self.source, runs=tuple(runs), measures=measures)
 
     # ------------------------------------------------------------- combinations
     def lookup(self, values: dict[str, _Value], key: str) -> tuple[Any, str]:

@@ -20,7 +20,10 @@ Tables (names and columns are an interface: the report and the kernel commands r
 - ``epochs``: per-epoch metrics, keyed by (run_key, epoch); epoch 0 is the untrained model.
 - ``step_losses``: training loss every ``log_every`` SGD steps, keyed by (run_key, step) (Figure 1a).
 - ``summaries``: the final numbers of a finished run (Figure 1b, Table 1) plus the summary JSON.
-- ``measures``: (run_key, epoch, name, value) — room for generalization measures.
+- ``measures``: generalization measures of a run's weights at an epoch (:mod:`rethinkgen.measures`),
+  keyed by (run_key, epoch, name): value (NULL when it failed, with ``error``), the measure's settings
+  (JSON), seconds, created_at, code_version. Stores made before these columns existed gain them when
+  opened for writing (:func:`migrate_measures`).
 - ``kernel_results``: one row per kernel interpolation (paper §5, Table 3), keyed by sha256(config_json).
 
 A missing store *directory* is refused, not created: a mistyped ``--store`` path would otherwise start
@@ -97,6 +100,20 @@ CREATE TABLE IF NOT EXISTS kernel_results (
     created_at REAL, code_version TEXT, hardware TEXT, torch_version TEXT);
 """
 TABLES = ("runs", "run_tags", "epochs", "step_losses", "summaries", "measures", "kernel_results")
+MEASURE_COLUMNS = ("run_key", "epoch", "name", "value", "settings_json", "seconds", "error", "created_at",
+                   "code_version")
+_MEASURE_ADDED = (("settings_json", "TEXT"), ("seconds", "REAL"), ("error", "TEXT"), ("created_at", "REAL"),
+                  ("code_version", "TEXT"))
+
+
+def migrate_measures(conn: sqlite3.Connection) -> list[str]:
+    """Add the ``measures`` columns a store made before them lacks (idempotent); returns those added."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(measures)")}
+    added = [name for name, _ in _MEASURE_ADDED if name not in have]
+    for name, kind in _MEASURE_ADDED:
+        if name not in have:
+            conn.execute(f"ALTER TABLE measures ADD COLUMN {name} {kind}")
+    return added
 
 
 class StoreError(RethinkgenError):
@@ -330,6 +347,7 @@ class Store:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         c.execute(statement)
+                migrate_measures(c)
                 row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 if row is None:
                     c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -499,7 +517,23 @@ class Store:
 
     def add_measure(self, run_key: str, epoch: int, name: str, value: float) -> None:
         with self.transaction() as c:
-            c.execute("INSERT OR REPLACE INTO measures VALUES (?, ?, ?, ?)", (run_key, epoch, name, _finite(value)))
+            c.execute("INSERT OR REPLACE INTO measures (run_key, epoch, name, value) VALUES (?, ?, ?, ?)",
+                      (run_key, epoch, name, _finite(value)))
+
+    def add_measures(self, run_key: str, epoch: int, results: Iterable[dict[str, Any]]) -> int:
+        """Upsert measure results of a run at ``epoch`` in one transaction; returns how many.
+
+        Each result is a dict with ``name``, ``value`` (None when it failed), and optionally ``settings``
+        (a dict, stored as JSON), ``seconds`` and ``error``.
+        """
+        now, code = time.time(), environment()["code_version"]
+        rows = [(run_key, int(epoch), r["name"], _finite(r.get("value")),
+                 json.dumps(r.get("settings") or {}, sort_keys=True, default=_json_default), r.get("seconds"),
+                 r.get("error"), now, code) for r in results]
+        with self.transaction() as c:
+            c.executemany(f"INSERT OR REPLACE INTO measures ({', '.join(MEASURE_COLUMNS)}) VALUES "
+                          f"({', '.join('?' * len(MEASURE_COLUMNS))})", rows)
+        return len(rows)
 
     def add_kernel_result(self, row: dict[str, Any]) -> str:
         """Upsert a kernel interpolation result; returns ``result_key`` = sha256 of its config_json.
