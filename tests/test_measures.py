@@ -197,6 +197,10 @@ def test_pacbayes_sigma_matches_the_gaussian_closed_form():
                          settings=settings)
     z = NormalDist().inv_cdf(0.9)
     assert ctx.pacbayes_sigma == pytest.approx(a / z, rel=0.06)  # Monte Carlo: 2,000 draws
+    early = MeasureContext(ctx.model, ctx.init_model, ctx.x_train, ctx.y_train,
+                           settings=MeasureSettings(flatness_draws=2000, flatness_tolerance=0.01))
+    # stopping once the error rise is within 0.01 of 0.1: Φ(−a/σ) ∈ [0.09, 0.11], σ within [a/1.341, a/1.227]
+    assert a / NormalDist().inv_cdf(0.91) * 0.97 <= early.pacbayes_sigma <= a / NormalDist().inv_cdf(0.89) * 1.03
     v = _values(ctx, ["pacbayes_flatness", "pacbayes_init"])
     sigma = ctx.pacbayes_sigma
     assert v["pacbayes_flatness"] == pytest.approx(1 / sigma**2, rel=1e-12)

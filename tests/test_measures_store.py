@@ -181,3 +181,64 @@ def test_measure_command_refuses_unknown_names_before_any_work(tmp_path):
     result = CliRunner().invoke(cli.app, ["measure", "--store", str(tmp_path / "none.db"), "--measures", "l2norm"])
     assert result.exit_code == 2
     assert "unknown measure 'l2norm'" in result.output and "l2_norm" in result.output
+
+
+# ------------------------------------------------------------------------------------------ edge cases
+def _finished_checkpoint(config):
+    """The encoded sweep checkpoint of a run's final epoch (as a crash before the store's record leaves)."""
+    from rethinkgen.sweep.checkpoint import encode, make_payload
+    from rethinkgen.train.loop import train
+
+    class Last:
+        def on_epoch_end(self, row, logged, state):
+            self.blob = encode(make_payload("k", row, logged, state.checkpoint()))
+
+    last = Last()
+    train(config, callbacks=[last])
+    return last.blob
+
+
+def test_a_run_resumed_from_its_final_checkpoint_is_measured_too():
+    from rethinkgen.sweep.executors import RunTask, execute_run
+
+    plan = spec()
+    config = plan.runs[0].config
+    task = RunTask(run_key="k", name="r", config=config, resume=_finished_checkpoint(config), measures=plan.measures)
+    events = []
+    execute_run(task, events.append)
+    summary = events[-1].data["summary"]
+    assert events[-1].kind == "finished"
+    assert [r["name"] for r in summary["measures"]["results"]] == list(plan.measures)
+    assert all(r["value"] is not None for r in summary["measures"]["results"])
+
+
+def test_a_measure_setup_failure_never_fails_the_run(monkeypatch):
+    from rethinkgen.measures import compute
+    from rethinkgen.sweep.executors import RunTask, execute_run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no data")
+
+    monkeypatch.setattr(compute, "run_context", broken)
+    plan = spec()
+    events = []
+    execute_run(RunTask(run_key="k", name="r", config=plan.runs[0].config, measures=plan.measures), events.append)
+    assert events[-1].kind == "finished"
+    results = events[-1].data["summary"]["measures"]["results"]
+    assert all(r["value"] is None and "no data" in r["error"] for r in results)
+
+
+@pytest.mark.gpu
+def test_measures_on_cuda_match_the_cpu():
+    from rethinkgen.measures.compute import compute_measures, run_context
+    from rethinkgen.measures.layers import initial_model
+    from rethinkgen.train.loop import resolve_config
+
+    config = resolve_config(spec().runs[0].config)
+    weights = initial_model(config.model, (40,), 10, seed=3, layout="vector").state_dict()
+    names = ["l2_norm", "log_prod_spec", "path_norm", "spectral_complexity", "inverse_margin", "input_grad_norm",
+             "sharpness"]
+    cpu = {r.name: r.value for r in compute_measures(names, run_context(config, weights, "cpu"))}
+    gpu = {r.name: r.value for r in compute_measures(names, run_context(config, weights, "cuda"))}
+    for name in names:  # float32 network on two devices: tolerance 1e-3 relative
+        assert gpu[name] == pytest.approx(cpu[name], rel=1e-3), name

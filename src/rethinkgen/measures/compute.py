@@ -22,7 +22,8 @@ import torch
 from rethinkgen.measures import MEASURES, validate_names
 from rethinkgen.measures.context import MeasureContext, MeasureSettings
 
-__all__ = ["EVIDENCE_STATUSES", "MeasureCallback", "MeasureResult", "compute_measures", "run_context"]
+__all__ = ["EVIDENCE_STATUSES", "MeasureCallback", "MeasureResult", "compute_measures", "measure_resumed",
+           "run_context"]
 
 # Runs that finished as intended (design §2): only their weights are measured at the end of training.
 EVIDENCE_STATUSES = ("converged", "max_epochs")
@@ -109,9 +110,33 @@ class MeasureCallback:
 
     def on_train_end(self, summary: dict[str, Any]) -> None:
         state = self.state
-        if not self.names or state is None or summary.get("status") not in EVIDENCE_STATUSES:
+        if state is not None:
+            self.measure(summary, state.config, state.model.state_dict(), state.device,
+                         data=getattr(state, "data", None))
+
+    def measure(self, summary: dict[str, Any], config: Any, state_dict: dict[str, torch.Tensor],
+                device: torch.device | str, data: Any | None = None) -> None:
+        """Add ``"measures"`` to ``summary`` (a run that ended as intended) from its final weights; also
+        used for a run resumed from the checkpoint of its final epoch, whose trainer calls no callbacks."""
+        if not self.names or summary.get("status") not in EVIDENCE_STATUSES or "measures" in summary:
             return
-        ctx = run_context(state.config, state.model.state_dict(), state.device,
-                          data=getattr(state, "data", None), settings=self.settings)
-        results = compute_measures(self.names, ctx)
+        t0 = time.perf_counter()
+        try:
+            ctx = run_context(config, state_dict, device, data=data, settings=self.settings)
+        except Exception as exc:  # never turn a finished run into a failed one: record the measures as failed
+            error = f"cannot build the measures' context: {type(exc).__name__}: {exc}"
+            results = [MeasureResult(n, None, time.perf_counter() - t0, error=error) for n in self.names]
+        else:
+            results = compute_measures(self.names, ctx)
         summary["measures"] = {"epoch": int(summary["epochs"]), "results": [r.as_row() for r in results]}
+
+
+def measure_resumed(names: Sequence[str], config: Any, state: dict[str, Any] | None, summary: dict[str, Any]) -> None:
+    """Measure a run that was resumed from the checkpoint of its final epoch (a crash came between that
+    checkpoint and the store's record): the trainer then returns its summary without calling callbacks."""
+    if state is None or state.get("status") is None:
+        return
+    from rethinkgen.train.loop import resolve_config, select_device
+
+    config = resolve_config(config)
+    MeasureCallback(names).measure(summary, config, state["model"], select_device(config.device))

@@ -31,7 +31,9 @@ class MeasureSettings:
     batch_size: int | None = None  # samples per pass (memory only); None: the trainer's evaluation batch
     flatness_delta: float = 0.1  # allowed rise of the training error (0-1 loss) under weight noise (Jiang)
     flatness_draws: int = 8  # Monte Carlo noise draws per noise scale σ (Dziugaite et al.'s code: 10)
-    flatness_steps: int = 12  # bisection steps on log σ (the bracket shrinks 2^12-fold)
+    flatness_steps: int = 12  # at most this many bisection steps on log σ (the bracket shrinks 2^12-fold)
+    flatness_tolerance: float = 0.0  # > 0: stop once the rise is within this of flatness_delta (Dziugaite's code
+    # uses 0.01); off by default: an early stop leaves σ' on a coarse grid, and runs then tie in the rankings
     sigma_min: float = 1e-5  # search bracket of σ; a network still within the bound at sigma_max gets it
     sigma_max: float = 10.0
     magnitude_eps: float = 1e-3  # ε of the magnitude-aware noise N(0, σ²w² + ε²) (Jiang eq. 59-61)
@@ -47,6 +49,8 @@ class MeasureSettings:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.flatness_delta < 1.0:
             problems.append(f"flatness_delta must be in (0, 1), got {self.flatness_delta}")
+        if not 0.0 <= self.flatness_tolerance < self.flatness_delta:
+            problems.append(f"flatness_tolerance must be in [0, flatness_delta), got {self.flatness_tolerance}")
         if not 0.0 < self.sigma_min < self.sigma_max:
             problems.append(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
         if self.magnitude_eps < 0 or self.sharpness_radius <= 0:

@@ -7,7 +7,9 @@ training subset (``MeasureSettings.subset`` samples, the labels trained on).
 PAC-Bayes flatness (Jiang et al. 2020, App. C, eq. 48-53; Dziugaite et al.'s ``_pacbayes_sigma``): σ' is
 the largest σ such that adding u ~ N(0, σ² I) to the weights raises the expected training error (0-1
 loss, a Monte Carlo mean over ``flatness_draws`` draws) by at most ``flatness_delta``. The search is a
-bisection on log σ in [sigma_min, sigma_max] with ``flatness_steps`` steps; the draws use common random
+bisection on log σ in [sigma_min, sigma_max] with ``flatness_steps`` steps (optionally stopping early once
+the rise is within ``flatness_tolerance`` of the bound, as Dziugaite et al.'s code does with 0.01: off by
+default, since σ' then lands on a coarse grid and different runs tie); the draws use common random
 numbers (the same standard-normal tensors z at every σ, u = σ z), seeded from the run's seed, so the
 estimated error rise is monotone in σ for a given seed and the search is reproducible. The
 magnitude-aware variant (Jiang eq. 59-61) draws u_i ~ N(0, σ² w_i² + ε²).
@@ -84,14 +86,18 @@ def noise_scale(ctx: MeasureContext, *, magnitude_aware: bool) -> float:
     lo, hi = math.log(s.sigma_min), math.log(s.sigma_max)
     for _ in range(s.flatness_steps):
         mid = 0.5 * (lo + hi)
-        if rise(math.exp(mid)) <= s.flatness_delta:
+        r = rise(math.exp(mid))
+        if abs(r - s.flatness_delta) <= s.flatness_tolerance:
+            return math.exp(mid)  # close enough to the bound (Dziugaite et al.'s stopping rule)
+        if r <= s.flatness_delta:
             lo = mid
         else:
             hi = mid
     return math.exp(lo)
 
 
-_PB_SETTINGS = ("subset", "flatness_delta", "flatness_draws", "flatness_steps", "sigma_min", "sigma_max")
+_PB_SETTINGS = ("subset", "flatness_delta", "flatness_draws", "flatness_steps", "flatness_tolerance", "sigma_min",
+                "sigma_max")
 
 
 @register_measure(

@@ -230,6 +230,10 @@ def execute_run(task: RunTask, emit: Emit, should_stop: Callable[[], bool] | Non
             raise
         emit(Event("failed", task.run_key, {"error": traceback.format_exc()}))
         return
+    if task.measures:  # a run resumed from its final checkpoint ends without callbacks: measure it here
+        from rethinkgen.measures.compute import measure_resumed
+
+        measure_resumed(task.measures, task.config, state, summary)
     emit(Event("finished", task.run_key, {"summary": _slim(summary)}))
 
 
