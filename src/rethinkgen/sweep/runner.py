@@ -115,7 +115,8 @@ class _Driver:
         self.result.started += 1
         self.display.run_started(key, run.name, run.config.epochs, resumed_from)
         return RunTask(run_key=key, name=run.name, config=run.config, resume=resume,
-                       checkpoint_every=self.checkpoint_every, restart_mismatched=self.restart_mismatched)
+                       checkpoint_every=self.checkpoint_every, restart_mismatched=self.restart_mismatched,
+                       measures=self.spec.measures)
 
     def items(self, todo: list[PlannedRun], executor: Executor) -> Iterator[WorkItem]:
         """Work items, prepared lazily (only when an executor is ready to start them): runs that can
@@ -174,6 +175,9 @@ class _Driver:
             self.display.epoch_recorded(key, event.data["row"], event.data.get("step_losses", ()))
         elif event.kind == "finished":
             summary = event.data["summary"]
+            measured = summary.pop("measures", None)  # computed by the worker when the spec asks for them
+            if measured:
+                self.store.add_measures(key, measured["epoch"], measured["results"])
             self.store.finish_run(key, summary)
             if not self.keep_checkpoints:
                 remove_checkpoints(self.ckpt_path(key))
@@ -326,6 +330,12 @@ def _drive(spec: SweepSpec, store: Store, driver: _Driver, executor: Executor, d
             with contextlib.suppress(OSError):
                 stray.unlink()  # a write that a crash cut short; the real files are intact
     display.start(spec.name, len(spec.runs), result.skipped, executor.describe())
+    if spec.measures:
+        from rethinkgen.measures.records import lacking_note
+
+        note = lacking_note(store, [run.run_key for run in spec.runs if run not in todo], spec.measures)
+        if note:
+            display.warn(note)
     if not todo:
         return  # nothing to do: do not even start workers or a Ray cluster
     beat.start()
