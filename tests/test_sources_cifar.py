@@ -286,6 +286,26 @@ def test_allowed_callables_cannot_build_objects(tmp_path, case):
     assert built.fields is not None if case == "dtype_given_fields" else _has_objects(built)
 
 
+def test_callables_named_through_copyregs_extension_registry_are_refused(tmp_path):
+    # EXT1 names a global by a number registered with copyreg.add_extension; its cache is process-wide, so
+    # a global another unpickler resolved before was handed out without asking find_class
+    import copyreg
+
+    marker = tmp_path / "pwned"
+    code = 0xF0
+    payload = b"\x80\x02\x82" + bytes([code]) + py2_str(f"touch {marker}".encode()) + b"\x85R."
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(payload)
+    copyreg.add_extension("os", "system", code)
+    try:
+        pickle.loads(b"\x80\x02\x82" + bytes([code]) + b".")  # someone resolves it once: now it is cached
+        with pytest.raises(UnsafeFileError, match="extension registry"):
+            safe_unpickle(path)
+    finally:
+        copyreg.remove_extension("os", "system", code)
+    assert not marker.exists()
+
+
 def test_a_batches_meta_of_raw_pointers_is_refused_in_a_fresh_process(tmp_path):
     # Before the fix this file crashed the process (SIGSEGV): read_meta printed a name that was an object
     # array over the bytes 0x41..., dereferenced as a pointer. A subprocess keeps a regression from

@@ -246,6 +246,15 @@ class SafeUnpickler(pickle._Unpickler):
 
     dispatch[pickle.BUILD[0]] = load_build
 
+    def load_ext(self) -> None:
+        """EXT1/2/4 name a callable by a number in copyreg's process-wide registry, whose cache would hand
+        out what another unpickler resolved (and keep what this one did); data files never use them."""
+        raise _Refused("it names a callable through copyreg's extension registry (EXT opcodes)")
+
+    for _op in (pickle.EXT1, pickle.EXT2, pickle.EXT4):
+        dispatch[_op[0]] = load_ext
+    del _op
+
     def load(self) -> Any:
         obj = super().load()
         check_plain(obj)
