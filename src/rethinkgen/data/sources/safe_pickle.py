@@ -272,5 +272,6 @@ def safe_unpickle(path: Path | str, what: str = "a CIFAR-10 batch") -> Any:
         raise UnsafeFileError(f"{path}: refusing to load the pickle: {e}. Delete the file and fetch the "
                               "official one.") from None
     except Exception as e:  # UnpicklingError, EOFError, ValueError, TypeError from malformed streams
-        raise UnsafeFileError(f"{path}: not a valid pickle of {what} ({type(e).__name__}: {e}); "
+        why = "it ends early: truncated" if isinstance(e, EOFError) else f"{type(e).__name__}: {e}"
+        raise UnsafeFileError(f"{path}: not a valid pickle of {what} ({why}); "
                               "delete it and fetch the dataset again") from e
