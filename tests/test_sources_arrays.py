@@ -112,6 +112,8 @@ def test_layout_rules(shape, dtype, found):
     ((10, 3, 5, 4), "float32", ("NCHW", "NHWC")),
     ((10, 4, 4, 4), "uint8", ("NCHW", "NHWC")),
     ((10, 8, 9, 10), "float32", ("NCHW", "NHWC")),
+    ((10, 3, 100), "uint8", ("NHW", "NCL")),  # 3x100 images or 3-channel signals: was read as images
+    ((10, 100, 2), "uint16", ("NHW", "NLC")),  # (float: NLC signals; uint8/16 were taken as 100x2 images)
 ])
 def test_ambiguous_shapes_are_refused_naming_the_option(tmp_path, shape, dtype, options):
     with pytest.raises(ConfigError) as err:
@@ -127,7 +129,8 @@ def test_ambiguous_shapes_are_refused_naming_the_option(tmp_path, shape, dtype, 
 @pytest.mark.parametrize("stored, scale, expected_max, says", [
     (IMAGES / 1.0, 255, 1.0, "divided by 255"),  # 8-bit values stored as floats, said
     (IMAGES / 255.0 * 2 - 1, "none", 1.0, "values kept"),  # already standardized
-    (IMAGES.astype(np.uint16) * 257, None, 1.0, "uint16"),  # 16-bit pixels
+    (IMAGES.astype(np.uint16) * 257, None, 1.0, "uint16 0..65535 divided by 65535"),  # 16-bit pixels
+    (IMAGES.astype(np.uint16), None, 1.0, "uint16 values in 0..255 read as 8-bit pixels"),  # was / 65535
 ])
 def test_scaling_option(tmp_path, stored, scale, expected_max, says):
     options = {} if scale is None else {"scale": scale}
@@ -195,6 +198,8 @@ def test_num_classes_takes_labels_as_indices(tmp_path):
     ([0, 1, 0, 1], [0, 2], r"label\(s\) 2 \(1 test samples\) that no training sample has.*num_classes=K"),
     ([0.5, 1.0, 0.0, 1.0], [0.0, 1.0], r"not whole numbers \(0.5 at index 0"),
     ([0, 1, np.nan, 1], [0, 1], "not whole numbers"),
+    ([1e20, 2e20, 1e20, 2e20], [1e20, 2e20], "labels up to 2e\\+20 do not fit int64"),  # was: "all are -2**63"
+    (["cat", "dog ", "cat", "dog "], ["dog"], r"label\(s\) 'dog' .*training classes: 'cat', 'dog '"),
 ])
 def test_bad_labels_are_refused_with_the_fix(tmp_path, y, y_test, match):
     with pytest.raises(ConfigError, match=match):
@@ -209,6 +214,7 @@ def test_bad_labels_are_refused_with_the_fix(tmp_path, y, y_test, match):
     ("test_shape", ConfigError, "same shape"),
     ("two_names", ConfigError, "both x and x_train"),
     ("nan", ConfigError, "NaN"),
+    ("empty_test", ConfigError, "x_test is empty"),  # was a ValueError inside the first evaluation
 ])
 def test_npz_errors(tmp_path, case, error, match):
     x, y = np.zeros((5, 3), np.float32), np.array([0, 1, 2, 0, 1])
@@ -227,9 +233,14 @@ def test_npz_errors(tmp_path, case, error, match):
         arrays["x_train"] = x
     elif case == "nan":
         arrays["x"] = np.full((5, 3), np.nan, np.float32)
+    elif case == "empty_test":
+        arrays["x_test"], arrays["y_test"] = x[:0], y[:0]
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(error, match=match):
         load_dataset("npz", path=tmp_path / "d.npz")
+    if case == "empty_test":  # before any run starts
+        with pytest.raises(error, match=match):
+            dataset_layout("npz", {"path": str(tmp_path / "d.npz")})
 
 
 def test_path_errors_name_the_option_as_the_user_gives_it(tmp_path):

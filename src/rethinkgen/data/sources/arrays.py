@@ -176,6 +176,9 @@ def _decide(store: ArrayStore, layout: str | None) -> tuple[LayoutDecision, tupl
                           "train and test samples must have the same shape")
     if shape[0] == 0:
         raise ConfigError(f"{store.where}: {store.names['x']} is empty")
+    if test_shape[0] == 0:
+        raise ConfigError(f"{store.where}: {store.names['x_test']} is empty; rethinkgen measures test accuracy on "
+                          "it: store at least one test sample")
     return decision, shape, test_shape
 
 
