@@ -90,17 +90,19 @@ def _resave(folder: Path, protocol: int, keys: str, labels: str, rows: int = 6, 
         data = g.integers(0, 256, (rows, 3072), dtype=np.uint8)
         y = g.integers(0, 10, rows)
         stored = {"list": [int(v) for v in y], "array": y.astype(np.int64), "array_u8": y.astype(np.uint8),
-                  "scalars": list(y.astype(np.int64)), "tuple": tuple(int(v) for v in y)}[labels]
+                  "scalars": list(y.astype(np.int64)), "tuple": tuple(int(v) for v in y),
+                  "column": y.astype(np.int64)[:, None]}[labels]
         (folder / name).write_bytes(pickle.dumps({key("data"): data, key("labels"): stored}, protocol=protocol))
         written[name] = (data, y)
-    meta = {key("num_cases_per_batch"): rows, key("label_names"): list(LABEL_NAMES), key("num_vis"): 3072}
+    names = np.array(LABEL_NAMES) if labels == "column" else list(LABEL_NAMES)  # np.array(label_names) too
+    meta = {key("num_cases_per_batch"): rows, key("label_names"): names, key("num_vis"): 3072}
     (folder / cifar10.META).write_bytes(pickle.dumps(meta, protocol=protocol))
     return written
 
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 @pytest.mark.parametrize("keys, labels", [("bytes", "list"), ("str", "array"), ("str", "scalars"),
-                                          ("bytes", "array_u8"), ("str", "tuple")])
+                                          ("bytes", "array_u8"), ("str", "tuple"), ("str", "column")])
 def test_python3_resaves_load_with_every_protocol(tmp_path, protocol, keys, labels):
     written = _resave(tmp_path / "b", protocol, keys, labels)
     ds = load_dataset("cifar10", tmp_path / "b", strict=False)
