@@ -49,6 +49,11 @@ CASES_BY_LAYOUT = {
     "NHWC one channel": (IMAGES[:, :1].transpose(0, 2, 3, 1), None, _expected(IMAGES[:, :1]), "NHWC"),
     "NCHW one channel": (IMAGES[:, :1], None, _expected(IMAGES[:, :1]), "NCHW"),
     "NHW int64 0..255 (said)": (IMAGES[:, 0].astype(np.int64), "NHW", _expected(IMAGES[:, :1]), "NHW"),
+    # big-endian 16-bit pixels, as FITS or MATLAB files hold them: were refused as "not 8-bit pixels"
+    "NHW >u2 big-endian": ((IMAGES[:, 0].astype(np.uint16) * 257).astype(">u2"), None, _expected(IMAGES[:, :1]),
+                           "NHW"),
+    "NHWC >f4 big-endian": ((IMAGES / np.float32(255)).transpose(0, 2, 3, 1).astype(">f4"), None,
+                            _expected(IMAGES), "NHWC"),
 }
 
 

@@ -200,8 +200,8 @@ def _check_values(store: ArrayStore, decision: LayoutDecision, scale: Any) -> No
     """Run the value checks of ``load`` (range of float images, NaN) once per file version and options.
 
     Only arrays whose values can fail them are read (not uint8, uint16 or bool)."""
-    if store.header("x")[1] in (np.uint8, np.uint16, np.bool_) and \
-            store.header("x_test")[1] in (np.uint8, np.uint16, np.bool_):
+    native = (np.uint8, np.uint16, np.bool_)
+    if all(store.header(role)[1].newbyteorder("=") in native for role in ("x", "x_test")):
         return
     files = [store.members[store.names[r]] for r in ("x", "x_test")] if store.is_dir else [store.path]
     key = (tuple((str(Path(f).resolve()), Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files),

@@ -61,6 +61,8 @@ def label_vector(y: np.ndarray, where: str) -> np.ndarray:
     Raises ConfigError for 2-D arrays (one-hot: the ``argmax`` hint), non-integer floats (naming the
     first one), NaN, and dtypes that cannot be class labels.
     """
+    if not y.dtype.isnative:  # ">u8" must compare equal to uint64 below
+        y = y.astype(y.dtype.newbyteorder("="))
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:

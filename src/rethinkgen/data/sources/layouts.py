@@ -34,7 +34,7 @@ import numpy as np
 from rethinkgen.data.sources.messages import option, option_name
 from rethinkgen.errors import ConfigError
 
-__all__ = ["LAYOUTS", "CHANNEL_SIZES", "LayoutDecision", "decide_layout", "scale_inputs"]
+__all__ = ["LAYOUTS", "CHANNEL_SIZES", "LayoutDecision", "decide_layout", "native_order", "scale_inputs"]
 
 LAYOUTS = {  # option value -> (ndim of the stored array, Dataset layout)
     "NCHW": (4, "image"), "NHWC": (4, "image"), "NHW": (3, "image"),
@@ -107,7 +107,7 @@ def decide_layout(shape: tuple[int, ...], dtype: np.dtype | str, given: str | No
     and for a ``given`` layout that does not fit the array's number of dimensions.
     """
     shape = tuple(int(s) for s in shape)
-    dtype = np.dtype(dtype)
+    dtype = np.dtype(dtype).newbyteorder("=")  # ">u2" (FITS, MATLAB, IDL files) is uint16 too
     ndim = len(shape)
     if given is not None:
         key = str(given).upper()
@@ -133,6 +133,12 @@ def decide_layout(shape: tuple[int, ...], dtype: np.dtype | str, given: str | No
 def _fitting(ndim: int) -> str:
     names = [k for k, (d, _) in LAYOUTS.items() if d == ndim or (k == "ND" and ndim >= 2)]
     return ", ".join(names) or "none (reshape the array)"
+
+
+def native_order(x: np.ndarray) -> np.ndarray:
+    """``x`` in the machine's byte order (a copy only when it is not): a big-endian ``>u2`` array is then
+    ``uint16`` to every dtype comparison, and ``torch.from_numpy`` accepts it."""
+    return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
 
 
 def _decide_3d(shape: tuple[int, ...], dtype: np.dtype, where: str) -> LayoutDecision:
@@ -197,6 +203,7 @@ def scale_inputs(x: np.ndarray, layout: str, scale: object = None, *, where: str
     """
     if x.dtype.kind not in "buif":
         raise ConfigError(f"{where} must hold numbers, found dtype {x.dtype}")
+    x = native_order(x)
     if scale is not None:
         divisor = _divisor(scale, where)
         out = x.astype(np.float32)
