@@ -226,3 +226,11 @@ def test_the_cache_is_readable_as_the_users_files_and_a_failed_write_is_ignored(
     again = load_dataset("folder", tmp_path, path=root, size=9)
     assert again.meta["from_cache"] is False and again.input_shape == (3, 9, 9)
     assert not [p for p in (tmp_path / "folder-cache").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_test_folder_named_otherwise_is_pointed_to(tmp_path, tree):
+    root, _ = tree
+    (root / "val").rename(root / "validation")  # the message named no option that loads it
+    with interface("cli"), pytest.raises(DatasetNotFoundError, match="--data-option test_split=validation"):
+        load_dataset("folder", tmp_path, path=root, size=8)
+    assert load_dataset("folder", tmp_path, path=root, size=8, test_split="validation", cache=False).n_test == 9

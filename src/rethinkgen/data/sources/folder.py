@@ -129,8 +129,11 @@ def find_splits(root: Path, test_split: str | None) -> tuple[Path, Path]:
         raise ConfigError(f"folder: {root} has both val/ and test/; say which one is the test set: "
                           f"{option('test_split', 'val')} or {option('test_split', 'test')}")
     if not present:
+        others = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name != TRAIN_SPLIT
+                        and not d.name.startswith("."))
+        hint = f"; if {others[0]}/ holds them, say so: {option('test_split', others[0])}" if others else ""
         raise DatasetNotFoundError(f"folder: {root} has train/ but no val/ or test/ folder with the test images "
-                                   "(ROOT/val/<class>/<image>); rethinkgen measures test accuracy on it")
+                                   f"(ROOT/val/<class>/<image>); rethinkgen measures test accuracy on it{hint}")
     return train, root / present[0]
 
 
