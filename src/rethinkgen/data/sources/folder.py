@@ -217,7 +217,8 @@ def _conversions(modes: Counter, channels: int) -> str:
     if not changed:
         return f"all {sum(modes.values())} images already {target}"
     notes = {"RGBA": " (alpha dropped)", "LA": " (alpha dropped)", "P": " (palette expanded)",
-             "I;16": " (16-bit: high byte kept)", "I": " (high byte of 16 bits kept)",
+             **{m: " (16-bit: high byte kept)" for m in ("I;16", "I;16B", "I;16L", "I;16N")},
+             "I": " (high byte of 16 bits kept)",
              "L": " (grayscale, replicated to 3 channels)" if channels == 3 else "",
              "RGB": " (luminance, ITU-R 601-2)" if channels == 1 else ""}
     return "; ".join(f"{n} {m}{notes.get(m, '')}" for m, n in changed.items()) + f" -> {target}"
