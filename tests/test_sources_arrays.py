@@ -320,3 +320,28 @@ def test_fused_runs_carry_the_data_record_too():
                            corruption=c, seed=0) for c in ("true_labels", "random_labels")]
     for summary in train_group(configs):
         assert summary["data"]["class_mapping"] == {"1": 0, "2": 1} and summary["data"]["layout_found"] == "ND"
+
+
+def test_train_and_test_stored_with_other_dtypes_load_when_their_values_agree(tmp_path):
+    # x_train.astype(np.float32) / 255 beside x_test / 255.0 (float64): both pixels in [0, 1]; was refused
+    # as "stored differently" because the two scaling descriptions named different dtypes
+    images = IMAGES / np.float32(255)
+    np.savez(tmp_path / "d.npz", x=images[:N], y=LABELS[:N], x_test=images[N:].astype(np.float64),
+             y_test=LABELS[N:])
+    ds = load_dataset("npz", path=tmp_path / "d.npz")
+    torch.testing.assert_close(ds.x_test, torch.from_numpy(images[N:]), rtol=0, atol=1e-7)
+    assert ds.meta["scaling"] == "x: float32 in [0, 1], kept; x_test: float64 in [0, 1], kept"
+    np.savez(tmp_path / "u.npz", x=IMAGES[:N], y=LABELS[:N], x_test=IMAGES[N:] / 255.0, y_test=LABELS[N:])
+    mixed = load_dataset("npz", path=tmp_path / "u.npz")  # uint8 train, float64 test in [0, 1]
+    torch.testing.assert_close(mixed.x_train, _expected(IMAGES), rtol=0, atol=1e-7)
+    torch.testing.assert_close(mixed.x_test, torch.from_numpy((IMAGES[N:] / 255.0).astype(np.float32)))
+    vectors = np.random.default_rng(0).random((N + M, 7)) * 10
+    np.savez(tmp_path / "v.npz", x=vectors[:N].astype(np.float32), y=LABELS[:N], x_test=vectors[N:],
+             y_test=LABELS[N:])
+    assert load_dataset("npz", path=tmp_path / "v.npz").meta["scaling"].startswith("x: float32 values kept")
+    # but uint8 vectors are divided by 255 and int64 ones kept: that mismatch is refused, before any run
+    np.savez(tmp_path / "w.npz", x=IMAGES[:N, 0, 0].astype(np.uint8), y=LABELS[:N],
+             x_test=IMAGES[N:, 0, 0].astype(np.int64), y_test=LABELS[N:])
+    with interface("cli"), pytest.raises(ConfigError, match="x is uint8 and x_test is int64.*--data-option scale=255"):
+        dataset_layout("npz", {"path": str(tmp_path / "w.npz")})
+    assert load_dataset("npz", path=tmp_path / "w.npz", scale=255).meta["scaling"] == "divided by 255 (scale=255)"

@@ -193,6 +193,20 @@ def _labels(store: ArrayStore, num_classes: Any, n: int, m: int):
                          train_key=store.names["y"], test_key=store.names["y_test"])
 
 
+def _check_convention(store: ArrayStore, decision: LayoutDecision, scale: Any) -> None:
+    """Train and test inputs must come out in one value convention. Images always do (every automatic
+    scaling gives pixels in [0, 1]: uint8 / 255, float in [0, 1] kept, ...), and so does a stated
+    ``scale``; signals and vectors do unless one is uint8 (divided by 255) and the other is not (kept)."""
+    if scale is not None or decision.layout == "image":
+        return
+    dtypes = [store.header(role)[1].newbyteorder("=") for role in ("x", "x_test")]
+    if (dtypes[0] == np.uint8) != (dtypes[1] == np.uint8):
+        raise ConfigError(f"{store.where}: {store.names['x']} is {dtypes[0]} and {store.names['x_test']} is "
+                          f"{dtypes[1]}: uint8 inputs are divided by 255, others kept, so train and test would "
+                          f"differ in scale; store both with the same dtype, or state the scale of both "
+                          f"({option('scale', 255)} or {option('scale', 'none')})")
+
+
 _VALUES_CHECKED: set[tuple] = set()  # (file identity, layout, scale) whose values passed scale_inputs
 
 
@@ -222,6 +236,7 @@ def layout(data_dir: Path | None, *, path: str | Path | None = None, layout: str
     store = ArrayStore(resolve_path(path, data_dir))
     decision, shape, test_shape = _decide(store, layout)
     _labels(store, num_classes, shape[0], test_shape[0])
+    _check_convention(store, decision, scale)
     _check_values(store, decision, scale)
     return decision.layout
 
@@ -255,12 +270,12 @@ def load(data_dir: Path | None, seed: int = 0, *, path: str | Path | None = None
         where = f"{store.where}: {store.names[role]}"
         inputs[role], scalings[role] = scale_inputs(decision.to_standard(raw), decision.layout, scale, where=where)
         del raw
-    if scalings["x"] != scalings["x_test"]:
-        raise ConfigError(f"{store.where}: {store.names['x']} and {store.names['x_test']} are stored differently "
-                          f"({scalings['x']} vs {scalings['x_test']}); store both with the same dtype and range")
+    _check_convention(store, decision, scale)
+    scaling = scalings["x"] if scalings["x"] == scalings["x_test"] else \
+        f"{store.names['x']}: {scalings['x']}; {store.names['x_test']}: {scalings['x_test']}"
     meta = {"source": "npz", "path": str(store.path.resolve()), "sha256": store.sha256(),
             "arrays": dict(store.names), "stored_shape": list(shape), "stored_dtype": str(store.header("x")[1]),
-            "layout_found": decision.found, "layout_reason": decision.reason, "scaling": scalings["x"],
+            "layout_found": decision.found, "layout_reason": decision.reason, "scaling": scaling,
             **classes.as_meta()}
     return Dataset(
         name="npz", x_train=torch.from_numpy(inputs["x"]), y_train=torch.from_numpy(y),
