@@ -345,3 +345,15 @@ def test_train_and_test_stored_with_other_dtypes_load_when_their_values_agree(tm
     with interface("cli"), pytest.raises(ConfigError, match="x is uint8 and x_test is int64.*--data-option scale=255"):
         dataset_layout("npz", {"path": str(tmp_path / "w.npz")})
     assert load_dataset("npz", path=tmp_path / "w.npz", scale=255).meta["scaling"] == "divided by 255 (scale=255)"
+
+
+def test_a_value_dependent_scale_is_the_same_for_train_and_test(tmp_path):
+    # uint16 images holding 0..255 are 8-bit pixels, others 16-bit: a training set reaching 300 beside a
+    # test set below 256 would be scaled 257 times apart
+    x = IMAGES[:, 0].astype(np.uint16)
+    x[0, 0, 0] = 300
+    np.savez(tmp_path / "d.npz", x=x[:N], y=LABELS[:N], x_test=x[N:], y_test=LABELS[N:])
+    with pytest.raises(ConfigError, match="both uint16 but their values call for different scales.*scale=65535"):
+        dataset_layout("npz", {"path": str(tmp_path / "d.npz")})  # before any run
+    ds = load_dataset("npz", path=tmp_path / "d.npz", scale=65535)
+    assert float(ds.x_test.max()) == pytest.approx(float(IMAGES[N:, 0].max()) / 65535)

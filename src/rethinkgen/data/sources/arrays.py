@@ -210,11 +210,29 @@ def _check_convention(store: ArrayStore, decision: LayoutDecision, scale: Any) -
 _VALUES_CHECKED: set[tuple] = set()  # (file identity, layout, scale) whose values passed scale_inputs
 
 
-def _check_values(store: ArrayStore, decision: LayoutDecision, scale: Any) -> None:
-    """Run the value checks of ``load`` (range of float images, NaN) once per file version and options.
+def _scaled(store: ArrayStore, decision: LayoutDecision, scale: Any) -> tuple[dict, dict]:
+    """({role: float32 inputs in the Dataset's layout}, {role: how they were scaled}) for x and x_test.
 
-    Only arrays whose values can fail them are read (not uint8, uint16 or bool)."""
-    native = (np.uint8, np.uint16, np.bool_)
+    A rule that depends on the values (uint16 images: 0..255 are 8-bit pixels, else 16-bit) must come
+    out the same for both arrays of one dtype; otherwise ConfigError names the ``scale`` option."""
+    inputs, scalings = {}, {}
+    for role in ("x", "x_test"):
+        where = f"{store.where}: {store.names[role]}"
+        inputs[role], scalings[role] = scale_inputs(decision.to_standard(store.read(role)), decision.layout, scale,
+                                                    where=where)
+    dtypes = {store.header(role)[1].newbyteorder("=") for role in ("x", "x_test")}
+    if len(dtypes) == 1 and scalings["x"] != scalings["x_test"]:
+        raise ConfigError(f"{store.where}: {store.names['x']} and {store.names['x_test']} are both {dtypes.pop()} "
+                          f"but their values call for different scales ({scalings['x']} vs {scalings['x_test']}); "
+                          f"state one: {option('scale', 65535)} for 16-bit pixels or {option('scale', 255)} for "
+                          "8-bit ones")
+    return inputs, scalings
+
+
+def _check_values(store: ArrayStore, decision: LayoutDecision, scale: Any) -> None:
+    """Run the value checks of ``load`` (range of float images, NaN, one scale for both arrays) once per
+    file version and options. Only arrays whose values can fail them are read (not uint8 or bool)."""
+    native = (np.uint8, np.bool_)
     if all(store.header(role)[1].newbyteorder("=") in native for role in ("x", "x_test")):
         return
     files = [store.members[store.names[r]] for r in ("x", "x_test")] if store.is_dir else [store.path]
@@ -222,9 +240,7 @@ def _check_values(store: ArrayStore, decision: LayoutDecision, scale: Any) -> No
            decision.found, str(scale))
     if key in _VALUES_CHECKED:
         return
-    for role in ("x", "x_test"):
-        scale_inputs(decision.to_standard(store.read(role)), decision.layout, scale,
-                     where=f"{store.where}: {store.names[role]}")
+    _scaled(store, decision, scale)
     _VALUES_CHECKED.add(key)
 
 
@@ -264,13 +280,8 @@ def load(data_dir: Path | None, seed: int = 0, *, path: str | Path | None = None
     store = ArrayStore(resolve_path(path, data_dir))
     decision, shape, test_shape = _decide(store, layout)
     y, y_test, classes = _labels(store, num_classes, shape[0], test_shape[0])
-    inputs, scalings = {}, {}
-    for role in ("x", "x_test"):
-        raw = store.read(role)
-        where = f"{store.where}: {store.names[role]}"
-        inputs[role], scalings[role] = scale_inputs(decision.to_standard(raw), decision.layout, scale, where=where)
-        del raw
     _check_convention(store, decision, scale)
+    inputs, scalings = _scaled(store, decision, scale)
     scaling = scalings["x"] if scalings["x"] == scalings["x_test"] else \
         f"{store.names['x']}: {scalings['x']}; {store.names['x_test']}: {scalings['x_test']}"
     meta = {"source": "npz", "path": str(store.path.resolve()), "sha256": store.sha256(),
