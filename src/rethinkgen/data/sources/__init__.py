@@ -228,6 +228,10 @@ def load_dataset(name: str, data_dir: Path | str | None = None, *, n_train: int 
         if key in params and value is not None:
             kwargs[key] = value
     ds = spec.load(_resolve_dir(data_dir), int(seed), **kwargs)
+    for split, count in (("training", ds.n_train), ("test", ds.n_test)):
+        if count == 0:  # the trainer's evaluation fails on an empty split only after the run started
+            raise ConfigError(f"{name}: the {split} set is empty; rethinkgen trains on the training set and "
+                              "measures accuracy on the test set: both need samples")
     sub_train = None if "n_train" in params else n_train
     sub_test = None if "n_test" in params else n_test
     hint = f"; or generate more with {option('n_samples', 'N', placeholder=True)}" if "n_samples" in params else ""
