@@ -307,9 +307,39 @@ def _signals_as_interrupt() -> Iterator[None]:
             GUARD.uninstall()
 
 
+def missing_data(runs: list[PlannedRun], executor: Executor) -> list[str]:
+    """One message per dataset of ``runs`` whose files are not where the runs will look (each names the
+    folders looked at and the fetch command). Ray's workers may run on other machines with their own
+    data folders: they check when they load, so a Ray sweep is not checked here."""
+    from rethinkgen.data.sources import check_available
+    from rethinkgen.errors import RethinkgenError
+
+    if executor.name == "ray":
+        return []
+    problems: dict[tuple, str] = {}
+    for run in runs:
+        where = (run.config.data, run.config.data_dir)
+        if where in problems:
+            continue
+        try:
+            check_available(*where)
+        except RethinkgenError as exc:
+            problems[where] = f"{str(exc)} (needed by {run.name})"
+        else:
+            problems[where] = ""
+    return [text for text in problems.values() if text]
+
+
 def _drive(spec: SweepSpec, store: Store, driver: _Driver, executor: Executor, display: SweepDisplay,
            beat: _Heartbeat) -> None:
     result = driver.result
+    known_before = {r["run_key"]: r.get("status") for r in store.runs()}
+    missing = missing_data([run for run in spec.runs if known_before.get(run.run_key) not in FINISHED], executor)
+    if missing:  # before any work, the store untouched (design §3: a missing dataset names the fetch command)
+        from rethinkgen.errors import DatasetNotFoundError
+
+        raise DatasetNotFoundError("the data of these runs is missing (nothing was started):\n  - "
+                                   + "\n  - ".join(missing))
     stale = store.recover_stale()
     result.stale = len(stale)
     if stale:
