@@ -265,3 +265,14 @@ def test_a_streamed_run_resumed_from_an_epoch_checkpoint_gives_the_same_rows(pla
 
     assert numbers(resumed["metrics"]) == numbers(straight["metrics"])  # CPU, one process: bit for bit
     assert resumed["step_losses"] == straight["step_losses"] and resumed["labels_sha256"] == straight["labels_sha256"]
+
+
+def test_a_sweep_is_told_before_it_starts_what_of_imagenet_is_missing(tmp_path, archives):
+    from rethinkgen.data.sources import check_available
+
+    check_available("imagenet", archives)  # the three archives: found, nothing read
+    (archives / "ILSVRC2012_devkit_t12.tar.gz").unlink()
+    with pytest.raises(DatasetNotFoundError, match="lacks the devkit ILSVRC2012_devkit_t12.tar.gz"):
+        check_available("imagenet", archives)
+    with pytest.raises(DatasetNotFoundError, match="image-net.org"):
+        check_available("imagenet", tmp_path / "none")

@@ -49,6 +49,11 @@ CASES_BY_LAYOUT = {
     "NHWC one channel": (IMAGES[:, :1].transpose(0, 2, 3, 1), None, _expected(IMAGES[:, :1]), "NHWC"),
     "NCHW one channel": (IMAGES[:, :1], None, _expected(IMAGES[:, :1]), "NCHW"),
     "NHW int64 0..255 (said)": (IMAGES[:, 0].astype(np.int64), "NHW", _expected(IMAGES[:, :1]), "NHW"),
+    # big-endian 16-bit pixels, as FITS or MATLAB files hold them: were refused as "not 8-bit pixels"
+    "NHW >u2 big-endian": ((IMAGES[:, 0].astype(np.uint16) * 257).astype(">u2"), None, _expected(IMAGES[:, :1]),
+                           "NHW"),
+    "NHWC >f4 big-endian": ((IMAGES / np.float32(255)).transpose(0, 2, 3, 1).astype(">f4"), None,
+                            _expected(IMAGES), "NHWC"),
 }
 
 
@@ -112,6 +117,8 @@ def test_layout_rules(shape, dtype, found):
     ((10, 3, 5, 4), "float32", ("NCHW", "NHWC")),
     ((10, 4, 4, 4), "uint8", ("NCHW", "NHWC")),
     ((10, 8, 9, 10), "float32", ("NCHW", "NHWC")),
+    ((10, 3, 100), "uint8", ("NHW", "NCL")),  # 3x100 images or 3-channel signals: was read as images
+    ((10, 100, 2), "uint16", ("NHW", "NLC")),  # (float: NLC signals; uint8/16 were taken as 100x2 images)
 ])
 def test_ambiguous_shapes_are_refused_naming_the_option(tmp_path, shape, dtype, options):
     with pytest.raises(ConfigError) as err:
@@ -127,7 +134,8 @@ def test_ambiguous_shapes_are_refused_naming_the_option(tmp_path, shape, dtype, 
 @pytest.mark.parametrize("stored, scale, expected_max, says", [
     (IMAGES / 1.0, 255, 1.0, "divided by 255"),  # 8-bit values stored as floats, said
     (IMAGES / 255.0 * 2 - 1, "none", 1.0, "values kept"),  # already standardized
-    (IMAGES.astype(np.uint16) * 257, None, 1.0, "uint16"),  # 16-bit pixels
+    (IMAGES.astype(np.uint16) * 257, None, 1.0, "uint16 0..65535 divided by 65535"),  # 16-bit pixels
+    (IMAGES.astype(np.uint16), None, 1.0, "uint16 values in 0..255 read as 8-bit pixels"),  # was / 65535
 ])
 def test_scaling_option(tmp_path, stored, scale, expected_max, says):
     options = {} if scale is None else {"scale": scale}
@@ -195,6 +203,8 @@ def test_num_classes_takes_labels_as_indices(tmp_path):
     ([0, 1, 0, 1], [0, 2], r"label\(s\) 2 \(1 test samples\) that no training sample has.*num_classes=K"),
     ([0.5, 1.0, 0.0, 1.0], [0.0, 1.0], r"not whole numbers \(0.5 at index 0"),
     ([0, 1, np.nan, 1], [0, 1], "not whole numbers"),
+    ([1e20, 2e20, 1e20, 2e20], [1e20, 2e20], "labels up to 2e\\+20 do not fit int64"),  # was: "all are -2**63"
+    (["cat", "dog ", "cat", "dog "], ["dog"], r"label\(s\) 'dog' .*training classes: 'cat', 'dog '"),
 ])
 def test_bad_labels_are_refused_with_the_fix(tmp_path, y, y_test, match):
     with pytest.raises(ConfigError, match=match):
@@ -209,6 +219,7 @@ def test_bad_labels_are_refused_with_the_fix(tmp_path, y, y_test, match):
     ("test_shape", ConfigError, "same shape"),
     ("two_names", ConfigError, "both x and x_train"),
     ("nan", ConfigError, "NaN"),
+    ("empty_test", ConfigError, "x_test is empty"),  # was a ValueError inside the first evaluation
 ])
 def test_npz_errors(tmp_path, case, error, match):
     x, y = np.zeros((5, 3), np.float32), np.array([0, 1, 2, 0, 1])
@@ -227,9 +238,14 @@ def test_npz_errors(tmp_path, case, error, match):
         arrays["x_train"] = x
     elif case == "nan":
         arrays["x"] = np.full((5, 3), np.nan, np.float32)
+    elif case == "empty_test":
+        arrays["x_test"], arrays["y_test"] = x[:0], y[:0]
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(error, match=match):
         load_dataset("npz", path=tmp_path / "d.npz")
+    if case == "empty_test":  # before any run starts
+        with pytest.raises(error, match=match):
+            dataset_layout("npz", {"path": str(tmp_path / "d.npz")})
 
 
 def test_path_errors_name_the_option_as_the_user_gives_it(tmp_path):
@@ -304,3 +320,40 @@ def test_fused_runs_carry_the_data_record_too():
                            corruption=c, seed=0) for c in ("true_labels", "random_labels")]
     for summary in train_group(configs):
         assert summary["data"]["class_mapping"] == {"1": 0, "2": 1} and summary["data"]["layout_found"] == "ND"
+
+
+def test_train_and_test_stored_with_other_dtypes_load_when_their_values_agree(tmp_path):
+    # x_train.astype(np.float32) / 255 beside x_test / 255.0 (float64): both pixels in [0, 1]; was refused
+    # as "stored differently" because the two scaling descriptions named different dtypes
+    images = IMAGES / np.float32(255)
+    np.savez(tmp_path / "d.npz", x=images[:N], y=LABELS[:N], x_test=images[N:].astype(np.float64),
+             y_test=LABELS[N:])
+    ds = load_dataset("npz", path=tmp_path / "d.npz")
+    torch.testing.assert_close(ds.x_test, torch.from_numpy(images[N:]), rtol=0, atol=1e-7)
+    assert ds.meta["scaling"] == "x: float32 in [0, 1], kept; x_test: float64 in [0, 1], kept"
+    np.savez(tmp_path / "u.npz", x=IMAGES[:N], y=LABELS[:N], x_test=IMAGES[N:] / 255.0, y_test=LABELS[N:])
+    mixed = load_dataset("npz", path=tmp_path / "u.npz")  # uint8 train, float64 test in [0, 1]
+    torch.testing.assert_close(mixed.x_train, _expected(IMAGES), rtol=0, atol=1e-7)
+    torch.testing.assert_close(mixed.x_test, torch.from_numpy((IMAGES[N:] / 255.0).astype(np.float32)))
+    vectors = np.random.default_rng(0).random((N + M, 7)) * 10
+    np.savez(tmp_path / "v.npz", x=vectors[:N].astype(np.float32), y=LABELS[:N], x_test=vectors[N:],
+             y_test=LABELS[N:])
+    assert load_dataset("npz", path=tmp_path / "v.npz").meta["scaling"].startswith("x: float32 values kept")
+    # but uint8 vectors are divided by 255 and int64 ones kept: that mismatch is refused, before any run
+    np.savez(tmp_path / "w.npz", x=IMAGES[:N, 0, 0].astype(np.uint8), y=LABELS[:N],
+             x_test=IMAGES[N:, 0, 0].astype(np.int64), y_test=LABELS[N:])
+    with interface("cli"), pytest.raises(ConfigError, match="x is uint8 and x_test is int64.*--data-option scale=255"):
+        dataset_layout("npz", {"path": str(tmp_path / "w.npz")})
+    assert load_dataset("npz", path=tmp_path / "w.npz", scale=255).meta["scaling"] == "divided by 255 (scale=255)"
+
+
+def test_a_value_dependent_scale_is_the_same_for_train_and_test(tmp_path):
+    # uint16 images holding 0..255 are 8-bit pixels, others 16-bit: a training set reaching 300 beside a
+    # test set below 256 would be scaled 257 times apart
+    x = IMAGES[:, 0].astype(np.uint16)
+    x[0, 0, 0] = 300
+    np.savez(tmp_path / "d.npz", x=x[:N], y=LABELS[:N], x_test=x[N:], y_test=LABELS[N:])
+    with pytest.raises(ConfigError, match="both uint16 but their values call for different scales.*scale=65535"):
+        dataset_layout("npz", {"path": str(tmp_path / "d.npz")})  # before any run
+    ds = load_dataset("npz", path=tmp_path / "d.npz", scale=65535)
+    assert float(ds.x_test.max()) == pytest.approx(float(IMAGES[N:, 0].max()) / 65535)

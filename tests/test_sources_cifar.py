@@ -90,17 +90,19 @@ def _resave(folder: Path, protocol: int, keys: str, labels: str, rows: int = 6, 
         data = g.integers(0, 256, (rows, 3072), dtype=np.uint8)
         y = g.integers(0, 10, rows)
         stored = {"list": [int(v) for v in y], "array": y.astype(np.int64), "array_u8": y.astype(np.uint8),
-                  "scalars": list(y.astype(np.int64)), "tuple": tuple(int(v) for v in y)}[labels]
+                  "scalars": list(y.astype(np.int64)), "tuple": tuple(int(v) for v in y),
+                  "column": y.astype(np.int64)[:, None]}[labels]
         (folder / name).write_bytes(pickle.dumps({key("data"): data, key("labels"): stored}, protocol=protocol))
         written[name] = (data, y)
-    meta = {key("num_cases_per_batch"): rows, key("label_names"): list(LABEL_NAMES), key("num_vis"): 3072}
+    names = np.array(LABEL_NAMES) if labels == "column" else list(LABEL_NAMES)  # np.array(label_names) too
+    meta = {key("num_cases_per_batch"): rows, key("label_names"): names, key("num_vis"): 3072}
     (folder / cifar10.META).write_bytes(pickle.dumps(meta, protocol=protocol))
     return written
 
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 @pytest.mark.parametrize("keys, labels", [("bytes", "list"), ("str", "array"), ("str", "scalars"),
-                                          ("bytes", "array_u8"), ("str", "tuple")])
+                                          ("bytes", "array_u8"), ("str", "tuple"), ("str", "column")])
 def test_python3_resaves_load_with_every_protocol(tmp_path, protocol, keys, labels):
     written = _resave(tmp_path / "b", protocol, keys, labels)
     ds = load_dataset("cifar10", tmp_path / "b", strict=False)
@@ -215,6 +217,117 @@ def test_allowed_callables_only_do_what_they_are_allowed_for(tmp_path, case, mat
         safe_unpickle(path)
 
 
+# Objects made by allowed callables and then misused: numpy.ndarray called with an object dtype over the
+# file's bytes (an array of raw pointers: a crafted batches.meta crashed `data fetch`), and BUILD opcodes
+# that change a dtype after its check (numpy honours the flags of a dtype's state).
+_NP = "numpy._core.multiarray"
+
+
+def _glob(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _i(v: int) -> bytes:
+    return b"J" + v.to_bytes(4, "little", signed=True)
+
+
+def _b(data: bytes) -> bytes:  # BINBYTES (protocol 3)
+    return b"B" + len(data).to_bytes(4, "little") + data
+
+
+def _dtype_of(spec: bytes) -> bytes:
+    return _glob("numpy", "dtype") + b"(" + py2_str(spec) + _i(0) + _i(1) + b"tR"
+
+
+def _dtype_state(flags: int, fields: bytes = b"NN") -> bytes:  # BUILD on the dtype on the stack
+    return b"(" + _i(3) + py2_str(b"|") + b"N" + fields + _i(8) + _i(1) + _i(flags) + b"tb"
+
+
+OBJECT_FLAGS = 1  # NPY_ITEM_REFCOUNT: "holds object references"
+HOSTILE_BUILDS = {
+    # ndarray((1,), "O", buffer=8 zero bytes): elements are the file's bytes read as PyObject pointers
+    "ndarray_object_over_bytes": _glob("numpy", "ndarray") + b"((" + _i(1) + b"t" + py2_str(b"O")
+    + _b(bytes(8)) + b"tR",
+    # ndarray((2,), numpy.ndarray): numpy.ndarray as a dtype means object
+    "ndarray_called_with_itself": _glob("numpy", "ndarray") + b"((" + _i(2) + b"t" + _glob("numpy", "ndarray")
+    + b"tR",
+    "reconstruct_object_dtype": _glob(_NP, "_reconstruct") + b"(" + _glob("numpy", "ndarray") + b"(" + _i(0)
+    + b"t" + py2_str(b"O") + b"tR",
+    # dtype("V8") passes the check, then BUILD gives it object flags; an array is built with it
+    "dtype_given_object_flags": _glob(_NP, "_reconstruct") + b"(" + _glob("numpy", "ndarray") + b"(" + _i(0)
+    + b"t" + _b(b"b") + b"tR(" + _i(1) + b"(" + _i(1) + b"t" + _dtype_of(b"V8") + _dtype_state(OBJECT_FLAGS)
+    + b"\x89" + _b(bytes(8)) + b"tb",
+    # an array made by _frombuffer with a checked dtype, whose flags BUILD changes afterwards (memo: q/h)
+    "dtype_changed_after_use": b"]" + _glob("numpy._core.numeric", "_frombuffer") + b"(" + _b(bytes(8))
+    + _dtype_of(b"V8") + b"q\x01(" + _i(1) + b"t" + py2_str(b"C") + b"tRah\x01" + _dtype_state(OBJECT_FLAGS)
+    + b"0",
+    "dtype_given_fields": _dtype_of(b"V8") + _dtype_state(0, b"(" + py2_str(b"a") + b"t}" + py2_str(b"a") + b"("
+                                                           + _dtype_of(b"i8") + _i(0) + b"ts"),
+    "build_on_a_list": b"]" + b"}b",  # BUILD on anything but a dtype or an array
+    "a_callable_as_data": b"]" + _glob("numpy", "dtype") + b"a",  # GLOBAL without a call: np.dtype in a list
+}
+
+
+def _has_objects(obj) -> bool:
+    items = obj if isinstance(obj, list) else [obj]
+    return any(isinstance(o, np.ndarray | np.dtype) and (o.dtype if isinstance(o, np.ndarray) else o).hasobject
+               or callable(o) for o in items)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("case", sorted(HOSTILE_BUILDS))
+def test_allowed_callables_cannot_build_objects(tmp_path, case):
+    payload = b"\x80\x03" + HOSTILE_BUILDS[case] + b"."
+    path = tmp_path / "batches.meta"
+    path.write_bytes(payload)
+    with pytest.raises(UnsafeFileError, match="refusing to load the pickle"):
+        safe_unpickle(path)
+    if case == "build_on_a_list":
+        return
+    built = pickle.loads(payload)  # plain pickle builds it: the payload is live
+    assert built.fields is not None if case == "dtype_given_fields" else _has_objects(built)
+
+
+def test_callables_named_through_copyregs_extension_registry_are_refused(tmp_path):
+    # EXT1 names a global by a number registered with copyreg.add_extension; its cache is process-wide, so
+    # a global another unpickler resolved before was handed out without asking find_class
+    import copyreg
+
+    marker = tmp_path / "pwned"
+    code = 0xF0
+    payload = b"\x80\x02\x82" + bytes([code]) + py2_str(f"touch {marker}".encode()) + b"\x85R."
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(payload)
+    copyreg.add_extension("os", "system", code)
+    try:
+        pickle.loads(b"\x80\x02\x82" + bytes([code]) + b".")  # someone resolves it once: now it is cached
+        with pytest.raises(UnsafeFileError, match="extension registry"):
+            safe_unpickle(path)
+    finally:
+        copyreg.remove_extension("os", "system", code)
+    assert not marker.exists()
+
+
+def test_a_batches_meta_of_raw_pointers_is_refused_in_a_fresh_process(tmp_path):
+    # Before the fix this file crashed the process (SIGSEGV): read_meta printed a name that was an object
+    # array over the bytes 0x41..., dereferenced as a pointer. A subprocess keeps a regression from
+    # taking the test session down.
+    import subprocess
+    import sys
+
+    bogus = _glob("numpy", "ndarray") + b"((" + _i(1) + b"t" + py2_str(b"O") + _b(b"A" * 8) + b"tR"
+    path = tmp_path / "batches.meta"
+    path.write_bytes(b"\x80\x03}(" + py2_str(b"label_names") + b"](" + bogus + py2_str(b"b") * 9 + b"e"
+                     + py2_str(b"num_vis") + _i(3072) + b"u.")
+    code = ("import sys; from rethinkgen.data.sources.cifar10 import read_meta\n"
+            "from rethinkgen.errors import UnsafeFileError\n"
+            "try:\n    read_meta(sys.argv[1])\nexcept UnsafeFileError as e:\n    print('refused:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert "refused:" in out.stdout and "numpy.ndarray is called" in out.stdout
+
+
 @pytest.mark.parametrize("damage", ["truncated", "bad_label", "columns", "labels_short", "not_a_dict"])
 def test_damaged_batches(tmp_path, damage):
     write_cifar(tmp_path, rows=4)
@@ -228,7 +341,7 @@ def test_damaged_batches(tmp_path, damage):
         "not_a_dict": py2_pickle([1, 2, 3]),
     }[damage]
     path.write_bytes(payload)
-    with pytest.raises(UnsafeFileError, match="test_batch"):
+    with pytest.raises(UnsafeFileError, match="test_batch.*truncated" if damage == "truncated" else "test_batch"):
         load_dataset("cifar10", tmp_path, strict=False)
 
 

@@ -175,3 +175,62 @@ def test_layout_errors_say_what_the_tree_must_look_like(tmp_path):
         load_dataset("folder", tmp_path, path=flat)
     with pytest.raises(DatasetNotFoundError, match="not a folder"):
         load_dataset("folder", tmp_path, path=tmp_path / "missing")
+
+
+def test_links_that_would_repeat_or_lose_images_are_refused_by_name(tmp_path, tree):
+    root, written = tree
+    loop = root / "train" / "cat" / "again"
+    loop.symlink_to(root / "train" / "cat")  # os.walk(followlinks=True) went round it ~40 times
+    with pytest.raises(ConfigError, match=r"cat/again is the folder .*cat again .*counted twice"):
+        dataset_layout("folder", {"path": str(root), "size": 8})
+    loop.unlink()
+    shortcut = root / "train" / "dog" / "cats"  # another class's folder: its images under two labels
+    shortcut.symlink_to(root / "train" / "cat")
+    with pytest.raises(ConfigError, match="dog/cats is the folder .*cat again"):
+        load_dataset("folder", tmp_path, path=root, size=8)
+    shortcut.unlink()
+    dead = root / "train" / "dog" / "gone.png"
+    dead.symlink_to(tmp_path / "nowhere.png")  # was a FileNotFoundError traceback from the cache key
+    with pytest.raises(ConfigError, match="gone.png is a link to .*nowhere.png, which does not exist"):
+        load_dataset("folder", tmp_path, path=root, size=8)
+    dead.unlink()
+    elsewhere = tmp_path / "fish_elsewhere"  # a class folder that is a link to another disk is fine
+    (root / "train" / "fish").rename(elsewhere)
+    (root / "train" / "fish").symlink_to(elsewhere)
+    assert load_dataset("folder", tmp_path, path=root, size=8, cache=False).n_train == 24
+
+
+def test_an_image_that_cannot_be_converted_is_named(tmp_path, tree):
+    root, _ = tree
+    path = root / "train" / "cat" / "float.tif"
+    Image.fromarray(np.zeros((20, 20), np.float32), "F").save(path)
+    with pytest.raises(UnsafeFileError, match=r"float\.tif: 32-bit float images are not supported"):
+        load_dataset("folder", tmp_path, path=root, size=8, cache=False)
+
+
+def test_the_cache_is_readable_as_the_users_files_and_a_failed_write_is_ignored(tmp_path, tree, monkeypatch):
+    from rethinkgen.data.sources import folder
+
+    root, _ = tree
+    old = os.umask(0o022)
+    try:
+        ds = load_dataset("folder", tmp_path, path=root, size=8)
+    finally:
+        os.umask(old)
+    assert os.stat(ds.meta["cache"]).st_mode & 0o777 == 0o644  # mkstemp made it 0o600: others could not read it
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(folder.torch, "save", disk_full)
+    again = load_dataset("folder", tmp_path, path=root, size=9)
+    assert again.meta["from_cache"] is False and again.input_shape == (3, 9, 9)
+    assert not [p for p in (tmp_path / "folder-cache").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_test_folder_named_otherwise_is_pointed_to(tmp_path, tree):
+    root, _ = tree
+    (root / "val").rename(root / "validation")  # the message named no option that loads it
+    with interface("cli"), pytest.raises(DatasetNotFoundError, match="--data-option test_split=validation"):
+        load_dataset("folder", tmp_path, path=root, size=8)
+    assert load_dataset("folder", tmp_path, path=root, size=8, test_split="validation", cache=False).n_test == 9

@@ -37,6 +37,14 @@ def test_mnist_idx_plain_and_gzip(tmp_path, gz, sub):
     assert ds.meta["scaling"].startswith("uint8") and ds.meta["classes"] == [str(d) for d in range(10)]
 
 
+def test_an_empty_split_is_refused_before_training(tmp_path):
+    from rethinkgen.errors import ConfigError
+
+    write_idx_set(tmp_path, n_test=0)  # a well-formed IDX file may declare 0 images
+    with pytest.raises(ConfigError, match="mnist: the test set is empty"):
+        load_dataset("mnist", tmp_path)
+
+
 @pytest.mark.parametrize("damage, match", [
     ("magic", "magic"), ("truncated", "truncated"), ("count", "labels"), ("label_range", "0..9"),
     ("gzip_truncated", "gzip"), ("side", r"\(28, 28\)"),

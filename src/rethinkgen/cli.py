@@ -44,7 +44,7 @@ class _FriendlyErrors(PlainHelpGroup):
 app = typer.Typer(cls=_FriendlyErrors, no_args_is_help=True, add_completion=False,
                   help="Randomization tests of Zhang et al., 'Understanding deep learning requires "
                        "rethinking generalization' (ICLR 2017): train, sweep, report, theory.")
-list_app = typer.Typer(no_args_is_help=True, help="List the registered datasets, models and corruptions.")
+list_app = typer.Typer(no_args_is_help=True, help="List the registered datasets, models, corruptions and measures.")
 data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect datasets.")
 app.add_typer(list_app, name="list")
 app.add_typer(data_app, name="data")
@@ -82,7 +82,7 @@ def _listing_table(columns: list[str], rows: list[list[str]], keep: list[int], w
         column.overflow = "fold"  # wrap long values, never end them with "…"
         column.no_wrap = i == 0 or not any(" " in row[i] for row in rows)  # names and numbers stay whole
     for row in rows:
-        table.add_row(*(row[i] for i in keep))
+        table.add_row(*(escape(row[i]) for i in keep))  # plain text: "[y]" is not console markup
     return table
 
 
@@ -212,6 +212,15 @@ def _mount_optional() -> None:
     app.command("report")(report_command)
     app.add_typer(theory_app, name="theory", help="Theorem 1: exact finite-sample interpolation; SGD min-norm.")
     app.add_typer(kernel_app, name="kernel", help="Section 5: min-norm kernel interpolation.")
+    _mount_measures()
+
+
+def _mount_measures() -> None:
+    """``rethinkgen measure`` and ``rethinkgen list measures`` (generalization measures, rethinkgen.measures)."""
+    from rethinkgen.measures.cli import list_measures_command, measure_command
+
+    app.command("measure")(measure_command)
+    list_app.command("measures")(list_measures_command)
 
 
 _mount_optional()

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from rethinkgen.errors import RethinkgenError
 
-__all__ = ["EPOCH_COLUMNS", "FINISHED", "KERNEL_COLUMNS", "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "STALE_AFTER_S",
-           "STATUSES", "SUMMARY_COLUMNS", "TABLES", "StoreError", "StoreLockedError", "existing_columns",
-           "migrate"]
+__all__ = ["EPOCH_COLUMNS", "FINISHED", "KERNEL_COLUMNS", "MEASURE_COLUMNS", "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION",
+           "STALE_AFTER_S", "STATUSES", "SUMMARY_COLUMNS", "TABLES", "StoreError", "StoreLockedError",
+           "existing_columns", "migrate"]
 
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "running", "converged", "max_epochs", "diverged", "failed", "interrupted")
@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS kernel_results (
     created_at REAL, code_version TEXT, hardware TEXT, torch_version TEXT);
 """
 TABLES = ("runs", "run_tags", "epochs", "step_losses", "summaries", "measures", "kernel_results")
+MEASURE_COLUMNS = ("run_key", "epoch", "name", "value", "settings_json", "seconds", "error", "created_at",
+                   "code_version")
 
 
 class StoreError(RethinkgenError):
@@ -90,6 +92,13 @@ def _runs_numerics(conn: sqlite3.Connection) -> None:
     add_column(conn, "runs", "numerics_json", "TEXT")
 
 
+def _measures_provenance(conn: sqlite3.Connection) -> None:
+    """measures: how each generalization measure was computed (settings, seconds, error, when, code)."""
+    for column, decl in (("settings_json", "TEXT"), ("seconds", "REAL"), ("error", "TEXT"), ("created_at", "REAL"),
+                         ("code_version", "TEXT")):
+        add_column(conn, "measures", column, decl)
+
+
 def _top5(conn: sqlite3.Connection) -> None:
     """Top-5 accuracies (Table 2, ImageNet): epochs.train_acc_top5 / test_acc_top5 and
     summaries.train_acc_top5 / test_acc_top5 / best_test_acc_top5 (the best along training, Table 2's
@@ -105,7 +114,7 @@ def existing_columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_runs_numerics, _top5)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_runs_numerics, _measures_provenance, _top5)
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -127,6 +127,10 @@ class Trainer:
         self.epoch_evaluations: list[list[float]] = []  # (step, train accuracy) inside the last epoch
 
     # ---------------------------------------------------------------- checkpoints
+    def model_state_dict(self) -> dict[str, torch.Tensor]:
+        """The run's current weights and BatchNorm statistics (the model's ``state_dict``, not copied)."""
+        return self.model.state_dict()
+
     def checkpoint(self) -> dict[str, Any]:
         """A ``torch.save``-able snapshot from which :func:`train` (or the fused trainer) resumes exactly."""
         return make_checkpoint(self.history, self.config, copy.deepcopy(self.model.state_dict()),

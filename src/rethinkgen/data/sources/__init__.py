@@ -25,6 +25,7 @@ the options, then draws seeded subsets (stream "data") when ``n_train``/``n_test
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Callable
@@ -35,14 +36,14 @@ from typing import Any
 import numpy as np
 
 from rethinkgen.data.dataset import Dataset
-from rethinkgen.data.sources import arrays, cifar10, fashion_mnist, folder, imagenet, mnist, mnist1d, synthetic
+from rethinkgen.data.sources import arrays, cifar10, fashion_mnist, folder, idx, imagenet, mnist, mnist1d, synthetic
 from rethinkgen.data.sources.download import Log, stderr_log
 from rethinkgen.data.sources.messages import interface, option
 from rethinkgen.errors import ConfigError
 from rethinkgen.registry import Registry
 from rethinkgen.seeding import rng
 
-__all__ = ["DATASETS", "DatasetSpec", "dataset_layout", "dataset_options", "default_data_dir",
+__all__ = ["DATASETS", "DatasetSpec", "check_available", "dataset_layout", "dataset_options", "default_data_dir",
            "fetch_dataset", "interface", "list_datasets", "load_dataset", "take_subset"]
 
 ENV_DATA_DIR = "RETHINKGEN_DATA"
@@ -59,6 +60,8 @@ class DatasetSpec:
     description: str  # one line for `rethinkgen data list`
     needs_files: bool  # False for generated ones (mnist1d, synthetic)
     fetch: Callable[[Path], Path] | None  # download + verify into data_dir; returns the folder
+    locate: Callable[[Path], Any] | None = None  # finds the files in data_dir without reading them; raises
+    #   DatasetNotFoundError naming where it looked and the fetch command (None: nothing to find up front)
     crop: int | None = None  # paper default centre crop (cifar10: 28, App. A), None for others
     standardize: str = "none"  # default preprocessing: "per_image" | "per_feature" | "none"
     defaults: dict = field(default_factory=dict)  # keys among "lr", "epochs", "lr_decay_every"
@@ -75,17 +78,20 @@ def _register(spec: DatasetSpec) -> DatasetSpec:
 
 _register(DatasetSpec(
     name="cifar10", load=cifar10.load, layout="image", needs_files=True, fetch=cifar10.fetch,
+    locate=cifar10.find_folder,
     description="CIFAR-10: 50,000/10,000 32x32 colour images, 10 classes (the paper's main set; "
                 "official cifar-10-batches-py)",
     crop=28, standardize="per_image", defaults={"epochs": 300, "lr_decay_every": 50_000},
 ))
 _register(DatasetSpec(
     name="mnist", load=mnist.load, layout="image", needs_files=True, fetch=mnist.fetch,
+    locate=functools.partial(idx.find_files, mnist.SPEC),
     description="MNIST: 60,000/10,000 28x28 grey digits from the standard IDX files (paper §5 kernels)",
     standardize="none", defaults={"epochs": 100, "lr_decay_every": 60_000},
 ))
 _register(DatasetSpec(
     name="fashion_mnist", load=fashion_mnist.load, layout="image", needs_files=True, fetch=fashion_mnist.fetch,
+    locate=functools.partial(idx.find_files, fashion_mnist.SPEC),
     description="Fashion-MNIST: 60,000/10,000 28x28 grey photos of clothing, 10 classes, MNIST's IDX files "
                 "(also found in /usr/share/datasets/fashion-mnist)",
     standardize="none", defaults={"epochs": 100, "lr_decay_every": 60_000},
@@ -103,6 +109,7 @@ _register(DatasetSpec(
 ))
 _register(DatasetSpec(
     name="imagenet", load=imagenet.load, layout="image", needs_files=True, fetch=imagenet.fetch,
+    locate=imagenet.locate,
     description="ILSVRC-2012 (Table 2): 1,281,167/50,000 images, 1,000 classes, from your local copy "
                 "(torchvision's ImageNet root or train/<wnid>/, val/<wnid>/), streamed from disk; never downloaded",
     crop=299, standardize="inception", index=imagenet.index,
@@ -170,6 +177,16 @@ def dataset_layout(name: str, options: dict[str, Any] | None = None,
     if name == "folder":
         return folder.layout(_resolve_dir(data_dir), **options)
     return spec.layout
+
+
+def check_available(name: str, data_dir: Path | str | None = None) -> None:
+    """Raise :class:`DatasetNotFoundError` (where it looked, the fetch command) when the files of dataset
+    ``name`` are not in ``data_dir`` (None: ``$RETHINKGEN_DATA`` or ``~/.cache/rethinkgen``); cheap: the
+    files are found, not read. Datasets without such a check (generated ones; ``npz`` and ``folder``,
+    whose paths :func:`dataset_layout` checks) pass. Unknown names raise UnknownNameError."""
+    spec = DATASETS.get(name)
+    if spec.locate is not None:
+        spec.locate(_resolve_dir(data_dir))
 
 
 def list_datasets() -> list[tuple[str, str, str, bool]]:
@@ -240,6 +257,10 @@ def load_dataset(name: str, data_dir: Path | str | None = None, *, n_train: int 
         if key in params and value is not None:
             kwargs[key] = value
     ds = spec.load(_resolve_dir(data_dir), int(seed), **kwargs)
+    for split, count in (("training", ds.n_train), ("test", ds.n_test)):
+        if count == 0:  # the trainer's evaluation fails on an empty split only after the run started
+            raise ConfigError(f"{name}: the {split} set is empty; rethinkgen trains on the training set and "
+                              "measures accuracy on the test set: both need samples")
     sub_train = None if "n_train" in params else n_train
     sub_test = None if "n_test" in params else n_test
     hint = f"; or generate more with {option('n_samples', 'N', placeholder=True)}" if "n_samples" in params else ""

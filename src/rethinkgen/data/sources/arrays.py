@@ -176,6 +176,9 @@ def _decide(store: ArrayStore, layout: str | None) -> tuple[LayoutDecision, tupl
                           "train and test samples must have the same shape")
     if shape[0] == 0:
         raise ConfigError(f"{store.where}: {store.names['x']} is empty")
+    if test_shape[0] == 0:
+        raise ConfigError(f"{store.where}: {store.names['x_test']} is empty; rethinkgen measures test accuracy on "
+                          "it: store at least one test sample")
     return decision, shape, test_shape
 
 
@@ -190,24 +193,54 @@ def _labels(store: ArrayStore, num_classes: Any, n: int, m: int):
                          train_key=store.names["y"], test_key=store.names["y_test"])
 
 
+def _check_convention(store: ArrayStore, decision: LayoutDecision, scale: Any) -> None:
+    """Train and test inputs must come out in one value convention. Images always do (every automatic
+    scaling gives pixels in [0, 1]: uint8 / 255, float in [0, 1] kept, ...), and so does a stated
+    ``scale``; signals and vectors do unless one is uint8 (divided by 255) and the other is not (kept)."""
+    if scale is not None or decision.layout == "image":
+        return
+    dtypes = [store.header(role)[1].newbyteorder("=") for role in ("x", "x_test")]
+    if (dtypes[0] == np.uint8) != (dtypes[1] == np.uint8):
+        raise ConfigError(f"{store.where}: {store.names['x']} is {dtypes[0]} and {store.names['x_test']} is "
+                          f"{dtypes[1]}: uint8 inputs are divided by 255, others kept, so train and test would "
+                          f"differ in scale; store both with the same dtype, or state the scale of both "
+                          f"({option('scale', 255)} or {option('scale', 'none')})")
+
+
 _VALUES_CHECKED: set[tuple] = set()  # (file identity, layout, scale) whose values passed scale_inputs
 
 
-def _check_values(store: ArrayStore, decision: LayoutDecision, scale: Any) -> None:
-    """Run the value checks of ``load`` (range of float images, NaN) once per file version and options.
+def _scaled(store: ArrayStore, decision: LayoutDecision, scale: Any) -> tuple[dict, dict]:
+    """({role: float32 inputs in the Dataset's layout}, {role: how they were scaled}) for x and x_test.
 
-    Only arrays whose values can fail them are read (not uint8, uint16 or bool)."""
-    if store.header("x")[1] in (np.uint8, np.uint16, np.bool_) and \
-            store.header("x_test")[1] in (np.uint8, np.uint16, np.bool_):
+    A rule that depends on the values (uint16 images: 0..255 are 8-bit pixels, else 16-bit) must come
+    out the same for both arrays of one dtype; otherwise ConfigError names the ``scale`` option."""
+    inputs, scalings = {}, {}
+    for role in ("x", "x_test"):
+        where = f"{store.where}: {store.names[role]}"
+        inputs[role], scalings[role] = scale_inputs(decision.to_standard(store.read(role)), decision.layout, scale,
+                                                    where=where)
+    dtypes = {store.header(role)[1].newbyteorder("=") for role in ("x", "x_test")}
+    if len(dtypes) == 1 and scalings["x"] != scalings["x_test"]:
+        raise ConfigError(f"{store.where}: {store.names['x']} and {store.names['x_test']} are both {dtypes.pop()} "
+                          f"but their values call for different scales ({scalings['x']} vs {scalings['x_test']}); "
+                          f"state one: {option('scale', 65535)} for 16-bit pixels or {option('scale', 255)} for "
+                          "8-bit ones")
+    return inputs, scalings
+
+
+def _check_values(store: ArrayStore, decision: LayoutDecision, scale: Any) -> None:
+    """Run the value checks of ``load`` (range of float images, NaN, one scale for both arrays) once per
+    file version and options. Only arrays whose values can fail them are read (not uint8 or bool)."""
+    native = (np.uint8, np.bool_)
+    if all(store.header(role)[1].newbyteorder("=") in native for role in ("x", "x_test")):
         return
     files = [store.members[store.names[r]] for r in ("x", "x_test")] if store.is_dir else [store.path]
     key = (tuple((str(Path(f).resolve()), Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files),
            decision.found, str(scale))
     if key in _VALUES_CHECKED:
         return
-    for role in ("x", "x_test"):
-        scale_inputs(decision.to_standard(store.read(role)), decision.layout, scale,
-                     where=f"{store.where}: {store.names[role]}")
+    _scaled(store, decision, scale)
     _VALUES_CHECKED.add(key)
 
 
@@ -219,6 +252,7 @@ def layout(data_dir: Path | None, *, path: str | Path | None = None, layout: str
     store = ArrayStore(resolve_path(path, data_dir))
     decision, shape, test_shape = _decide(store, layout)
     _labels(store, num_classes, shape[0], test_shape[0])
+    _check_convention(store, decision, scale)
     _check_values(store, decision, scale)
     return decision.layout
 
@@ -246,18 +280,13 @@ def load(data_dir: Path | None, seed: int = 0, *, path: str | Path | None = None
     store = ArrayStore(resolve_path(path, data_dir))
     decision, shape, test_shape = _decide(store, layout)
     y, y_test, classes = _labels(store, num_classes, shape[0], test_shape[0])
-    inputs, scalings = {}, {}
-    for role in ("x", "x_test"):
-        raw = store.read(role)
-        where = f"{store.where}: {store.names[role]}"
-        inputs[role], scalings[role] = scale_inputs(decision.to_standard(raw), decision.layout, scale, where=where)
-        del raw
-    if scalings["x"] != scalings["x_test"]:
-        raise ConfigError(f"{store.where}: {store.names['x']} and {store.names['x_test']} are stored differently "
-                          f"({scalings['x']} vs {scalings['x_test']}); store both with the same dtype and range")
+    _check_convention(store, decision, scale)
+    inputs, scalings = _scaled(store, decision, scale)
+    scaling = scalings["x"] if scalings["x"] == scalings["x_test"] else \
+        f"{store.names['x']}: {scalings['x']}; {store.names['x_test']}: {scalings['x_test']}"
     meta = {"source": "npz", "path": str(store.path.resolve()), "sha256": store.sha256(),
             "arrays": dict(store.names), "stored_shape": list(shape), "stored_dtype": str(store.header("x")[1]),
-            "layout_found": decision.found, "layout_reason": decision.reason, "scaling": scalings["x"],
+            "layout_found": decision.found, "layout_reason": decision.reason, "scaling": scaling,
             **classes.as_meta()}
     return Dataset(
         name="npz", x_train=torch.from_numpy(inputs["x"]), y_train=torch.from_numpy(y),

@@ -89,8 +89,11 @@ def read_batch(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _labels(labels: Any, path: Path) -> np.ndarray:
-    """A batch's labels — a list or tuple of ints or numpy integer scalars, or a 1-D integer array — as int64."""
+    """A batch's labels — a list or tuple of ints or numpy integer scalars, or an integer array (n,) or
+    (n, 1) — as int64."""
     if isinstance(labels, np.ndarray):
+        if labels.ndim == 2 and labels.shape[1] == 1:  # an (n, 1) column, as the npz source accepts
+            labels = labels[:, 0]
         ok = labels.dtype.kind in "iu" and labels.ndim == 1
         desc = f"an array of {labels.dtype} {labels.shape}"
     elif isinstance(labels, list | tuple):
@@ -108,8 +111,12 @@ def read_meta(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     d = _str_keys(safe_unpickle(path), path)
     names = d.get("label_names")
-    if not isinstance(names, list) or len(names) != NUM_CLASSES:
-        raise UnsafeFileError(f"{path}: 'label_names' must list {NUM_CLASSES} names")
+    if isinstance(names, np.ndarray) and names.ndim == 1 and names.dtype.kind in "US":
+        names = names.tolist()  # a re-save that stored np.array(label_names)
+    if not isinstance(names, list | tuple) or len(names) != NUM_CLASSES or \
+            not all(isinstance(n, bytes | str) for n in names):
+        raise UnsafeFileError(f"{path}: 'label_names' must list {NUM_CLASSES} names (strings), found "
+                              f"{type(names).__name__} {names!r:.120}")
     if d.get("num_vis", COLUMNS) != COLUMNS:
         raise UnsafeFileError(f"{path}: num_vis is {d.get('num_vis')}, expected {COLUMNS}")
     return {"label_names": [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names],

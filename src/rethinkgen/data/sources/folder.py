@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,17 +61,43 @@ def _path_hint() -> str:
     return option("path", "ROOT", placeholder=True)
 
 
+def _walk(class_dir: Path, seen: dict[str, Path]) -> list[tuple[str, list[str]]]:
+    """(folder, file names) below ``class_dir``, symlinks followed, sorted as ImageFolder sorts ``os.walk``.
+
+    A folder reached a second time (through a link, e.g. one pointing to a parent) is refused: followed
+    again, its images would be counted twice, or up to the OS's link-depth limit in a loop."""
+    found = []
+    for folder, dirs, names in os.walk(class_dir, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            raise ConfigError(f"folder: {folder} is the folder {seen[real]} again (through a symbolic link): its "
+                              "images would be counted twice; remove the link")
+        seen[real] = Path(folder)
+        dirs.sort()
+        found.append((folder, names))
+    return sorted(found)
+
+
 def scan_split(split_dir: Path) -> TreeSplit:
-    """The class folders of ``split_dir`` and their image files (recursively, symlinks followed, sorted)."""
+    """The class folders of ``split_dir`` and their image files (recursively, symlinks followed, sorted).
+
+    Raises ConfigError for a folder reached twice through links, and for a link to an image that does
+    not exist (both named)."""
     class_dirs = sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     files: list[Path] = []
     class_of: list[str] = []
     skipped = 0
+    seen: dict[str, Path] = {}
     for d in class_dirs:
-        for folder, _, names in sorted(os.walk(d, followlinks=True)):  # the order ImageFolder uses
+        for folder, names in _walk(d, seen):  # the order ImageFolder uses
             for name in sorted(names):
+                path = Path(folder) / name
                 if is_image_file(name):
-                    files.append(Path(folder) / name)
+                    if not path.is_file():
+                        what = f"a link to {os.readlink(path)}, which does not exist" if path.is_symlink() else \
+                            "not a regular file"
+                        raise ConfigError(f"folder: {path} is {what}; remove it or restore the image")
+                    files.append(path)
                     class_of.append(d.name)
                 elif not name.startswith("."):
                     skipped += 1
@@ -103,8 +129,11 @@ def find_splits(root: Path, test_split: str | None) -> tuple[Path, Path]:
         raise ConfigError(f"folder: {root} has both val/ and test/; say which one is the test set: "
                           f"{option('test_split', 'val')} or {option('test_split', 'test')}")
     if not present:
+        others = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name != TRAIN_SPLIT
+                        and not d.name.startswith("."))
+        hint = f"; if {others[0]}/ holds them, say so: {option('test_split', others[0])}" if others else ""
         raise DatasetNotFoundError(f"folder: {root} has train/ but no val/ or test/ folder with the test images "
-                                   "(ROOT/val/<class>/<image>); rethinkgen measures test accuracy on it")
+                                   f"(ROOT/val/<class>/<image>); rethinkgen measures test accuracy on it{hint}")
     return train, root / present[0]
 
 
@@ -188,7 +217,8 @@ def _conversions(modes: Counter, channels: int) -> str:
     if not changed:
         return f"all {sum(modes.values())} images already {target}"
     notes = {"RGBA": " (alpha dropped)", "LA": " (alpha dropped)", "P": " (palette expanded)",
-             "I;16": " (16-bit: high byte kept)", "I": " (high byte of 16 bits kept)",
+             **{m: " (16-bit: high byte kept)" for m in ("I;16", "I;16B", "I;16L", "I;16N")},
+             "I": " (high byte of 16 bits kept)",
              "L": " (grayscale, replicated to 3 channels)" if channels == 3 else "",
              "RGB": " (luminance, ITU-R 601-2)" if channels == 1 else ""}
     return "; ".join(f"{n} {m}{notes.get(m, '')}" for m, n in changed.items()) + f" -> {target}"
@@ -205,15 +235,19 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
 
 
 def _write_cache(path: Path, blob: dict[str, Any]) -> bool:
+    """Write ``blob`` to a new file beside ``path``, then rename it into place (readers never see half a
+    file). The file is created with mode 0o666 less the umask, as any file the user writes (mkstemp's
+    0o600 would hide a cache in a shared data folder from the other users)."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        tmp = path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             torch.save(blob, f)
         os.replace(tmp, path)
         return True
-    except OSError:
+    except (OSError, RuntimeError):  # torch.save reports a full disk as RuntimeError
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         return False

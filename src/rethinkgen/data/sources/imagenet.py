@@ -37,7 +37,8 @@ from rethinkgen.data.sources.images import is_image_file
 from rethinkgen.errors import ConfigError, DatasetNotFoundError
 from rethinkgen.seeding import rng
 
-__all__ = ["ARCHIVES", "ImageIndex", "ImagenetSplits", "HOW_TO_GET", "fetch", "find_root", "index", "load"]
+__all__ = ["ARCHIVES", "ImageIndex", "ImagenetSplits", "HOW_TO_GET", "fetch", "find_root", "index", "load",
+           "locate"]
 
 ARCHIVES = {"devkit": "ILSVRC2012_devkit_t12.tar.gz", "train": "ILSVRC2012_img_train.tar",
             "val": "ILSVRC2012_img_val.tar"}  # torchvision.datasets.imagenet.ARCHIVE_META's names
@@ -110,6 +111,21 @@ def find_root(data_dir: str | os.PathLike | None) -> Path:
             return root
     raise DatasetNotFoundError(f"imagenet: no ILSVRC-2012 copy in {base} or {base / SUBFOLDER} (looked for "
                                f"{', '.join(ARCHIVES.values())}, {META_FILE} or a train/ folder). {HOW_TO_GET}")
+
+
+def locate(data_dir: str | os.PathLike | None) -> Path:
+    """The ImageNet root under ``data_dir`` after the checks that read no image (a sweep makes them before
+    it starts): DatasetNotFoundError naming what is missing, else the root."""
+    root = find_root(data_dir)
+    if _torchvision_layout(root) or not (root / "train").is_dir():
+        missing = _missing(root)
+        if missing:
+            raise DatasetNotFoundError(f"imagenet: {root} is a torchvision ImageNet root but lacks "
+                                       f"{'; '.join(missing)}. {HOW_TO_GET}")
+    elif not (root / "val").is_dir():
+        raise DatasetNotFoundError(f"imagenet: {root} has train/ but no val/ folder: the test set of Table 2 is the "
+                                   "ILSVRC-2012 validation set, val/<wnid>/<image>. " + HOW_TO_GET)
+    return root
 
 
 def _missing(root: Path) -> list[str]:

@@ -138,8 +138,11 @@ def to_array(img) -> np.ndarray:
 
 
 def load_image(path: Path | str, how: ImageFit) -> np.ndarray:
-    """One file decoded, converted and fitted: uint8 (C, H, W)."""
-    img = convert_channels(open_image(path), how.channels)
+    """One file decoded, converted and fitted: uint8 (C, H, W); errors name the file."""
+    try:
+        img = convert_channels(open_image(path), how.channels)
+    except UnsafeFileError as e:
+        raise UnsafeFileError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
     return to_array(fit_image(img, how.size, how.fit))
 
 

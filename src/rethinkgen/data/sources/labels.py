@@ -46,8 +46,8 @@ class ClassEncoding:
 
 
 def _shown(values: Any) -> str:
-    values = list(values)
-    text = ", ".join(str(v) for v in values[:SHOWN])
+    values = [_python(v) for v in values]
+    text = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values[:SHOWN])  # 'dog ' vs 'dog'
     return text + (f", ... ({len(values)} in all)" if len(values) > SHOWN else "")
 
 
@@ -61,6 +61,8 @@ def label_vector(y: np.ndarray, where: str) -> np.ndarray:
     Raises ConfigError for 2-D arrays (one-hot: the ``argmax`` hint), non-integer floats (naming the
     first one), NaN, and dtypes that cannot be class labels.
     """
+    if not y.dtype.isnative:  # ">u8" must compare equal to uint64 below
+        y = y.astype(y.dtype.newbyteorder("="))
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
@@ -80,6 +82,8 @@ def label_vector(y: np.ndarray, where: str) -> np.ndarray:
                               f"{int(bad.sum())} in all): labels must be classes; store the class of each "
                               "sample (e.g. y.round().astype(int) if these are rounding errors, y.argmax(1) of "
                               "class probabilities)")
+        if y.size and np.abs(y).max() >= 2.0**63:  # cast, they would all become -2**63
+            raise ConfigError(f"{where}: labels up to {np.abs(y).max().item()!r} do not fit int64")
         return y.astype(np.int64)
     if y.dtype.kind in "US":
         return y.astype(str)

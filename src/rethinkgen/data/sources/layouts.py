@@ -19,7 +19,8 @@ only where one reading is clearly meant; otherwise the load is refused with the 
 The decision and its reason are recorded (``Dataset.meta["layout_found"]``, ``["layout_reason"]``).
 
 Values (:func:`scale_inputs`): 8-bit pixels (uint8) are divided by 255, 16-bit image pixels by 65,535,
-integer images holding 0..255 by 255; float images must already lie in [0, 1]. Float signals and
+integer images holding 0..255 (uint16 ones too: 8-bit values stored wide) by 255; float images must
+already lie in [0, 1]. Float signals and
 vectors are kept. The option ``scale`` (a divisor, or ``"none"``) overrides this. The scaling applied
 is recorded (``Dataset.meta["scaling"]``).
 """
@@ -33,7 +34,7 @@ import numpy as np
 from rethinkgen.data.sources.messages import option, option_name
 from rethinkgen.errors import ConfigError
 
-__all__ = ["LAYOUTS", "CHANNEL_SIZES", "LayoutDecision", "decide_layout", "scale_inputs"]
+__all__ = ["LAYOUTS", "CHANNEL_SIZES", "LayoutDecision", "decide_layout", "native_order", "scale_inputs"]
 
 LAYOUTS = {  # option value -> (ndim of the stored array, Dataset layout)
     "NCHW": (4, "image"), "NHWC": (4, "image"), "NHW": (3, "image"),
@@ -96,7 +97,9 @@ def decide_layout(shape: tuple[int, ...], dtype: np.dtype | str, given: str | No
     - 2-D: vectors (N, D).
     - 3-D (N, A, B): A == 1: one-channel signals; 8/16-bit integers, or A == B: grayscale images
       (N, H, W); A <= 4 < B: A-channel signals (N, C, L); B <= 4 < A: B-channel signals stored channels
-      last (N, L, C); anything else is refused.
+      last (N, L, C); anything else is refused. 8/16-bit integers whose shape is that of 2-4-channel
+      signals ((N, 3, 100), (N, 100, 2)) fit both readings (3x100 images or 3-channel signals) and are
+      refused too.
     - 4-D (N, A, B, C): channels first if only A is channel-like, last if only C is; if both or neither
       are, the reading whose spatial axes are square (and the other's are not) wins; else refused.
 
@@ -104,7 +107,7 @@ def decide_layout(shape: tuple[int, ...], dtype: np.dtype | str, given: str | No
     and for a ``given`` layout that does not fit the array's number of dimensions.
     """
     shape = tuple(int(s) for s in shape)
-    dtype = np.dtype(dtype)
+    dtype = np.dtype(dtype).newbyteorder("=")  # ">u2" (FITS, MATLAB, IDL files) is uint16 too
     ndim = len(shape)
     if given is not None:
         key = str(given).upper()
@@ -132,21 +135,31 @@ def _fitting(ndim: int) -> str:
     return ", ".join(names) or "none (reshape the array)"
 
 
+def native_order(x: np.ndarray) -> np.ndarray:
+    """``x`` in the machine's byte order (a copy only when it is not): a big-endian ``>u2`` array is then
+    ``uint16`` to every dtype comparison, and ``torch.from_numpy`` accepts it."""
+    return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+
+
 def _decide_3d(shape: tuple[int, ...], dtype: np.dtype, where: str) -> LayoutDecision:
     _, a, b = shape
     if a == 1:
         return LayoutDecision("NCL", "(N, 1, L): one-channel signals")
-    if dtype in (np.uint8, np.uint16):
+    signal_like = 1 < min(a, b) <= SIGNAL_MAX_CHANNELS < max(a, b)  # (N, 3, 100): channels and positions?
+    if dtype in (np.uint8, np.uint16) and not signal_like:
         return LayoutDecision("NHW", f"(N, H, W) of {dtype}: pixel values, read as grayscale images")
     if a == b:
         return LayoutDecision("NHW", "(N, H, W) with H = W: square grayscale images")
-    if a <= SIGNAL_MAX_CHANNELS < b:
+    pixels = dtype in (np.uint8, np.uint16)  # signal-like shape, but stored as pixels: both readings fit
+    if a <= SIGNAL_MAX_CHANNELS < b and not pixels:
         return LayoutDecision("NCL", f"(N, C, L) with C = {a} channels and L = {b} positions: signals")
-    if b <= SIGNAL_MAX_CHANNELS < a:
+    if b <= SIGNAL_MAX_CHANNELS < a and not pixels:
         return LayoutDecision("NLC", f"(N, L, C) with L = {a} positions and C = {b} channels last: signals")
-    raise _ask(where, shape, dtype, [("NHW", f"grayscale {a}x{b} images"),
-                                     ("NCL", f"{a}-channel signals of length {b}"),
-                                     ("NLC", f"{b}-channel signals of length {a}")])
+    readings = [("NHW", f"grayscale {a}x{b} images"), ("NCL", f"{a}-channel signals of length {b}"),
+                ("NLC", f"{b}-channel signals of length {a}")]
+    if pixels:  # signal-like: the image reading and the one signal reading with few channels
+        readings = readings[:1] + ([readings[1]] if a < b else [readings[2]])
+    raise _ask(where, shape, dtype, readings)
 
 
 def _decide_4d(shape: tuple[int, ...], dtype: np.dtype, where: str) -> LayoutDecision:
@@ -190,6 +203,7 @@ def scale_inputs(x: np.ndarray, layout: str, scale: object = None, *, where: str
     """
     if x.dtype.kind not in "buif":
         raise ConfigError(f"{where} must hold numbers, found dtype {x.dtype}")
+    x = native_order(x)
     if scale is not None:
         divisor = _divisor(scale, where)
         out = x.astype(np.float32)
@@ -205,11 +219,11 @@ def scale_inputs(x: np.ndarray, layout: str, scale: object = None, *, where: str
     if layout != "image":
         return _finite(x.astype(np.float32), where), f"{x.dtype} values kept" + \
             ("" if x.dtype == np.float32 else " (as float32)")
-    if x.dtype == np.uint16:
-        return x.astype(np.float32) / np.float32(65535.0), "uint16 0..65535 divided by 65535 -> [0, 1]"
     if x.dtype.kind == "f":
         _finite(x, where)
     lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if x.dtype == np.uint16 and hi > 255:  # 0..255 in uint16 are 8-bit pixels stored wide (below)
+        return x.astype(np.float32) / np.float32(65535.0), "uint16 0..65535 divided by 65535 -> [0, 1]"
     if x.dtype.kind in "iu":
         if lo >= 0 and hi <= 255:
             return (x.astype(np.float32) / np.float32(255.0),

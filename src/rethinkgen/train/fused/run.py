@@ -35,6 +35,15 @@ class Run:
         self.numerics = group.numerics  # what its checkpoints and summary record; checked on resume
         self.epoch_evaluations: list[list[float]] = []  # (step, train accuracy) inside the last epoch
 
+    @property
+    def device(self) -> torch.device:
+        return self.group.device
+
+    def model_state_dict(self) -> dict[str, torch.Tensor]:
+        """The run's current weights and BatchNorm statistics, as the single trainer's model ``state_dict``
+        (copies of its slice of the group's stacks)."""
+        return self.group.run_tensors(self)[0]
+
     def checkpoint(self) -> dict[str, Any]:
         """A snapshot in the single trainer's checkpoint format: ``train(config, resume=ckpt)`` continues it."""
         state, momentum = self.group.run_tensors(self)
