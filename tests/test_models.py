@@ -28,10 +28,14 @@ from rethinkgen.models import (
 )
 from rethinkgen.models.alexnet_small import LRN_ALPHA_TF, tf_lrn
 from rethinkgen.models.layers import max_pool_same, tf_same_padding
+from rethinkgen.train.losses import training_loss
 
 ALL = list_models()
 IMAGE_MODELS = [n for n in ALL if "image" in MODELS.get(n).layouts]
 SAMPLE_SHAPE = {"image": (3, 28, 28), "signal": (1, 40), "vector": (40,)}
+# models that refuse the paper's 28×28 crop: the smallest input they take (Inception V3's auxiliary head
+# needs 299×299), or a small one (ResNet-50 takes any side >= 32)
+MODEL_SHAPE = {"inception_v3": (3, 299, 299), "resnet50": (3, 64, 64)}
 K = 7  # not 10, so a hard-coded class count would show
 
 PAPER_COUNTS = {  # Table 1, on 3×28×28 inputs and 10 classes
@@ -44,7 +48,12 @@ PAPER_COUNTS = {  # Table 1, on 3×28×28 inputs and 10 classes
 
 
 def sample_shape(name: str) -> tuple[int, ...]:
-    return SAMPLE_SHAPE[MODELS.get(name).layouts[0]]
+    return MODEL_SHAPE.get(name) or SAMPLE_SHAPE[MODELS.get(name).layouts[0]]
+
+
+def logits_of(out):
+    """The main logits of a model's output (Inception V3 returns (logits, aux_logits) in train mode)."""
+    return out[0] if isinstance(out, tuple) else out
 
 
 def build(name: str, shape=None, num_classes: int = K, dropout: float = 0.0, seed: int = 0) -> nn.Module:
@@ -61,10 +70,10 @@ def inputs(shape: tuple[int, ...], n: int = 2, seed: int = 1) -> torch.Tensor:
 
 
 def test_registry_holds_the_interface_names():
-    expected = {*PAPER_COUNTS, "cnn1d", "resnet18"}
+    expected = {*PAPER_COUNTS, "cnn1d", "resnet18", "inception_v3", "resnet50"}
     assert expected <= set(ALL)
     assert list_models("mlp*") == ["mlp_1x512", "mlp_3x512"]
-    assert list_models("inception*") == ["inception_small", "inception_small_nobn"]
+    assert list_models("inception*") == ["inception_small", "inception_small_nobn", "inception_v3"]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -72,9 +81,15 @@ def test_forward_backward(name):
     model = build(name)
     x = inputs(sample_shape(name))
     out = model(x)
+    if MODELS.get(name).aux_logits:  # (logits, aux_logits) in train mode, both (N, K)
+        assert isinstance(out, tuple) and len(out) == 2 and out[1].shape == (2, K)
+        assert torch.isfinite(out[1]).all()
+    else:
+        assert isinstance(out, torch.Tensor)
+    training_loss(out, torch.tensor([0, K - 1])).backward()  # the auxiliary head's loss too
+    out = logits_of(out)
     assert out.shape == (2, K)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
-    F.cross_entropy(out, torch.tensor([0, K - 1])).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
     assert any(p.grad.abs().sum() > 0 for p in model.parameters())
@@ -101,7 +116,7 @@ def test_init_is_deterministic_under_fork_rng(name):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert any(not torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point())
     x = inputs(sample_shape(name))
-    assert torch.equal(a(x), b(x))
+    assert torch.equal(logits_of(a(x)), logits_of(b(x)))
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -125,7 +140,7 @@ def test_functional_call_and_vmap_match_forward(name):
 @pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_channels_last(name):
     model = build(name).eval()
-    x = inputs((3, 28, 28))
+    x = inputs(sample_shape(name))
     with torch.no_grad():
         ref = model(x)
         cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -146,9 +161,9 @@ def test_dropout(name):
     x = inputs(sample_shape(name), n=4)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        out_plain = plain.train()(x)
+        out_plain = logits_of(plain.train()(x))
         torch.manual_seed(0)
-        out_dropped = dropped.train()(x)
+        out_dropped = logits_of(dropped.train()(x))
     assert not torch.allclose(out_plain, out_dropped)
     with torch.no_grad():
         assert torch.allclose(plain.eval()(x), dropped.eval()(x), atol=1e-6)
@@ -162,6 +177,41 @@ def test_paper_parameter_counts(name):
     model = create_model(name, (3, 28, 28), num_classes=10)
     assert count_params(model) == PAPER_COUNTS[name]
     assert MODELS.get(name).paper_params == PAPER_COUNTS[name]
+
+
+# torchvision's documented counts, BatchNorm's γ and β included (1,000 classes, 3 channels); checked
+# against torchvision 0.29's modules: sum(p.numel() for p in model.parameters())
+TORCHVISION_COUNTS = {"inception_v3": ((3, 299, 299), 27_161_264), "resnet50": ((3, 224, 224), 25_557_032)}
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_COUNTS))
+def test_imagenet_parameter_counts(name):
+    shape, count = TORCHVISION_COUNTS[name]
+    with torch.device("meta"):
+        model = create_model(name, shape, num_classes=1000)
+    assert count_params(model) == count == sum(p.numel() for p in model.parameters())
+    assert count_params(model, exclude_batchnorm=True) < count  # Table 1's counting is still available
+    assert {r.name: r.params for r in describe_models(name)} == {name: count}
+
+
+def test_inception_v3_is_torchvisions_table2_network():
+    with torch.device("meta"):
+        plain = create_model("inception_v3", (3, 299, 299), 1000)
+        dropped = create_model("inception_v3", (3, 299, 299), 1000, dropout=0.2)
+        gray = create_model("inception_v3", (1, 320, 300), 5)
+    assert plain.aux_logits and plain.AuxLogits is not None and not plain.transform_input
+    assert isinstance(plain.dropout, nn.Identity) and dropped.dropout.p == 0.2
+    assert gray.Conv2d_1a_3x3.conv.in_channels == 1 and gray.fc.out_features == 5
+    assert MODELS.get("inception_v3").aux_logits and not MODELS.get("resnet50").aux_logits
+    with pytest.raises(ConfigError, match="at least 299"):
+        create_model("inception_v3", (3, 298, 299))
+
+
+def test_inception_v3_eval_mode_returns_main_logits_only():
+    model = build("inception_v3").eval()
+    with torch.no_grad():
+        out = model(inputs((3, 299, 299), n=1))
+    assert isinstance(out, torch.Tensor) and out.shape == (1, K)
 
 
 def test_non_paper_models_have_no_paper_count():

@@ -62,7 +62,8 @@ def test_summary_and_checkpoints_record_what_the_run_used(threads):
     threads(1)
     grab = Grab(epoch=1)
     summary = train(TrainConfig(**SMALL), callbacks=[grab])
-    expected = {"device": "cpu", "autocast": None, "threads": 1, "graph": None, "channels_last": False, "tf32": None}
+    expected = {"device": "cpu", "autocast": None, "threads": 1, "graph": None, "channels_last": False, "tf32": None,
+                "world_size": 1}
     assert summary["numerics"] == expected
     assert grab.ckpt["numerics"] == expected
     fused = train_group([TrainConfig(**SMALL), TrainConfig(**{**SMALL, "seed": 1})])

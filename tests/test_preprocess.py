@@ -309,7 +309,7 @@ def test_negative_crop():
 
 
 def test_unknown_standardize_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="per_image, per_feature, none"):
+    with pytest.raises(ConfigError, match="per_image, per_feature, inception, none"):
         pre(standardize="whiten")
 
 

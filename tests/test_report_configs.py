@@ -31,6 +31,33 @@ def test_table1_spec_has_every_row_of_table1_once():
     assert all(r.config.data == "cifar10" and r.config.dropout == 0 for r in spec.runs)
 
 
+def test_table2_spec_has_every_row_of_table2_once():
+    spec = load_spec(CONFIGS / "paper" / "table2.toml")
+    rows = [("random" if r.config.corruption == "random_labels" else "true", r.config.augment, r.config.dropout > 0,
+             r.config.weight_decay > 0) for r in spec.runs]
+    expected = [(r["labels"], r["data_aug"], r["dropout"], r["weight_decay"]) for r in paper.table2_rows()]
+    assert rows == expected  # the paper's order, one run per row
+    assert all(r.config.data == "imagenet" and r.config.model == "inception_v3" and r.config.crop == 299
+               for r in spec.runs)
+    assert all(r.config.flip == r.config.augment for r in spec.runs)  # "data aug" = random resized crop + flip
+
+
+def test_sweep_plan_lists_every_table2_row():
+    import subprocess
+    import sys
+
+    import rethinkgen
+
+    env = {"PYTHONPATH": str(Path(rethinkgen.__file__).resolve().parents[1]), "COLUMNS": "200",
+           "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "rethinkgen", "sweep", "plan", str(CONFIGS / "paper" / "table2.toml")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    names = ["true-aug-dropout-wd", "true-aug", "true-wd", "true-none", "random-dropout-wd", "random-wd",
+             "random-none"]
+    assert "7 runs" in out.stdout and all(f" {n} " in out.stdout for n in names)
+
+
 def test_figure1_spec():
     spec = load_spec(CONFIGS / "paper" / "figure1.toml")
     types = {r.config.corruption for r in spec.runs if "corruption-types" in r.experiments}

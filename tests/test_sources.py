@@ -189,7 +189,7 @@ def test_registry_and_listing():
     listing = {name: (layout, needs) for name, _, layout, needs in list_datasets()}
     assert listing == {"cifar10": ("image", True), "fashion_mnist": ("image", True), "folder": ("image", True),
                        "mnist": ("image", True), "mnist1d": ("signal", False), "npz": ("any", True),
-                       "synthetic": ("image", False)}
+                       "synthetic": ("image", False), "imagenet": ("image", True)}
     spec = DATASETS.get("cifar10")
     assert spec.crop == 28 and spec.standardize == "per_image"
     assert spec.defaults == {"epochs": 300, "lr_decay_every": 50000}

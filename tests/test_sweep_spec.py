@@ -161,7 +161,7 @@ grid = { model = ["alexnet_small"], corruption = ["random_pixels"], level = [0.5
     ('[grid]\nseed = []', "grid.seed: an empty axis would make no runs"),
     ('[grid]\nmomentum = [1.0]', "grid.momentum[0]: momentum must be in [0, 1)"),
     ('[grid]\nstandardize = ["zca"]', "grid.standardize[0]: standardize must be one of per_image, per_feature, "
-                                      "none, got 'zca'"),
+                                      "inception, none, got 'zca'"),
     ('[[experiment]]\nname = "a"\nmodel = "cnn1d"', "experiment[0].model: unknown experiment key; valid: name, "
                                                     "description, defaults, grid; put config fields in its"),
     ('[[experiment]]\nname = "a"\n[[experiment]]\nname = "a"', "experiment[1].name: experiment name 'a' is "

@@ -14,7 +14,8 @@ from rethinkgen.train.config import TrainConfig, canonical_json, run_key
 from rethinkgen.train.loop import resolve_config, train
 
 ROW_KEYS = {"epoch", "step", "samples_seen", "lr", "train_loss", "train_eval_loss", "train_acc",
-            "train_acc_corrupted", "train_acc_clean", "test_loss", "test_acc", "wall_time_s"}
+            "train_acc_corrupted", "train_acc_clean", "test_loss", "test_acc", "wall_time_s", "train_acc_top5",
+            "test_acc_top5"}
 
 # A small MNIST-1D problem: 1,000 training samples, so a run takes a second or two.
 SMALL = dict(data="mnist1d", n_train=1000, n_test=500, model="mlp_1x512", lr=0.1, device="cpu")

@@ -1,4 +1,5 @@
-"""``python -m rethinkgen ...``: the same command line as the ``rethinkgen`` script."""
+"""``python -m rethinkgen ...`` (and ``torchrun ... -m rethinkgen train ...``): the same command line as
+the ``rethinkgen`` script."""
 
 from rethinkgen.cli import main
 

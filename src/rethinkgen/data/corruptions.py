@@ -58,6 +58,7 @@ __all__ = [
     "apply_corruption",
     "corruption_effect",
     "describe_corruptions",
+    "draw_corrupted_labels",
 ]
 
 # Sub-streams of the "corruption" stream (see the module docstring); fixed forever.
@@ -244,24 +245,37 @@ def _check_level(spec: CorruptionSpec, level: float | None) -> float:
 # --- label corruptions ------------------------------------------------------------------------
 
 
+def draw_corrupted_labels(y: np.ndarray, num_classes: int, p: float, seed: int,
+                          exclude_true_class: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Partial label corruption (paper §2.1) of the true training labels ``y`` (N,) int: returns the
+    labels to train on (N,) int64 and the mask of redrawn samples (N,) bool.
+
+    The draws do not depend on p (nested sets; module docstring) and come from the ``"corruption"``
+    stream of ``seed`` only: the same ``y``, K and seed give the same labels in every process that calls
+    it. Both the in-memory corruption and the streamed ImageNet pipeline (labels drawn once per run and
+    stored with it, :mod:`rethinkgen.data.stream.labels`) use this function.
+    """
+    y_np = np.asarray(y, dtype=np.int64)
+    n, k = int(y_np.shape[0]), int(num_classes)
+    u = seeding.rng(seed, "corruption", _U).random(n)  # (N,) U[0, 1)
+    corrupted = u < p
+    if exclude_true_class:
+        if k < 2:
+            raise ConfigError(f"exclude_true_class needs at least 2 classes; got {k}")
+        offset = seeding.rng(seed, "corruption", _OFFSET).integers(k - 1, size=n)  # (N,) in [0, K-2]
+        candidate = (y_np + 1 + offset) % k  # uniform over the K-1 other classes
+    else:
+        candidate = seeding.rng(seed, "corruption", _CANDIDATE).integers(k, size=n)  # (N,) in [0, K-1]
+    return np.where(corrupted, candidate, y_np).astype(np.int64), corrupted
+
+
 def _corrupt_labels(
     dataset: Dataset, p: float, seed: int, exclude_true_class: bool, name: str
 ) -> CorruptedData:
     """Partial label corruption (paper §2.1) with draws that do not depend on p (nested sets)."""
     y = dataset.y_train.detach().cpu().to(torch.int64)
-    n, k = int(y.shape[0]), int(dataset.num_classes)
-    u = seeding.rng(seed, "corruption", _U).random(n)  # (N,) U[0, 1)
-    corrupted = u < p
-    y_np = y.numpy()
-    if exclude_true_class:
-        if k < 2:
-            raise ConfigError(f"exclude_true_class needs at least 2 classes; {dataset.name} has {k}")
-        offset = seeding.rng(seed, "corruption", _OFFSET).integers(k - 1, size=n)  # (N,) in [0, K-2]
-        candidate = (y_np + 1 + offset) % k  # uniform over the K-1 other classes
-    else:
-        candidate = seeding.rng(seed, "corruption", _CANDIDATE).integers(k, size=n)  # (N,) in [0, K-1]
-    y_new = torch.from_numpy(np.where(corrupted, candidate, y_np).astype(np.int64))
-    y_new = y_new.to(dataset.y_train.device)
+    y_np, corrupted = draw_corrupted_labels(y.numpy(), int(dataset.num_classes), p, seed, exclude_true_class)
+    y_new = torch.from_numpy(y_np).to(dataset.y_train.device)
     y_clean = dataset.y_train.clone()
     corrupted_t = torch.from_numpy(corrupted).to(dataset.y_train.device)
     return CorruptedData(

@@ -15,7 +15,9 @@ device (no per-sample Python), keeping the input dtype:
 - ``standardize``: ``"per_image"`` = TensorFlow's ``per_image_standardization``,
   ``(x − mean) / max(std, 1/sqrt(#values))`` over all values of each (cropped) image, population std;
   ``"per_feature"`` = subtract the training-set mean and divide by the training-set std of each input
-  entry (computed once from the centre-cropped ``x_train``; a zero std counts as 1); ``"none"``.
+  entry (computed once from the centre-cropped ``x_train``; a zero std counts as 1); ``"inception"`` =
+  ``2x − 1``, pixels in [0, 1] mapped to [−1, 1] (TF-slim's Inception preprocessing, which the paper
+  reused for ImageNet, App. A; timm's ``IMAGENET_INCEPTION_MEAN``/``STD`` of 0.5); ``"none"``.
 
 Random draws in :meth:`Preprocessor.train_batch` come only from the ``torch.Generator`` passed in
 (the trainer seeds it from the ``"augment"`` stream), in a fixed order: crop offsets, then flips.
@@ -35,7 +37,7 @@ from rethinkgen.errors import ConfigError
 
 __all__ = ["PAD", "STANDARDIZE", "Preprocessor"]
 
-STANDARDIZE = ("per_image", "per_feature", "none")
+STANDARDIZE = ("per_image", "per_feature", "inception", "none")
 PAD = 4  # pixels of zero padding for random-crop augmentation without a crop (CIFAR convention)
 _DIMS = {"image": 3, "signal": 2, "vector": 1}
 _CHUNK = 4096  # samples per chunk when preprocessing a whole set or computing per-feature statistics
@@ -50,7 +52,7 @@ class Preprocessor:
     layout: ``"image"`` (N, C, H, W), ``"signal"`` (N, C, L) or ``"vector"`` (N, D).
     input_shape: the shape of one raw input, e.g. ``(3, 32, 32)``.
     crop: side of the square centre crop (images only); ``None`` or 0: no crop.
-    standardize: ``"per_image"``, ``"per_feature"`` or ``"none"``.
+    standardize: ``"per_image"``, ``"per_feature"``, ``"inception"`` or ``"none"``.
     augment: random crops in :meth:`train_batch` (images only).
     flip: random horizontal flips in :meth:`train_batch` (images only).
     x_train: raw training inputs (N, *input_shape); required for ``"per_feature"`` statistics.
@@ -227,6 +229,8 @@ class Preprocessor:
             return x
         if self.standardize == "per_image":
             return _per_image_standardization(x)
+        if self.standardize == "inception":
+            return x * 2.0 - 1.0
         mean, std = self._moments_for(x)
         if x.dtype in _LOW_PRECISION:  # float16/bfloat16: standardise in float32, as per-image does
             return ((x.float() - mean) / std).to(x.dtype)

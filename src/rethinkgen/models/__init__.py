@@ -7,17 +7,21 @@ Every model registers a builder with :func:`register_model` (the pattern of timm
 >>> count_params(model)  # Table 1: 1,209,866
 1209866
 >>> list_models("inception*")
-['inception_small', 'inception_small_nobn']
+['inception_small', 'inception_small_nobn', 'inception_v3']
 
 A builder is ``build(input_shape, num_classes, dropout) -> nn.Module``; the module maps a batch
-``(N, *input_shape)`` float32 to logits ``(N, num_classes)``. Initialisation is PyTorch's default
+``(N, *input_shape)`` float32 to logits ``(N, num_classes)`` (a model registered with
+``aux_logits=True``, Inception V3, returns ``(logits, aux_logits)`` in train mode; the trainers add
+the auxiliary loss, :mod:`rethinkgen.train.losses`). Initialisation is PyTorch's default
 for every layer and draws from torch's global RNG: callers that want reproducible weights build
 inside ``torch.random.fork_rng()`` after ``torch.manual_seed(stream_seed(seed, "init"))`` (the
-trainer does). No model uses in-place activations, so all of them run under
+trainer does). The paper's models use no in-place activations, so they run under
 ``torch.func.functional_call`` (and, without BatchNorm, under ``torch.func.vmap``) and with
 ``channels_last`` inputs.
 
-Models (``paper_params`` counts on the paper's 3×28×28 input, 10 classes):
+Models (``paper_params`` counts on the paper's 3×28×28 input, 10 classes; the ImageNet models of
+Table 2 are counted on their natural input, 1,000 classes, BatchNorm's γ and β included as
+torchvision counts them):
 
 ============================ ========================= ============ ========
 name                         layouts                   paper_params paper_lr
@@ -29,7 +33,12 @@ name                         layouts                   paper_params paper_lr
 ``inception_small_nobn``     image                     1,649,402    0.1
 ``cnn1d``                    signal                    --           0.1
 ``resnet18``                 image                     --           0.1
+``inception_v3``             image (>= 299×299)        --           0.1
+``resnet50``                 image                     --           0.1
 ============================ ========================= ============ ========
+
+>>> count_params(create_model("resnet50", (3, 224, 224), num_classes=1000))  # torchvision's count
+25557032
 """
 
 from __future__ import annotations
@@ -78,6 +87,10 @@ class ModelSpec:
     paper_params: int | None  # Table 1 parameter count on 3×28×28 input, 10 classes; None: not a paper model
     paper_lr: float  # initial SGD learning rate (paper App. A for the paper models)
     description: str  # one line for `rethinkgen list models`
+    natural_input: tuple[int, ...] | None = None  # input to describe it on; None: the layout's (3×28×28 ...)
+    natural_classes: int = 10  # classes to describe it with (1,000 for the ImageNet models)
+    count_batchnorm: bool = False  # its usual parameter count includes BatchNorm's γ, β (torchvision's)
+    aux_logits: bool = False  # returns (logits, aux_logits) in train mode (Inception V3)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -90,11 +103,19 @@ def register_model(
     description: str,
     paper_params: int | None = None,
     name: str | None = None,
+    natural_input: Sequence[int] | None = None,
+    natural_classes: int = 10,
+    count_batchnorm: bool = False,
+    aux_logits: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a builder ``build(input_shape, num_classes, dropout)`` in :data:`MODELS`.
 
     The name defaults to the function's name; a duplicate name raises ``ValueError``. The function
-    itself is returned unchanged, so it can still be called directly.
+    itself is returned unchanged, so it can still be called directly. ``natural_input`` /
+    ``natural_classes``: what :func:`describe_models` counts it on (default: the layout's input, 10
+    classes); ``count_batchnorm``: its usual count includes BatchNorm's affine parameters (the built
+    module must also carry ``count_batchnorm = True``); ``aux_logits``: it returns ``(logits,
+    aux_logits)`` in train mode.
     """
     bad = [lay for lay in layouts if lay not in LAYOUTS]
     if bad or not layouts:
@@ -102,7 +123,9 @@ def register_model(
 
     def wrap(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or build.__name__
-        spec = ModelSpec(key, build, tuple(layouts), paper_params, float(paper_lr), description)
+        spec = ModelSpec(key, build, tuple(layouts), paper_params, float(paper_lr), description,
+                         tuple(natural_input) if natural_input is not None else None, int(natural_classes),
+                         bool(count_batchnorm), bool(aux_logits))
         MODELS.register(key)(spec)
         return build
 
@@ -190,12 +213,17 @@ def create_model(
     return spec.build(shape, int(num_classes), float(dropout))
 
 
-def count_params(model: nn.Module, exclude_batchnorm: bool = True) -> int:
-    """Number of parameters, counted as in Table 1 of the paper.
+def count_params(model: nn.Module, exclude_batchnorm: bool | None = None) -> int:
+    """Number of parameters, counted as the model is usually counted.
 
-    With ``exclude_batchnorm`` (default) the affine weights and biases of BatchNorm layers are left
-    out, so small Inception counts 1,649,402 with or without BatchNorm. Shared parameters count once.
+    With ``exclude_batchnorm`` True the affine weights and biases of BatchNorm layers are left out, as
+    Table 1 of the paper counts (small Inception: 1,649,402 with or without BatchNorm); False counts
+    every parameter. None (default): True, except for models that carry ``count_batchnorm = True``
+    (the torchvision ImageNet networks, counted as torchvision documents them: Inception V3
+    27,161,264, ResNet-50 25,557,032). Shared parameters count once.
     """
+    if exclude_batchnorm is None:
+        exclude_batchnorm = not getattr(model, "count_batchnorm", False)
     skip: set[int] = set()
     if exclude_batchnorm:
         for module in model.modules():
@@ -217,13 +245,15 @@ class ModelInfo(NamedTuple):
     name: str
     layouts: tuple[str, ...]
     params: int  # count_params on the natural input (3×28×28 for image models, (1, 40) for signals), K=10
+    # (the ImageNet models: 3×299×299 / 3×224×224, K=1000)
     paper_params: int | None  # Table 1's count, None for models not in the paper
     description: str
 
 
 def natural_input_shape(name: str) -> tuple[int, ...]:
     """The input shape on which :func:`describe_models` counts a model's parameters."""
-    return _NATURAL_INPUT[MODELS.get(name).layouts[0]]
+    spec = MODELS.get(name)
+    return spec.natural_input or _NATURAL_INPUT[spec.layouts[0]]
 
 
 def describe_models(pattern: str = "*") -> list[ModelInfo]:
@@ -235,10 +265,10 @@ def describe_models(pattern: str = "*") -> list[ModelInfo]:
     for name in list_models(pattern):
         spec = MODELS.get(name)
         with torch.device("meta"):
-            model = create_model(name, natural_input_shape(name), 10)
+            model = create_model(name, natural_input_shape(name), spec.natural_classes)
         rows.append(ModelInfo(name, spec.layouts, count_params(model), spec.paper_params, spec.description))
     return rows
 
 
 # Import the model modules so that their builders register (the registry is filled at import).
-from rethinkgen.models import alexnet_small, cnn1d, inception_small, mlp, resnet  # noqa: E402,F401
+from rethinkgen.models import alexnet_small, cnn1d, imagenet, inception_small, mlp, resnet  # noqa: E402,F401

@@ -133,9 +133,16 @@ def _tables_part(data: str, runs: list[dict], out: Path) -> list:
     return entries
 
 
+def _table2_part(data: str, runs: list[dict], out: Path) -> list:
+    """ImageNet: the paper's Table 2 beside our Inception V3 runs (rethinkgen.report.table2)."""
+    from rethinkgen.report.table2 import TABLE2_DATA, table2
+
+    return [_table_entry(table2(runs, data), out)] if data == TABLE2_DATA else []
+
+
 #: The parts of a dataset's section, in order: each ``fn(data, runs, out)`` returns FigureEntry and
 #: TableEntry items (written into ``out``) that the page shows after the findings.
-SECTION_PARTS: list[Callable[[str, list[dict], Path], list]] = [_figures_part, _tables_part]
+SECTION_PARTS: list[Callable[[str, list[dict], Path], list]] = [_figures_part, _table2_part, _tables_part]
 
 
 def _section(data: str, runs: list[dict], out: Path) -> Section:

@@ -26,7 +26,7 @@ LABEL_CORRUPTIONS = ("true_labels", "partial_labels", "random_labels")
 NON_SETTING = frozenset({"seed", "corruption", "level", "data_dir", "device", "eval_batch_size"})
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 #: Known class counts (for chance levels); other datasets get no chance line.
-NUM_CLASSES = {"cifar10": 10, "mnist": 10, "fashion_mnist": 10, "mnist1d": 10}
+NUM_CLASSES = {"cifar10": 10, "mnist": 10, "fashion_mnist": 10, "mnist1d": 10, "imagenet": 1000}
 
 
 def cfg(run: dict, key: str) -> Any:

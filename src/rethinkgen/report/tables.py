@@ -462,7 +462,9 @@ def table3(kernel_results: Sequence[dict]) -> Table:
 
 def summary_table(runs: Sequence[dict], data: str) -> Table:
     """Every run of one dataset with its stored summary numbers; a run that is not evidence (diverged,
-    failed, unfinished) shows its status, how far it got (steps, epochs, time) and "—" for results."""
+    failed, unfinished) shows its status, how far it got (steps, epochs, time) and "—" for results.
+    Top-5 columns appear when some run has them; "best test" is the best test accuracy along training
+    (Table 2's parentheses)."""
     rows = []
     for run in sorted(runs, key=lambda r: (str(cfg(r, "model")), str(cfg(r, "corruption")),
                                            label_level(r) if label_level(r) is not None else -1,
@@ -474,6 +476,9 @@ def summary_table(runs: Sequence[dict], data: str) -> Table:
             "status": run.get("status"), "train_acc": pct(run.get("train_acc")) if good else None,
             "test_acc": pct(run.get("test_acc")) if good else None,
             "best_test_acc": pct(run.get("best_test_acc")) if good else None,
+            "train_acc_top5": pct(run.get("train_acc_top5")) if good else None,
+            "test_acc_top5": pct(run.get("test_acc_top5")) if good else None,
+            "best_test_acc_top5": pct(run.get("best_test_acc_top5")) if good else None,
             "converged_step": run.get("converged_step") if good else None,
             "resolution": convergence_resolution(run), "steps": run.get("steps"),
             "epochs": run.get("epochs"), "n_params": run.get("n_params"),
@@ -485,13 +490,17 @@ def summary_table(runs: Sequence[dict], data: str) -> Table:
     columns = [Column("name", "run"), Column("model", "model"), Column("corruption", "corruption"),
                Column("level", "level", "float"), Column("seed", "seed"), Column("status", "status"),
                Column("train_acc", "train acc (%)", "pct"), Column("test_acc", "test acc (%)", "pct"),
-               Column("best_test_acc", "best test (%)", "pct"),
-               Column("converged_step", "fit at step", "int"), Column("resolution", "checked every", "int"),
-               Column("steps", "steps", "int"), Column("epochs", "epochs", "int"),
-               Column("n_params", "params", "int"),
-               Column("realized_noise_rate", "labels changed (%)", "pct"),
-               Column("wall_time_s", "time (s)", "seconds"), Column("sweep", "sweep", on_page=False),
-               Column("run_key", "run key", on_page=False)]
+               Column("best_test_acc", "best test (%)", "pct")]
+    if any(finite(r.get(k)) for r in rows for k in ("train_acc_top5", "test_acc_top5")):  # Table 2's top-5
+        columns += [Column("train_acc_top5", "train top-5 (%)", "pct"),
+                    Column("test_acc_top5", "test top-5 (%)", "pct"),
+                    Column("best_test_acc_top5", "best test top-5 (%)", "pct")]
+    columns += [Column("converged_step", "fit at step", "int"), Column("resolution", "checked every", "int"),
+                Column("steps", "steps", "int"), Column("epochs", "epochs", "int"),
+                Column("n_params", "params", "int"),
+                Column("realized_noise_rate", "labels changed (%)", "pct"),
+                Column("wall_time_s", "time (s)", "seconds"), Column("sweep", "sweep", on_page=False),
+                Column("run_key", "run key", on_page=False)]
     notes = ["train/test accuracies and the fit step are shown only for runs that finished as intended "
              "(converged or max_epochs); a diverged run's accuracies are those of NaN outputs, not results"]
     return Table(f"runs_{slug(data)}", f"All runs on {data}", columns, rows, notes)

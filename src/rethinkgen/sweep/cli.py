@@ -33,8 +33,14 @@ DATA_DIR_OPT = typer.Option(None, "--data-dir", help="folder of file-based datas
 OUTPUT_PANEL = "Display, checkpoints and output"
 
 
-def _overrides(device: str | None, data_dir: Path | None) -> dict[str, Any]:
+WORLD_SIZE_OPT = typer.Option(None, "--world-size", help="DDP processes (GPUs of one node) for every run of a "
+                              "dataset streamed from disk (imagenet; not part of the run key)")
+
+
+def _overrides(device: str | None, data_dir: Path | None, world_size: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if world_size is not None:
+        out["world_size"] = world_size
     if device is not None:
         out["device"] = device
     if data_dir is not None:
@@ -131,6 +137,7 @@ def plan_command(
     store: Path | None = typer.Option(None, "--store", help="results store: show each run's status in it"),
     device: str | None = DEVICE_OPT,
     data_dir: Path | None = DATA_DIR_OPT,
+    world_size: int | None = WORLD_SIZE_OPT,
     executor: str = EXECUTOR_OPT,
     jobs: int | None = JOBS_OPT,
     workers_per_gpu: int | None = WORKERS_PER_GPU_OPT,
@@ -144,7 +151,7 @@ def plan_command(
     from rethinkgen.sweep.spec import load_spec
     from rethinkgen.sweep.store import FINISHED
 
-    plan = load_spec(spec, overrides=_overrides(device, data_dir))
+    plan = load_spec(spec, overrides=_overrides(device, data_dir, world_size))
     ex = make_executor(executor, jobs=jobs, workers_per_gpu=workers_per_gpu)  # bad options: before any output
     fuse_mode = _fuse_mode(fuse)
     known: dict[str, dict[str, Any]] = {}
@@ -218,6 +225,7 @@ def run_command(
                                        "auto); without it a local cluster starts"),
     device: str | None = DEVICE_OPT,
     data_dir: Path | None = DATA_DIR_OPT,
+    world_size: int | None = WORLD_SIZE_OPT,
     threads: int | None = typer.Option(None, "--threads", help="torch threads per run (default: cores / jobs;"
                                        " equal thread counts give bit-identical CPU results)"),
     gpus_per_run: float | None = typer.Option(None, "--gpus-per-run", help="ray: GPU fraction per run "
@@ -252,7 +260,7 @@ def run_command(
     check_option("--threads", threads, minimum=1, integer=True)
     check_option("--checkpoint-every", checkpoint_every, minimum=1, integer=True)
     fuse_mode = _fuse_mode(fuse)
-    plan = load_spec(spec, overrides=_overrides(device, data_dir))  # every problem, before any run starts
+    plan = load_spec(spec, overrides=_overrides(device, data_dir, world_size))  # every problem, before any run
     sinks = _tensorboard_sinks(tensorboard or (Path(plan.tensorboard) if plan.tensorboard else None))
     ex = make_executor(executor, jobs=jobs, address=address, threads=threads, gpus_per_run=gpus_per_run,
                        workers_per_gpu=workers_per_gpu)

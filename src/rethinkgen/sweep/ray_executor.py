@@ -107,6 +107,22 @@ class RayExecutor(Executor):
         """Whether the tasks get a GPU (not with --gpus-per-run 0)."""
         return self._gpus_per_task() > 0
 
+    def task_options(self, item: WorkItem) -> dict[str, float]:
+        """The Ray resources one work item asks for, so that Ray places it on a node that has them.
+
+        A run on W > 1 processes (``world_size``, DistributedDataParallel: ImageNet) asks for W whole GPUs
+        — a task is never split over nodes, so Ray starts it on a node with W free GPUs, where it starts
+        its W ranks (:func:`rethinkgen.train.streaming.spawn.train_spawned`) — unless it trains on the
+        CPU (``device = "cpu"``, or a cluster without GPUs), and for W x (1 + ``workers``) CPUs (each
+        rank and its DataLoader processes). Other items ask for one CPU and the executor's GPU fraction.
+        """
+        world = max(int(t.config.world_size or 1) for t in item.tasks)
+        if world == 1:
+            return {"num_cpus": 1, "num_gpus": self._gpus_per_task()}
+        config = item.tasks[0].config
+        on_gpu = config.device == "cuda" or (config.device == "auto" and self._gpus_per_task() > 0)
+        return {"num_cpus": float(world * (1 + (config.workers or 0))), "num_gpus": float(world) if on_gpu else 0.0}
+
     def _init(self, ray: Any) -> bool:
         if ray.is_initialized():
             return False
@@ -126,11 +142,10 @@ class RayExecutor(Executor):
     def run(self, items: Iterator[WorkItem], on_event: Callable[[Event], None]) -> None:
         ray = import_ray()
         started_here = self._init(ray)
-        gpus = self._gpus_per_task()
         capacity = self.parallelism
 
         events = ray.remote(num_cpus=0)(_EventSink).remote()
-        remote = ray.remote(_ray_entry).options(num_cpus=1, num_gpus=gpus, max_retries=self.max_retries)
+        remote = ray.remote(_ray_entry)  # resources per item: task_options
         pending: dict[Any, WorkItem] = {}
         open_runs: dict[str, Any] = {}
         items = iter(items)
@@ -152,7 +167,8 @@ class RayExecutor(Executor):
                     if item is None:
                         exhausted = True
                         break
-                    ref = remote.remote(item, events, self.threads)
+                    ref = remote.options(max_retries=self.max_retries, **self.task_options(item)).remote(
+                        item, events, self.threads)
                     pending[ref] = item
                     for task in item.tasks:
                         open_runs[task.run_key] = ref

@@ -15,17 +15,21 @@ from collections.abc import Callable
 from rethinkgen.errors import RethinkgenError
 
 __all__ = ["EPOCH_COLUMNS", "FINISHED", "KERNEL_COLUMNS", "MEASURE_COLUMNS", "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION",
-           "STALE_AFTER_S", "STATUSES", "SUMMARY_COLUMNS", "TABLES", "StoreError", "StoreLockedError", "migrate"]
+           "STALE_AFTER_S", "STATUSES", "SUMMARY_COLUMNS", "TABLES", "StoreError", "StoreLockedError",
+           "existing_columns", "migrate"]
 
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "running", "converged", "max_epochs", "diverged", "failed", "interrupted")
 FINISHED = ("converged", "max_epochs", "diverged")  # final: a sweep never reruns these
 STALE_AFTER_S = 120.0  # a "running" row without a heartbeat for this long belongs to a dead driver
 
+# The last columns of each came in through MIGRATIONS (top-5: Table 2).
 EPOCH_COLUMNS = ("epoch", "step", "samples_seen", "lr", "train_loss", "train_eval_loss", "train_acc",
-                 "train_acc_corrupted", "train_acc_clean", "test_loss", "test_acc", "wall_time_s")
+                 "train_acc_corrupted", "train_acc_clean", "test_loss", "test_acc", "wall_time_s",
+                 "train_acc_top5", "test_acc_top5")
 SUMMARY_COLUMNS = ("status", "train_acc", "test_acc", "best_test_acc", "converged_step", "converged_epoch",
-                   "steps", "epochs", "n_params", "realized_noise_rate", "wall_time_s")
+                   "steps", "epochs", "n_params", "realized_noise_rate", "wall_time_s",
+                   "train_acc_top5", "test_acc_top5", "best_test_acc_top5")
 KERNEL_COLUMNS = ("result_key", "data", "n_train", "n_test", "kernel", "bandwidth", "features", "filters",
                   "reg", "solver", "dtype", "test_error", "norm", "norm_per_class_json", "rel_residual",
                   "time_s", "peak_mem_bytes", "config_json", "created_at", "code_version", "hardware",
@@ -95,7 +99,22 @@ def _measures_provenance(conn: sqlite3.Connection) -> None:
         add_column(conn, "measures", column, decl)
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_runs_numerics, _measures_provenance)
+def _top5(conn: sqlite3.Connection) -> None:
+    """Top-5 accuracies (Table 2, ImageNet): epochs.train_acc_top5 / test_acc_top5 and
+    summaries.train_acc_top5 / test_acc_top5 / best_test_acc_top5 (the best along training, Table 2's
+    parentheses); NULL for the runs a store already holds."""
+    for column in ("train_acc_top5", "test_acc_top5"):
+        add_column(conn, "epochs", column, "REAL")
+    for column in ("train_acc_top5", "test_acc_top5", "best_test_acc_top5"):
+        add_column(conn, "summaries", column, "REAL")
+
+
+def existing_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    """The column names ``table`` has in the store behind ``conn`` (empty if there is no such table)."""
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_runs_numerics, _measures_provenance, _top5)
 
 
 def migrate(conn: sqlite3.Connection) -> None:

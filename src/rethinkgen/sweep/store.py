@@ -63,6 +63,7 @@ from rethinkgen.sweep.schema import (
     TABLES,
     StoreError,
     StoreLockedError,
+    existing_columns,
     migrate,
 )
 
@@ -416,6 +417,12 @@ class Store:
         return row["result_key"]
 
     # -------------------------------------------------------------------- reads
+    def _select(self, table: str, columns: Iterable[str], prefix: str = "") -> list[str]:
+        """Select expressions for ``columns``: ``NULL AS c`` for a column that a store written by an older
+        rethinkgen and opened read-only (so not migrated) lacks."""
+        have = existing_columns(self.conn, table)
+        return [f"{prefix}{c}" if c in have else f"NULL AS {c}" for c in columns]
+
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         try:
             return self.conn.execute(sql, tuple(params)).fetchall()
@@ -439,7 +446,7 @@ class Store:
         if run_key is not None:
             where.append("r.run_key = ?")
             params.append(run_key)
-        summary_cols = ", ".join(f"s.{k}" for k in SUMMARY_COLUMNS if k != "status")
+        summary_cols = ", ".join(self._select("summaries", [k for k in SUMMARY_COLUMNS if k != "status"], "s."))
         rows = self._query(f"SELECT r.*, {summary_cols} FROM runs r LEFT JOIN summaries s USING (run_key)"
                            + (f" WHERE {' AND '.join(where)}" if where else "")
                            + " ORDER BY r.created_at, r.rowid", params)
@@ -470,8 +477,9 @@ class Store:
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
     def epoch_rows(self, run_key: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._query(f"SELECT {', '.join(EPOCH_COLUMNS)} FROM epochs WHERE run_key = ? "
-                                             "ORDER BY epoch", (run_key,))]
+        columns = ", ".join(self._select("epochs", EPOCH_COLUMNS))
+        return [dict(r) for r in self._query(f"SELECT {columns} FROM epochs WHERE run_key = ? ORDER BY epoch",
+                                             (run_key,))]
 
     def step_losses(self, run_key: str) -> list[tuple[int, float]]:
         return [(int(s), v) for s, v in self._query("SELECT step, loss FROM step_losses WHERE run_key = ? "

@@ -40,7 +40,8 @@ class TrainConfig:
     n_train: int | None = None  # training samples used (a seeded subset); None: all
     n_test: int | None = None  # test samples used (a seeded subset); None: all
     crop: int | None = None  # side of the centre crop (random crop with `augment`); None: dataset default, 0: none
-    standardize: str | None = None  # "per_image" (paper App. A) | "per_feature" | "none"; None: dataset default
+    standardize: str | None = None  # "per_image" (paper App. A) | "per_feature" | "inception" ([-1, 1]) | "none";
+    # None: dataset default
     # --- corruption (paper §2.1) ------------------------------------------------------------------
     corruption: str = "true_labels"  # corruption registry name (`rethinkgen list corruptions`)
     level: float | None = None  # label-corruption probability p in [0, 1] (partial_labels only)
@@ -69,6 +70,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (CUDA only; no gain measured on CPU)
     channels_last: bool | None = None  # channels-last memory format for images; None: on CUDA only
     cuda_graphs: bool | None = None  # captured step (train.step); None: CUDA w/o dropout/compile; True: CPU too
+    # --- streamed data and several processes (ImageNet, Table 2) ---------------------------------
+    world_size: int | None = None  # DDP processes (ranks, one per GPU) training the run; None: 1 (torchrun: its
+    # WORLD_SIZE); the batch is split among them. Recorded in the run's numerics, not in its key
+    workers: int | None = None  # DataLoader worker processes per rank decoding streamed images; None: by CPUs
 
     def __post_init__(self) -> None:
         """Refuse impossible values at once (the one validator, :mod:`rethinkgen.train.validate`), and store
@@ -99,10 +104,13 @@ class TrainConfig:
 
 
 # Fields that do not name the experiment, so they are left out of the run key: where its data lives, the
-# evaluation batch, the device, the memory format and the captured step — whose effect on the floats (the
-# order of float operations; the learning rate read as float32 by a captured step) each run records as its
-# numerics (rethinkgen.train.numerics; a resume with other numerics is refused).
-KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last", "cuda_graphs"})
+# evaluation batch, the device, the memory format, the captured step and the number of DDP processes —
+# whose effect on the floats (the order of float operations; the learning rate read as float32 by a captured
+# step; per-process BatchNorm batches) each run records as its numerics (rethinkgen.train.numerics; a resume
+# with other numerics is refused) — and the DataLoader workers, which change nothing computed (each image's
+# augmentation is drawn from its own seed).
+KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last", "cuda_graphs", "world_size",
+                          "workers"})
 
 
 # Fields added after run keys were first stored: left out of the canonical JSON while None (their

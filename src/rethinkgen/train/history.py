@@ -161,12 +161,14 @@ def run_summary(history: RunHistory, config: TrainConfig, *, n_params: int, real
     rely on them)."""
     steps_per_epoch = -(-n_train // config.batch_size)
     last = history.metrics[-1] if history.metrics else {}
-    tests = [r["test_acc"] for r in history.metrics if r.get("test_acc") is not None]
     return {
         "status": history.status,
         "train_acc": last.get("train_acc"),
         "test_acc": last.get("test_acc"),
-        "best_test_acc": max(tests) if tests else None,
+        "best_test_acc": best_along_training(history.metrics, "test_acc"),
+        "train_acc_top5": last.get("train_acc_top5"),
+        "test_acc_top5": last.get("test_acc_top5"),
+        "best_test_acc_top5": best_along_training(history.metrics, "test_acc_top5"),
         "converged_step": history.converged_step,
         "converged_epoch": history.converged_epoch,
         "converged_train_acc": history.converged_train_acc,
@@ -187,6 +189,13 @@ def run_summary(history: RunHistory, config: TrainConfig, *, n_params: int, real
         "hardware": hardware_description(device),
         "warnings": schedule_warnings(config, n_train),  # train.schedule: a learning rate starved early
     }
+
+
+def best_along_training(rows: Sequence[dict[str, Any]], key: str) -> float | None:
+    """The largest ``key`` over the epoch rows (epoch 0, the untrained model, included), None if no row
+    has it: Table 2's parentheses, "the best test accuracy along the training process" (paper §3.1)."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return max(values) if values else None
 
 
 def hardware_description(device: torch.device) -> str:

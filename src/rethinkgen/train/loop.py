@@ -25,13 +25,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from rethinkgen.seeding import stream_seed
 from rethinkgen.train.allocator import keep_freed_memory
 from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.data import PreparedData, prepare_data
 from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, resume_numerics, run_summary
+from rethinkgen.train.losses import training_loss
 from rethinkgen.train.metrics import autocast_context, evaluate, predict_correct
 from rethinkgen.train.numerics import plan_numerics
 from rethinkgen.train.progress import Progress
@@ -39,6 +39,8 @@ from rethinkgen.train.resolve import STEP_MODES, eval_batch_size, resolve_config
 from rethinkgen.train.rng import seeded
 from rethinkgen.train.schedule import decay_period, last_step_lr, lr_at
 from rethinkgen.train.step import StaticStep
+from rethinkgen.train.streaming.run import train_streamed
+from rethinkgen.train.streaming.select import streams
 
 __all__ = ["train", "resolve_config", "select_device", "Trainer"]
 
@@ -208,8 +210,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast_context(self.device.type, self.autocast):
-            logits = self.forward(self._batch(index, augment))  # (B, K)
-        loss = F.cross_entropy(logits.float(), self.data.y_train[index])
+            output = self.forward(self._batch(index, augment))  # (B, K), or ((B, K), (B, K)) with aux logits
+        loss = training_loss(output, self.data.y_train[index])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -226,14 +228,15 @@ class Trainer:
     def evaluate_row(self, train_loss: float | None) -> dict[str, Any]:
         """The per-epoch metrics row (keys fixed: the results store relies on them)."""
         c, d, h = self.config, self.data, self.history
-        tr = evaluate(self.forward, d.x_train, d.y_train, self.eval_batch_size, d.changed, self.autocast)
-        te = evaluate(self.forward, d.x_test, d.y_test, self.eval_batch_size, None, self.autocast)
+        tr = evaluate(self.forward, d.x_train, d.y_train, self.eval_batch_size, d.changed, self.autocast, d.num_classes)
+        te = evaluate(self.forward, d.x_test, d.y_test, self.eval_batch_size, None, self.autocast, d.num_classes)
         lr_now = last_step_lr(c.lr, c.lr_decay, self.period, h.samples_seen, d.n_train, c.batch_size)
         return {
             "epoch": h.epoch, "step": h.step, "samples_seen": h.samples_seen, "lr": lr_now,
             "train_loss": train_loss, "train_eval_loss": tr.loss, "train_acc": tr.acc,
             "train_acc_corrupted": tr.acc_changed, "train_acc_clean": tr.acc_unchanged,
             "test_loss": te.loss, "test_acc": te.acc, "wall_time_s": h.wall_time_s,
+            "train_acc_top5": tr.acc_top5, "test_acc_top5": te.acc_top5,
         }
 
     # ---------------------------------------------------------------- the run
@@ -274,14 +277,18 @@ class Trainer:
 
 
 def train(config: TrainConfig | None = None, *, callbacks: Iterable[Any] = (), resume: dict | None = None,
-          progress: bool = False, **overrides: Any) -> dict[str, Any]:
+          progress: bool = False, run_dir: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Train one run and return its summary (see the module docstring).
 
     ``train(TrainConfig(...))`` or ``train(data="mnist1d", corruption="random_labels", ...)``; keyword
-    overrides replace fields of ``config``. ``resume`` is a dict from ``Trainer.checkpoint()``.
+    overrides replace fields of ``config``. ``resume`` is a dict from ``Trainer.checkpoint()``. Datasets
+    streamed from disk (``imagenet``) are trained by :func:`rethinkgen.train.streaming.run.train_streamed`,
+    which writes the run's label file into ``run_dir`` (ignored for the others).
     """
     config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
     resolved = resolve_config(config)
+    if streams(resolved):  # ImageNet: read from disk by DataLoader workers, on one or several processes
+        return train_streamed(resolved, callbacks=callbacks, resume=resume, progress=progress, run_dir=run_dir)
     device = select_device(resolved.device)
     trainer = Trainer(resolved, device)
     if device.type == "cpu":  # after the data is loaded: no per-step page faults on the activations

@@ -16,6 +16,9 @@ computed, and a run whose numbers change half-way through is neither the one nor
 - **channels_last**: NHWC image tensors pick other convolution kernels;
 - **TF32** (CUDA only): float32 convolutions / matrix products rounded to TF32 inputs
   (``torch.backends.cudnn.allow_tf32``, ``torch.backends.cuda.matmul.allow_tf32``).
+- **world size**: the DDP processes a run is split over (``torchrun``, :mod:`rethinkgen.train.streaming`):
+  each computes BatchNorm statistics on its share of the batch and the gradients are averaged across
+  them.
 
 :func:`plan_numerics` is the one place where the trainers decide these (the single trainer and the
 fused group read their autocast, memory format and compile switches from it), so what is recorded is
@@ -46,7 +49,7 @@ __all__ = ["COMPARED", "Numerics", "NumericsMismatchError", "check_resume", "des
            "numerics_here", "plan_numerics"]
 
 # The fields a resume must keep. Each names its own fix (see ``_FIXES``).
-COMPARED = ("device", "autocast", "threads", "graph", "channels_last", "tf32")
+COMPARED = ("device", "autocast", "threads", "graph", "channels_last", "tf32", "world_size")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Numerics:
     graph: str | None = None  # "torch.compile" (compiled forward) | "cuda_graph" (captured step); None: eager
     channels_last: bool = False  # image tensors and weights stored NHWC (channels last)
     tf32: str | None = None  # CUDA: TF32 for "conv", "matmul", "conv+matmul" or "off"; None off CUDA
+    world_size: int = 1  # DDP processes training the run together (each BatchNorm sees batch_size / world_size)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +125,7 @@ def plan_numerics(config: Any, device: torch.device | str, layout: str, threads:
         graph="torch.compile" if cuda and config.compile else ("cuda_graph" if step == "captured" else None),
         channels_last=channels_last,
         tf32=_tf32() if cuda else None,
+        world_size=int(getattr(config, "world_size", None) or 1),
     )
 
 
@@ -154,6 +159,8 @@ def describe(numerics: dict[str, Any] | None) -> str:
         parts.append(_GRAPH_WORDS.get(n.graph, n.graph))
     if n.tf32 is not None:
         parts.append(f"TF32 {n.tf32}")
+    if n.world_size != 1:
+        parts.append(f"{n.world_size} DDP processes")
     return ", ".join(parts)
 
 
@@ -171,6 +178,8 @@ def _value(field: str, value: Any) -> str:
         return "channels_last" if value else "contiguous (NCHW)"
     if field == "tf32":
         return "no TF32 setting (not CUDA)" if value is None else f"TF32 {value}"
+    if field == "world_size":
+        return f"{value} DDP process{'es' if value != 1 else ''}"
     return str(value)
 
 
@@ -206,6 +215,9 @@ def fixes(saved: Numerics, now: Numerics, context: str) -> list[str]:
     if saved.device == now.device == "cuda" and saved.tf32 != now.tf32 and saved.tf32 is not None:
         out.append(f"torch.backends.cudnn.allow_tf32 = {'conv' in saved.tf32} and "
                      f"torch.backends.cuda.matmul.allow_tf32 = {'matmul' in saved.tf32} in the training process")
+    if saved.world_size != now.world_size:
+        out.append(f"--world-size {saved.world_size}" if sweep
+                   else f"{saved.world_size} processes (torchrun --nproc-per-node {saved.world_size})")
     if saved.device == now.device and (saved.autocast, saved.graph, saved.channels_last) != \
             (now.autocast, now.graph, now.channels_last):
         out.append("the rethinkgen version and settings (amp, compile, channels_last, cuda_graphs) it was trained "

@@ -111,9 +111,14 @@ def step_mode(config: TrainConfig, device_type: str) -> str:
     ``config.cuda_graphs``: True asks for the static step everywhere (captured on CUDA, run uncaptured on
     the CPU — where the tests check it), False for the eager one; None (default) captures on CUDA unless
     the run uses dropout or ``compile`` (eager there: dropout draws inside a graph and a compiled forward
-    under capture are not verified on a device yet). Raises ConfigError for a device without the static
-    step (MPS: no tensor learning rate in torch's fused SGD checked there).
+    under capture are not verified on a device yet). Data streamed from disk always takes eager steps.
+    Raises ConfigError for a device without the static step (MPS: no tensor learning rate in torch's fused
+    SGD checked there).
     """
+    from rethinkgen.train.streaming.select import streams
+
+    if streams(config):  # streamed data (imagenet): batches come from DataLoader workers, not device tables
+        return "eager"
     wanted = config.cuda_graphs
     if wanted is None:
         wanted = device_type == "cuda" and config.dropout == 0 and not config.compile
@@ -152,6 +157,13 @@ def validate(c: TrainConfig, *, dataset_layout: str, model_layouts: tuple[str, .
         if not ok:
             problems.append(message)
 
+    need(c.world_size is None or c.batch_size % c.world_size == 0,
+         f"batch_size {c.batch_size} is split over world_size={c.world_size} processes: use a multiple of it")
+    if (c.world_size or 1) > 1 or c.workers is not None:
+        from rethinkgen.train.streaming.select import streams
+
+        need(streams(c), f"world_size and workers are for data streamed from disk (imagenet); {c.data} lives in "
+             "memory and trains on one process (a sweep runs many such runs at once)")
     need(dataset_layout in model_layouts,
          f"model {c.model} takes {'/'.join(model_layouts)} inputs but dataset {c.data} is {dataset_layout} data; "
          "choose a model for it with `rethinkgen list models`")

@@ -43,8 +43,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
+from rethinkgen.train.losses import training_loss
 from rethinkgen.train.metrics import autocast_context
 
 if TYPE_CHECKING:
@@ -210,8 +210,8 @@ class StaticStep:
             if t.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast_context(t.device.type, t.autocast, cache=False):
-            logits = t.forward(xb)  # (B, K)
-        loss = F.cross_entropy(logits.float(), d.y_train[index])
+            output = t.forward(xb)  # (B, K), or ((B, K), (B, K)) with auxiliary logits (Inception V3)
+        loss = training_loss(output, d.y_train[index])
         grads = torch.autograd.grad(loss, self.params)
         with torch.no_grad():
             grads = [like_param(g, p) for g, p in zip(grads, self.params, strict=True)]

@@ -28,7 +28,7 @@ from rethinkgen.errors import ConfigError
 __all__ = ["RULES", "check_config", "check_option", "config_problems", "field_problem", "normalized"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-STANDARDIZE = ("per_image", "per_feature", "none")
+STANDARDIZE = ("per_image", "per_feature", "inception", "none")
 
 
 def _finite(v: float) -> bool:
@@ -54,6 +54,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "target_train_acc": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
     "crop": (lambda v: v >= 0, ">= 0 pixels (0: none)"),
     "seed": (lambda v: v >= 0, ">= 0"),
+    "world_size": (lambda v: v >= 1, ">= 1 processes"),
+    "workers": (lambda v: v >= 0, ">= 0 DataLoader processes"),
     "device": (lambda v: v in DEVICES, "one of " + ", ".join(DEVICES)),
     "standardize": (lambda v: v in STANDARDIZE, "one of " + ", ".join(STANDARDIZE)),
 }

@@ -16,6 +16,8 @@ Datasets (``list_datasets()``; each loader module documents its format and check
   (``load_dataset("npz", path="data.npz")``);
 - ``folder``: the user's images in class folders, torchvision's ImageFolder layout
   (``load_dataset("folder", path="ROOT", size=32)``).
+- ``imagenet``: a local ILSVRC-2012 copy (Table 2), streamed from disk by the trainer, never loaded
+  into memory (its spec's ``index`` lists the files; :mod:`~rethinkgen.data.sources.imagenet`).
 
 Every loader returns the full :class:`~rethinkgen.data.dataset.Dataset`; :func:`load_dataset` checks
 the options, then draws seeded subsets (stream "data") when ``n_train``/``n_test`` ask for them.
@@ -34,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from rethinkgen.data.dataset import Dataset
-from rethinkgen.data.sources import arrays, cifar10, fashion_mnist, folder, idx, mnist, mnist1d, synthetic
+from rethinkgen.data.sources import arrays, cifar10, fashion_mnist, folder, idx, imagenet, mnist, mnist1d, synthetic
 from rethinkgen.data.sources.download import Log, stderr_log
 from rethinkgen.data.sources.messages import interface, option
 from rethinkgen.errors import ConfigError
@@ -63,6 +65,8 @@ class DatasetSpec:
     crop: int | None = None  # paper default centre crop (cifar10: 28, App. A), None for others
     standardize: str = "none"  # default preprocessing: "per_image" | "per_feature" | "none"
     defaults: dict = field(default_factory=dict)  # keys among "lr", "epochs", "lr_decay_every"
+    index: Callable[..., Any] | None = None  # streamed sources: index(data_dir, seed, n_train=, n_test=) -> file
+    # lists (imagenet.ImagenetSplits); their ``load`` refuses, the trainer streams (rethinkgen.data.stream)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -102,6 +106,15 @@ _register(DatasetSpec(
     description="Gaussian inputs with a planted linear label rule; option shape: (C,H,W) image "
                 "(default 3x32x32), (C,L) signal or (D,) vector",
     standardize="per_feature",
+))
+_register(DatasetSpec(
+    name="imagenet", load=imagenet.load, layout="image", needs_files=True, fetch=imagenet.fetch,
+    locate=imagenet.locate,
+    description="ILSVRC-2012 (Table 2): 1,281,167/50,000 images, 1,000 classes, from your local copy "
+                "(torchvision's ImageNet root or train/<wnid>/, val/<wnid>/), streamed from disk; never downloaded",
+    crop=299, standardize="inception", index=imagenet.index,
+    # App. A: TF Inception training (no epoch count stated); lr x0.94 every 2 epochs as Inception V3's
+    defaults={"lr": 0.1, "epochs": 100, "lr_decay_every": 2 * 1_281_167},
 ))
 _register(DatasetSpec(
     name="npz", load=arrays.load, layout="any", needs_files=True, fetch=None,

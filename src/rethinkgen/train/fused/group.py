@@ -23,7 +23,7 @@ from rethinkgen.train.fused.mlp import linear_plan, mlp_forward
 from rethinkgen.train.fused.run import Run
 from rethinkgen.train.fused.step import FusedStaticStep
 from rethinkgen.train.loop import make_optimizer, select_device, train
-from rethinkgen.train.metrics import autocast_context, summarize
+from rethinkgen.train.metrics import TOPK, autocast_context, summarize, topk_correct
 from rethinkgen.train.numerics import plan_numerics
 from rethinkgen.train.progress import Progress
 from rethinkgen.train.resolve import STEP_MODES, eval_batch_size, resolve_config, step_mode
@@ -366,13 +366,14 @@ class FusedGroup:
     def _train_accuracy(self, slots: list[int]) -> torch.Tensor:
         """Training-set accuracies (K',) of the runs at ``slots``, in eval mode, left on the device."""
         subset = None if len(slots) == len(self.runs) else torch.tensor(slots, device=self.device)
-        _, correct = self._predict(self.x_train, self.y_train, subset)
+        _, correct, _ = self._predict(self.x_train, self.y_train, subset, top5=False)
         return correct.float().mean(dim=1)
 
-    def _predict(self, inputs: Inputs, y: torch.Tensor, runs: torch.Tensor | None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample loss and correctness (K', M) of the runs ``runs`` (None: all active) on ``inputs``,
-        in eval mode (BatchNorm: running statistics, not updated); the template's mode is restored."""
+    def _predict(self, inputs: Inputs, y: torch.Tensor, runs: torch.Tensor | None, top5: bool = True
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Per-sample loss, top-1 and top-5 correctness (K', M) of the runs ``runs`` (None: all active) on
+        ``inputs`` (top-5: None unless ``top5``), in eval mode (BatchNorm: running statistics, not
+        updated); the template's mode is restored."""
         params = self.params if runs is None else {n: p[runs] for n, p in self.params.items()}
         stats = self.stats if runs is None else {n: b[runs] for n, b in self.stats.items()}
         was_training = self.template.training
@@ -383,6 +384,7 @@ class FusedGroup:
         # between the chunks' freed activations in the malloc heap and keep it from being reused
         losses = torch.empty(y.shape, device=self.device)
         correct = torch.empty(y.shape, dtype=torch.bool, device=self.device)
+        correct5 = torch.empty(y.shape, dtype=torch.bool, device=self.device) if top5 else None
         with torch.inference_mode(), autocast_context(self.device.type, self.autocast):
             # eval_batch_size samples *in all*, split over the runs: the activations of a chunk stay the
             # size of one run's (K times larger ones fall out of the cache and run several times slower)
@@ -394,28 +396,33 @@ class FusedGroup:
                 losses[:, start:start + chunk] = F.cross_entropy(logits.flatten(0, 1), target.flatten(),
                                                                  reduction="none").view(target.shape)
                 correct[:, start:start + chunk] = logits.argmax(dim=-1) == target
+                if correct5 is not None:
+                    correct5[:, start:start + chunk] = topk_correct(logits.flatten(0, 1), target.flatten()
+                                                                    ).view(target.shape)
         self.template.train(was_training)
-        return losses, correct
+        return losses, correct, correct5
 
     def evaluate_rows(self, runs: list[Run], train_losses: list[float | None]) -> list[dict[str, Any]]:
         """The per-epoch rows of ``runs`` (all active, or a subset for epoch 0), as Trainer.evaluate_row."""
         subset = None
         if len(runs) != len(self.runs):
             subset = torch.tensor([r.slot for r in runs], device=self.device, dtype=torch.long)
-        tr_loss, tr_ok = self._predict(self.x_train, self.y_train, subset)
-        te_loss, te_ok = self._predict(self.x_test, self.y_test, subset)
+        top5 = self.num_classes > TOPK
+        tr_loss, tr_ok, tr_ok5 = self._predict(self.x_train, self.y_train, subset, top5)
+        te_loss, te_ok, te_ok5 = self._predict(self.x_test, self.y_test, subset, top5)
         changed = self.changed if subset is None else self.changed[subset]
         rows = []
         for j, (run, train_loss) in enumerate(zip(runs, train_losses, strict=True)):
             c, h = run.config, run.history
-            tr = summarize(tr_loss[j], tr_ok[j], changed[j])
-            te = summarize(te_loss[j], te_ok[j], None)
+            tr = summarize(tr_loss[j], tr_ok[j], changed[j], tr_ok5[j] if top5 else None, self.num_classes)
+            te = summarize(te_loss[j], te_ok[j], None, te_ok5[j] if top5 else None, self.num_classes)
             rows.append({
                 "epoch": h.epoch, "step": h.step, "samples_seen": h.samples_seen,
                 "lr": last_step_lr(c.lr, c.lr_decay, run.period, h.samples_seen, self.n_train, c.batch_size),
                 "train_loss": train_loss, "train_eval_loss": tr.loss, "train_acc": tr.acc,
                 "train_acc_corrupted": tr.acc_changed, "train_acc_clean": tr.acc_unchanged,
                 "test_loss": te.loss, "test_acc": te.acc, "wall_time_s": h.wall_time_s,
+                "train_acc_top5": tr.acc_top5, "test_acc_top5": te.acc_top5,
             })
         return rows
 

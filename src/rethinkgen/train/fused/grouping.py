@@ -44,6 +44,11 @@ def _run_refusal(config: TrainConfig) -> str | None:
     if config.dropout > 0:
         return (f"dropout={config.dropout:g}: dropout masks are drawn from the global RNG in the single "
                 "trainer's order, which a vmapped model cannot reproduce per run")
+    from rethinkgen.train.streaming.select import streaming_refusal
+
+    refusal = streaming_refusal(config)
+    if refusal is not None:
+        return refusal
     return _model_refusal(config.model)
 
 

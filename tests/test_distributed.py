@@ -1,0 +1,208 @@
+"""Runs on several processes: DistributedDataParallel under torchrun (2 CPU processes, gloo), labels identical on
+every rank, resume of a 2-process run bit for bit, the spawned launcher, and where Ray places such a run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import imagenet_files as files
+import rethinkgen
+from rethinkgen.data.sources.imagenet import index
+from rethinkgen.data.stream.labels import draw_labels, labels_sha256, load_labels
+from rethinkgen.errors import ConfigError
+from rethinkgen.train.config import TrainConfig, run_key
+from rethinkgen.train.resolve import resolve_config
+
+SRC = str(Path(rethinkgen.__file__).resolve().parents[1])
+SCRIPT = str(Path(__file__).with_name("distributed_script.py"))
+# the run of distributed_script.py, as command-line options
+CLI = ["--data", "imagenet", "--model", "mlp_1x512", "--crop", "16", "--epochs", "2", "--batch-size", "8", "--lr",
+       "0.05", "--corruption", "random_labels", "--device", "cpu", "--workers", "2", "--augment", "--flip", "--seed",
+       "5", "--quiet", "--json"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def torchrun(tmp_path_factory):
+    """distributed_script.py on 2 processes; then the CLI on 2 processes (`--nproc-per-node 2`): the same run
+    stopped after its first epoch, and `--resume` of it."""
+    tree = files.plain_tree(tmp_path_factory.mktemp("tree"))
+    out = tmp_path_factory.mktemp("out")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", SCRIPT,
+              str(tree), str(out)]
+    done = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cli = [sys.executable, "-m", "rethinkgen", "train", "--nproc-per-node", "2"]
+    stop = subprocess.run([*cli, *CLI, "--data-dir", str(tree), "--out", str(out / "stopped"), "--stop-after", "1"],
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert stop.returncode == 0, stop.stderr[-3000:]
+    resumed = subprocess.run([*cli, "--resume", str(out / "stopped"), "--json"], env=_env(), capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return tree, out, stop, resumed
+
+
+def test_two_ranks_and_their_workers_deliver_the_runs_labels_in_every_epoch(torchrun):
+    tree, out, _, _ = torchrun
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    labels = load_labels(out / "straight" / "labels.npy")
+    assert np.array_equal(labels, draw_labels(index(tree).train.targets, 4, "random_labels", None, 5).labels)
+    assert {r["labels_sha256"] for r in ranks} == {labels_sha256(labels)}  # the same array on both ranks
+    for epoch in (1, 2):
+        shares = [{i: y for e, i, y in r["seen"] if e == epoch} for r in ranks]
+        assert not set(shares[0]) & set(shares[1])  # DistributedSampler: disjoint shares (24 = 2 x 12)
+        both = {**shares[0], **shares[1]}
+        assert both == dict(enumerate(labels.tolist()))  # every image once, with its drawn label
+    assert (out / "stopped" / "labels.npy").read_bytes() == (out / "straight" / "labels.npy").read_bytes()
+
+
+def test_a_two_process_run_resumed_from_its_checkpoint_matches_the_straight_run_bit_for_bit(torchrun):
+    _, out, stop, resumed = torchrun
+    straight = json.loads((out / "straight.json").read_text())
+    assert "stopped after epoch 1 (--stop-after)" in stop.stderr
+    assert "resuming after epoch 1" in resumed.stderr
+    rows = list(csv.DictReader((out / "stopped" / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    for ours, ref in zip(rows, straight["metrics"], strict=True):
+        for key in ("train_loss", "train_eval_loss", "train_acc", "test_loss", "test_acc", "samples_seen", "step"):
+            value = None if ours[key] == "" else float(ours[key])
+            assert value == ref[key], (key, ref["epoch"])  # CPU, gloo: exactly equal
+    summary = json.loads(resumed.stdout)
+    assert summary["numerics"]["world_size"] == 2 and summary["status"] == "max_epochs"
+    assert summary["labels_sha256"] == labels_sha256(load_labels(out / "stopped" / "labels.npy"))
+
+
+def test_spawned_ranks_train_like_one_process_for_a_model_without_batchnorm(tmp_path):
+    """world_size=2 outside torchrun starts 2 local processes (a sweep's worker); for an MLP the 2 x 4 images of
+    each step are the 8 a single process takes (DistributedSampler interleaves one permutation), so the
+    numbers agree with the single-process run within float tolerance (gradients summed in another order)."""
+    from rethinkgen.train.loop import train
+
+    tree = files.plain_tree(tmp_path / "tree")
+    base = dict(data="imagenet", data_dir=str(tree), model="mlp_1x512", crop=16, epochs=2, batch_size=8, lr=0.05,
+                corruption="random_labels", device="cpu", workers=0, augment=True, flip=True, seed=2)
+    epochs = []
+
+    class Epochs:
+        def on_epoch_end(self, row, logged, state):
+            epochs.append((row["epoch"], state.checkpoint()["epoch"], state.history.finished))
+
+    two = train(**base, world_size=2, callbacks=[Epochs()], run_dir=str(tmp_path / "two"))
+    one = train(**base)
+    assert epochs == [(0, 0, False), (1, 1, False), (2, 2, True)]  # rank 0's reports, replayed here
+    assert two["numerics"]["world_size"] == 2 and two["labels_sha256"] == one["labels_sha256"]
+    assert (tmp_path / "two" / "labels.npy").is_file()
+    for a, b in zip(two["metrics"], one["metrics"], strict=True):
+        assert a["train_eval_loss"] == pytest.approx(b["train_eval_loss"], rel=1e-5)
+        assert a["test_acc"] == b["test_acc"] and a["samples_seen"] == b["samples_seen"]
+
+
+def test_world_size_is_checked_before_any_work(tmp_path):
+    tree = files.plain_tree(tmp_path / "tree", n_train=1, n_val=1)
+    with pytest.raises(ConfigError, match="streamed from disk"):
+        resolve_config(TrainConfig(data="mnist1d", world_size=2))
+    with pytest.raises(ConfigError, match="multiple of it"):
+        resolve_config(TrainConfig(data="imagenet", world_size=3, batch_size=8))
+    base = resolve_config(TrainConfig(data="imagenet", data_dir=str(tree)))
+    assert run_key(base) == run_key(base.replace(world_size=4, workers=8))  # the experiment is the same ...
+    from rethinkgen.train.numerics import plan_numerics
+
+    assert plan_numerics(base.replace(world_size=4), "cpu", "image").world_size == 4  # ... its numerics are not
+    from rethinkgen.train.streaming.distributed import context
+
+    if "RANK" not in os.environ:
+        import torch
+
+        with pytest.raises(ConfigError, match="torchrun --nproc-per-node 2"):
+            context(2, torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------------------- Ray placement
+class FakeRay:
+    """Records the options of every task submitted; the tasks never run (their results raise)."""
+
+    def __init__(self, resources):
+        self.resources, self.submitted = resources, []
+
+    def is_initialized(self):
+        return True
+
+    def cluster_resources(self):
+        return self.resources
+
+    def remote(self, target=None, **_):
+        if target is None:  # ray.remote(num_cpus=0)(cls)
+            return self.remote
+        ray = self
+
+        class Handle:
+            def options(self, **options):
+                ray.submitted.append(options)
+                return self
+
+            def remote(self, *args):
+                if isinstance(target, type):  # the event sink actor
+                    return type("Sink", (), {"take": type("M", (), {"remote": staticmethod(lambda: "events")})()})()
+                return ("ref", len(ray.submitted))
+
+        return Handle()
+
+    def wait(self, refs, num_returns, timeout):
+        return list(refs), []
+
+    def get(self, ref):
+        if ref == "events":
+            return []
+        if isinstance(ref, list):
+            return ref
+        raise RuntimeError("fake task")
+
+    def kill(self, *_):
+        pass
+
+    def cancel(self, *_, **__):
+        pass
+
+
+@pytest.mark.parametrize(("device", "resources", "gpus"), [("auto", {"CPU": 64.0, "GPU": 16.0}, 8.0),
+                                                            ("cuda", {"CPU": 64.0, "GPU": 16.0}, 8.0),
+                                                            ("cpu", {"CPU": 64.0, "GPU": 16.0}, 0.0),
+                                                            ("auto", {"CPU": 64.0}, 0.0)])
+def test_ray_asks_for_a_node_with_the_runs_gpus(monkeypatch, device, resources, gpus):
+    from rethinkgen.sweep import ray_executor
+    from rethinkgen.sweep.worker import Event, RunTask, WorkItem
+
+    fake = FakeRay(resources)
+    monkeypatch.setattr(ray_executor, "import_ray", lambda: fake)
+    big = TrainConfig(data="imagenet", model="inception_v3", world_size=8, workers=3, device=device)
+    small = TrainConfig(data="mnist1d", device=device)
+    items = [WorkItem([RunTask(run_key(big), "table2", big)]), WorkItem([RunTask(run_key(small), "small", small)])]
+    executor = ray_executor.RayExecutor()
+    assert executor.task_options(items[0]) == {"num_cpus": 32.0, "num_gpus": gpus}  # 8 ranks x (1 + 3 workers)
+    events: list[Event] = []
+    executor.run(iter(items), events.append)
+    small_gpus = 0.25 if "GPU" in resources else 0.0
+    assert fake.submitted == [{"max_retries": 2, "num_cpus": 32.0, "num_gpus": gpus},
+                              {"max_retries": 2, "num_cpus": 1, "num_gpus": small_gpus}]
+    assert [e.kind for e in events] == ["failed", "failed"]  # the fake tasks raise: recorded, not lost
+
+
+def test_streamed_runs_record_eager_steps_wherever_they_would_resume():
+    from rethinkgen.train.numerics import plan_numerics
+    from rethinkgen.train.resolve import step_mode
+
+    config = resolve_config(TrainConfig(data="imagenet", model="inception_v3", dropout=0.0))
+    assert step_mode(config, "cuda") == step_mode(config, "cpu") == "eager"  # never the captured in-memory step
+    assert plan_numerics(config, "cuda", "image").graph is None  # what `--resume` compares with the checkpoint

@@ -1,0 +1,278 @@
+"""The ``imagenet`` source and its streamed pipeline on generated JPEG trees in both real layouts (torchvision's
+ImageNet root with the three archives; a plain train/<wnid>, val/<wnid> tree). CPU only; exact comparisons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import imagenet_files as files
+from rethinkgen.data.sources import DATASETS, load_dataset
+from rethinkgen.data.sources.folder import scan_split
+from rethinkgen.data.sources.imagenet import index
+from rethinkgen.data.stream.labels import draw_labels
+from rethinkgen.data.stream.loader import EpochOrder, Shard, StreamedImages, decode_rgb, make_loader
+from rethinkgen.data.stream.transforms import ImageTransform, eval_resize, model_input
+from rethinkgen.errors import ConfigError, DatasetNotFoundError
+
+CLASSES = files.WNIDS
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    return files.plain_tree(tmp_path_factory.mktemp("plain"))
+
+
+@pytest.fixture
+def archives(tmp_path, monkeypatch):
+    md5 = files.torchvision_root(tmp_path / "ilsvrc")
+    files.patch_md5(monkeypatch, md5)
+    return tmp_path / "ilsvrc"
+
+
+def test_plain_tree_loads_in_imagefolder_order(plain):
+    splits = index(plain)
+    assert splits.layout == "folders" and splits.classes == CLASSES and splits.num_classes == 4
+    assert (len(splits.train), len(splits.test)) == (24, 12)
+    assert splits.train.targets.tolist() == [c for c in range(4) for _ in range(6)]
+    assert splits.test.targets.tolist() == [c for c in range(4) for _ in range(3)]
+    assert splits.train.path(0).endswith("train/n01440764/n01440764_0.JPEG")
+    assert splits.meta["layout"] == "folders" and splits.meta["n_train_available"] == 24
+
+
+def test_torchvision_root_is_parsed_and_extracted_by_torchvision(archives):
+    splits = index(archives)  # torchvision verifies the MD5s, reads meta.mat, extracts and sorts val/
+    assert splits.layout == "torchvision" and splits.classes == CLASSES
+    assert splits.class_names == ("tench", "goldfish", "great white shark", "tiger shark")  # non-leaf synset skipped
+    assert (archives / "meta.bin").is_file() and (archives / "train" / CLASSES[0]).is_dir()
+    assert splits.train.targets.tolist() == [c for c in range(4) for _ in range(6)]
+    # each validation image carries the devkit's label for its file (sorted file names, as torchvision)
+    truth = files.val_labels_of(archives)
+    for path, target in zip(splits.test.files, splits.test.targets, strict=True):
+        number = int(path.decode().split("_")[-1].split(".")[0])  # ILSVRC2012_val_000000NN.JPEG
+        assert target == truth[number - 1]
+    again = index(archives)  # extracted: read from the folders without the archives' work
+    assert np.array_equal(again.test.targets, splits.test.targets)
+
+
+def test_a_validation_folder_extracted_by_hand_is_labelled_from_the_devkit(archives):
+    import shutil
+    import tarfile
+
+    (archives / "ILSVRC2012_img_val.tar").rename(archives / "val.tar")
+    with tarfile.open(archives / "val.tar") as tar:
+        tar.extractall(archives / "val", filter="data")  # flat: 12 images, no class folders
+    splits = index(archives)
+    truth = files.val_labels_of(archives)
+    assert splits.test.targets.tolist() == truth  # sorted file names = archive order
+    assert all(b"/" not in p.split(b"val/", 1)[1] for p in splits.test.files)  # no file was moved
+    shutil.rmtree(archives / "val")
+
+
+def test_missing_parts_are_named(tmp_path, archives):
+    with pytest.raises(DatasetNotFoundError, match="no ILSVRC-2012 copy .*image-net.org"):
+        index(tmp_path / "nothing")
+    (archives / "ILSVRC2012_img_val.tar").unlink()
+    with pytest.raises(DatasetNotFoundError, match=r"lacks ILSVRC2012_img_val.tar \(or its extracted val/ folder\)"):
+        index(archives)
+    (archives / "ILSVRC2012_devkit_t12.tar.gz").unlink()
+    (archives / "ILSVRC2012_img_train.tar").unlink()
+    with pytest.raises(DatasetNotFoundError):
+        index(archives)
+
+
+def test_plain_tree_errors(tmp_path):
+    tree = files.plain_tree(tmp_path / "t", n_train=2, n_val=1)
+    (tree / "val" / "n09999999").mkdir()
+    (tree / "val" / "n09999999" / "x.JPEG").write_bytes(files.image_bytes(0, 0))
+    with pytest.raises(ConfigError, match="n09999999 have no training folder"):
+        index(tree)
+    flat = files.plain_tree(tmp_path / "f", n_train=2, n_val=0)
+    import shutil
+
+    shutil.rmtree(flat / "val")
+    (flat / "val").mkdir()
+    (flat / "val" / "ILSVRC2012_val_00000001.JPEG").write_bytes(files.image_bytes(0, 0))
+    with pytest.raises(ConfigError, match="no class folders, so their labels are unknown"):
+        index(flat)
+
+
+def test_the_source_is_registered_and_never_loads_into_memory(plain):
+    spec = DATASETS.get("imagenet")
+    assert spec.index is not None and spec.crop == 299 and spec.standardize == "inception"
+    with pytest.raises(ConfigError, match="streams"):
+        load_dataset("imagenet", plain)
+    sub = index(plain, seed=3, n_train=10, n_test=5)
+    assert len(sub.train) == 10 and len(sub.test) == 5
+    assert np.array_equal(index(plain, seed=3, n_train=10).train.files, sub.train.files)  # seeded
+
+
+def test_decode_rgb_converts_gray_cmyk_and_png_named_jpeg(plain):
+    split = scan_split(plain / "train")
+    assert split.classes == CLASSES and split.skipped == 0 and len(split.files) == 24
+    for path in split.files:
+        image = decode_rgb(path)
+        assert image.dtype == torch.uint8 and image.shape[0] == 3 and image.shape[1] in (33, 40, 50, 64, 90)
+    gray = decode_rgb(plain / "train" / CLASSES[0] / f"{CLASSES[0]}_1.JPEG")  # saved as grayscale JPEG
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+
+
+def test_transforms_give_the_training_resolution_and_seed_each_image(plain):
+    t = ImageTransform(size=24, resize=eval_resize(24), augment=True, flip=True, augment_seed=5)
+    assert t.resize == 27  # round(24 / 0.875)
+    image = decode_rgb(index(plain).train.path(3))
+    a, b = t.training(image, epoch=1, index=3), t.training(image, epoch=1, index=3)
+    assert a.shape == (3, 24, 24) and torch.equal(a, b)  # per (epoch, image): the same crop wherever decoded
+    assert any(not torch.equal(a, t.training(image, epoch=e, index=3)) for e in (2, 3, 4))  # new crops per epoch
+    state = torch.random.get_rng_state()
+    t.training(image, 1, 3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global generator is left alone
+    plain_t = ImageTransform(24, 27, augment=False, flip=False, augment_seed=5)
+    assert torch.equal(plain_t.training(image, 1, 3), plain_t.evaluation(image))  # "no augmentation" ablation
+    x = model_input(torch.stack([a, b]), torch.device("cpu"), "inception", channels_last=True)
+    assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(x, a.float()[None] / 127.5 - 1, atol=1e-6)
+
+
+def _labels_seen(data, sampler, workers, epochs):
+    out = []
+    for epoch in epochs:
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        seen = {}
+        for _, y, i in make_loader(data, sampler, batch_size=5, workers=workers):
+            seen.update(zip(i.tolist(), y.tolist(), strict=True))
+        out.append(seen)
+    return out
+
+
+def test_random_labels_are_the_same_in_every_epoch_and_both_workers(plain):
+    splits = index(plain)
+    labels = draw_labels(splits.train.targets, 4, "random_labels", None, seed=11)
+    t = ImageTransform(16, 18, augment=True, flip=True, augment_seed=1)
+    data = StreamedImages(splits.train, labels.labels, "train", t, train_mode=True)
+    order = EpochOrder(len(data), 1, 0, order_seed=9)
+    by_epoch = _labels_seen(data, order, workers=2, epochs=[1, 2])
+    expected = dict(enumerate(labels.labels.tolist()))
+    assert by_epoch[0] == by_epoch[1] == expected  # every image, its drawn label, in each epoch
+    assert labels.realized_noise_rate > 0.5  # they are not the true labels
+    # two ranks: disjoint shares that cover the set, each image with the same label
+    shares = [_labels_seen(data, EpochOrder(len(data), 2, r, 9), workers=0, epochs=[1])[0] for r in (0, 1)]
+    assert not set(shares[0]) & set(shares[1]) and {**shares[0], **shares[1]} == expected
+    test = StreamedImages(splits.test, splits.test.targets, "test", t, train_mode=False)
+    assert _labels_seen(test, Shard(len(test)), 0, [0])[0] == dict(enumerate(splits.test.targets.tolist()))
+
+
+def test_epoch_order_is_seeded_set_per_epoch_and_split_like_distributed_sampler():
+    one = EpochOrder(10, 1, 0, order_seed=4)
+    one.set_epoch(1)
+    first = [i for i, _ in one]
+    one.set_epoch(2)
+    assert sorted(first) == list(range(10)) and [i for i, _ in one] != first
+    one.set_epoch(1)
+    assert [i for i, _ in one] == first and {e for _, e in one} == {1}
+    halves = []
+    for rank in (0, 1):
+        o = EpochOrder(10, 2, rank, order_seed=4)
+        o.set_epoch(1)
+        halves.append([i for i, _ in o])
+    assert halves[0] == first[0::2] and halves[1] == first[1::2]  # the same global order, interleaved
+    assert list(Shard(7, 3, 1)) == [(1, 0), (4, 0)]
+
+
+def test_a_streamed_run_trains_and_records_its_labels(plain, tmp_path):
+    from rethinkgen.data.stream.labels import load_labels
+    from rethinkgen.train.loop import train
+
+    summary = train(data="imagenet", data_dir=str(plain), model="mlp_1x512", crop=16, epochs=2, batch_size=8,
+                    lr=0.05, corruption="random_labels", device="cpu", workers=0, augment=True, flip=True,
+                    run_dir=str(tmp_path / "run"))
+    assert summary["status"] == "max_epochs" and summary["steps"] == 6 and len(summary["metrics"]) == 3
+    labels = load_labels(summary["labels_file"], summary["labels_sha256"])
+    assert np.array_equal(labels, draw_labels(index(plain).train.targets, 4, "random_labels", None, 0).labels)
+    assert summary["data"]["layout"] == "folders" and summary["data"]["input_shape"] == [3, 16, 16]
+    row = summary["metrics"][-1]
+    assert row["train_acc_top5"] is None and 0 <= row["test_acc"] <= 1  # 4 classes: no top-5
+    assert summary["numerics"]["world_size"] == 1
+
+
+def test_a_sweep_trains_a_streamed_run_and_stores_its_label_checksum(plain, tmp_path):
+    from rethinkgen.sweep.runner import run_sweep
+    from rethinkgen.sweep.spec import parse_spec
+    from rethinkgen.sweep.store import Store
+
+    spec = parse_spec(f"""
+name = "streamed"
+[defaults]
+data = "imagenet"
+data_dir = "{plain}"
+model = "mlp_1x512"
+crop = 16
+epochs = 2
+batch_size = 8
+lr = 0.05
+device = "cpu"
+workers = 0
+[grid]
+corruption = ["random_labels", "shuffled_pixels"]
+""")
+    result = run_sweep(spec, tmp_path / "s.db", keep_checkpoints=True)
+    assert result.statuses == {"max_epochs": 2} and not result.failed
+    with Store.open(tmp_path / "s.db") as store:
+        runs = {r["config"]["corruption"]: r for r in store.runs()}
+        summary = store.summary(runs["random_labels"]["run_key"])
+        expected = draw_labels(index(plain).train.targets, 4, "random_labels", None, 0)
+        assert summary["labels_sha256"] == expected.sha256 and summary["data"]["layout"] == "folders"
+        assert len(store.epoch_rows(runs["shuffled_pixels"]["run_key"])) == 3
+    from rethinkgen.sweep.checkpoint import decode, load_checkpoint
+
+    loaded, _ = load_checkpoint(tmp_path / "s.db.ckpt" / f"{runs['random_labels']['run_key']}.pt")
+    state = decode(loaded.blob)["state"]
+    assert np.array_equal(state["labels"].numpy(), expected.labels)  # the labels travel with the checkpoint
+
+
+def test_inception_standardization_maps_pixels_to_minus_one_one():
+    from rethinkgen.data.preprocess import Preprocessor
+
+    u8 = torch.tensor([0, 51, 153, 255], dtype=torch.uint8).reshape(1, 1, 2, 2).expand(2, 3, 2, 2)
+    x = u8.float() / 255  # pixels in [0, 1]
+    expected = torch.tensor([-1.0, -0.6, 0.2, 1.0]).reshape(1, 1, 2, 2).expand(2, 3, 2, 2)
+    pre = Preprocessor("image", (3, 2, 2), crop=0, standardize="inception", augment=False, flip=False)
+    assert torch.allclose(pre.eval(x), expected, atol=1e-6)
+    assert torch.allclose(model_input(u8, torch.device("cpu"), "inception", False), expected, atol=1e-6)
+
+
+def test_a_streamed_run_resumed_from_an_epoch_checkpoint_gives_the_same_rows(plain):
+    from rethinkgen.train.loop import train
+
+    base = dict(data="imagenet", data_dir=str(plain), model="mlp_1x512", crop=16, epochs=3, batch_size=8, lr=0.05,
+                corruption="random_labels", device="cpu", workers=1, augment=True, flip=True, seed=4)
+    saved = {}
+
+    class Grab:
+        def on_epoch_end(self, row, logged, trainer):
+            if row["epoch"] == 1:
+                saved["ckpt"] = trainer.checkpoint()
+
+    straight = train(**base, callbacks=[Grab()])
+    assert np.array_equal(saved["ckpt"]["labels"].numpy(), draw_labels(index(plain).train.targets, 4,
+                                                                      "random_labels", None, 4).labels)
+    resumed = train(**base, resume=saved["ckpt"])
+    def numbers(rows):
+        return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
+
+    assert numbers(resumed["metrics"]) == numbers(straight["metrics"])  # CPU, one process: bit for bit
+    assert resumed["step_losses"] == straight["step_losses"] and resumed["labels_sha256"] == straight["labels_sha256"]
+
+
+def test_a_sweep_is_told_before_it_starts_what_of_imagenet_is_missing(tmp_path, archives):
+    from rethinkgen.data.sources import check_available
+
+    check_available("imagenet", archives)  # the three archives: found, nothing read
+    (archives / "ILSVRC2012_devkit_t12.tar.gz").unlink()
+    with pytest.raises(DatasetNotFoundError, match="lacks the devkit ILSVRC2012_devkit_t12.tar.gz"):
+        check_available("imagenet", archives)
+    with pytest.raises(DatasetNotFoundError, match="image-net.org"):
+        check_available("imagenet", tmp_path / "none")
