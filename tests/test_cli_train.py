@@ -219,3 +219,35 @@ def test_threads_are_validated_and_restored(tmp_path):
     assert invoke("train", *TINY, "--epochs", "1", "--out", tmp_path / "run").exit_code == 0
     assert torch.get_num_threads() == before
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["threads"] == 1
+
+
+def test_a_resume_with_other_threads_is_refused_before_any_work_naming_the_options(tmp_path, monkeypatch):
+    """A run checkpointed with 1 thread, resumed with --threads 2: refused at once (nothing loaded or written),
+    the message names `--threads 1` and `--overwrite` (this command's options, not library calls), and the
+    folder still resumes with its own thread count afterwards, to the uninterrupted numbers."""
+    args = [*TINY, "--epochs", "6"]
+    assert invoke("train", *args, "--out", tmp_path / "reference").exit_code == 0
+    original = loop.Trainer.train_epoch
+
+    def breaks_in_epoch_4(self):
+        if self.history.epoch == 3:
+            raise RuntimeError("simulated device failure")
+        return original(self)
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", breaks_in_epoch_4)
+    out = tmp_path / "run"
+    assert invoke("train", *args, "--out", out).exit_code == 1
+    monkeypatch.setattr(loop.Trainer, "train_epoch", original)
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    monkeypatch.setattr(loop, "prepare_data", lambda *a, **k: pytest.fail("data loaded before the refusal"))
+    refused = invoke("train", "--resume", out, "--threads", "2")
+    assert refused.exit_code == 2, refused.output
+    assert "threads: trained with 1 thread, here 2 threads" in refused.output
+    assert "--threads 1" in refused.output and "--overwrite" in refused.output
+    assert "set_num_threads" not in refused.output and "resume=" not in refused.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files  # the folder as it was
+    monkeypatch.undo()
+
+    assert invoke("train", "--resume", out).exit_code == 0  # the checkpoint's thread count by default
+    assert numbers(out) == numbers(tmp_path / "reference")

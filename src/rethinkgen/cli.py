@@ -301,7 +301,11 @@ def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir
         return
     changes = {k: v for k, v in (("device", device), ("data_dir", str(data_dir) if data_dir else None)) if v}
     config = config.replace(**changes) if changes else config
-    threads = threads or old.get("threads")
+    saved = (state or {}).get("numerics") or {}
+    # the checkpoint's own thread count first: summary.json's is that of the last attempt, whatever it was
+    threads = threads or saved.get("threads") or old.get("threads")
+    if state is not None and state.get("status") is None:
+        _check_resume_numerics(path, config, saved, threads)
     tensorboard = tensorboard or (Path(old["tensorboard"]) if old.get("tensorboard") else None)
     if state is None:
         say(err_console, f"{path}: no checkpoint was saved (stopped before its first epoch); starting the run "
@@ -309,6 +313,20 @@ def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir
     else:
         say(err_console, f"{path}: resuming after epoch {state['epoch']}")
     _run_into(folder, config, state=state, threads=threads, tensorboard=tensorboard, quiet=quiet, as_json=as_json)
+
+
+def _check_resume_numerics(path: Path, config, saved: dict, threads: int | None) -> None:
+    """Refuse, before anything is loaded or written, a resume whose numerics (device, autocast, CPU
+    threads, ...; rethinkgen.train.numerics) differ from the checkpoint's, naming this command's options
+    that restore them. ``train`` would refuse it too, but only after its data is loaded and the folder
+    marked as a failed attempt with the thread count of this one."""
+    import torch
+
+    from rethinkgen.train.numerics import check_resume, numerics_here
+
+    here = numerics_here(config, threads=threads or torch.get_num_threads())
+    if here is not None:  # None: the device or data cannot be resolved here; the trainer says why
+        check_resume(saved or None, here, run=f"the run in {path}", context="train")
 
 
 def _run_into(folder, config, *, state: dict | None, threads: int | None, tensorboard: Path | None, quiet: bool,

@@ -174,9 +174,16 @@ def differences(saved: dict[str, Any] | None, now: Numerics, compared: tuple[str
     return out
 
 
+CONTEXTS = ("library", "sweep", "train")  # train(resume=...), `sweep run`, `rethinkgen train --resume`
+
+
 def fixes(saved: Numerics, now: Numerics, context: str) -> list[str]:
-    """How to get the checkpoint's numerics back, per differing field (``context``: "sweep" | "library")."""
-    sweep = context == "sweep"
+    """How to get the checkpoint's numerics back, per differing field (``context``: "library" for
+    ``train(resume=...)``; "sweep" and "train" for the ``sweep run`` and ``train --resume`` command
+    lines, which both take ``--device`` and ``--threads``)."""
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, got {context!r}")
+    sweep = context != "library"  # the command lines: options, not library calls
     out = []
     if saved.device != now.device:
         where = "" if saved.device == "cpu" else " on a machine that has one"
@@ -200,14 +207,16 @@ def check_resume(saved: dict[str, Any] | None, now: Numerics, *, run: str = "thi
                  context: str = "library", compared: tuple[str, ...] = COMPARED) -> None:
     """Raise :class:`NumericsMismatchError` when a checkpoint recorded with ``saved`` numerics would be
     continued with ``now``; the message names each difference and the fix for ``context`` ("sweep":
-    command-line options and ``--restart-mismatched``; "library": what to set before ``train``)."""
+    command-line options and ``--restart-mismatched``; "train": the options of ``rethinkgen train
+    --resume`` and ``--overwrite``; "library": what to set before ``train``)."""
     diffs = differences(saved, now, compared)
     if not diffs:
         return
     then = Numerics.from_dict(saved)
     hints = fixes(then, now, context)
-    restart = ("--restart-mismatched to discard the checkpoint and train the run from scratch here"
-               if context == "sweep" else "train(config) without resume= to train it from scratch")
+    restart = {"sweep": "--restart-mismatched to discard the checkpoint and train the run from scratch here",
+               "train": "rerun its `rethinkgen train` command with --overwrite to train it from scratch here",
+               "library": "train(config) without resume= to train it from scratch"}[context]
     fix = (f"run with {' and '.join(hints)}, or " if hints else "") + restart
     raise NumericsMismatchError(
         f"cannot resume {run}: its checkpoint was trained with other numerics ({then.describe()}) than it "
