@@ -28,6 +28,10 @@ def test_the_gpu_benchmark_runs_every_stage_in_smoke_mode(tmp_path):
         assert fused["sps_all_runs"] > 0 and fused["statuses"] == ["max_epochs"] and fused["estimate_gb"] > 0
     figure1 = results["figure1"]["workers_per_gpu_1"]
     assert figure1["exit"] == 0 and figure1["statuses"] == {"max_epochs": 11} and figure1["sweep_s"] > 0
+    # the grid epoch from the store: on the CPU the 11 runs train alone (--fuse auto), one after another,
+    # so it is the sum of their 11 epoch-1 times; less than the whole command
+    assert figure1["epoch1_runs"] == {"mlp_1x512": 11} and figure1["epoch1_groups"] == {"mlp_1x512": 11}
+    assert 0 < figure1["grid_epoch_s"] == figure1["epoch1_s"]["mlp_1x512"] < figure1["command_s"]
     assert results["kernel"]["n_train"] == 300 and 0 <= results["kernel"]["test_error"] < 0.9
     text = (tmp_path / "gpu_bench.txt").read_text()
     assert "SMOKE" in text and "targets (issue 10" in text and "| mlp_1x512 |" in text
