@@ -57,10 +57,10 @@ LEVELS = {6: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], 11: [i / 10 for i in range(11)]}
 # Shares of the time budget per stage (they sum to 1). A stage may use its share plus whatever the stages
 # before it left unused, less the shares kept for the stages after it (``cap``), so a fast stage gives its
 # time to the next and a slow one cannot starve the last. Sized from ../shared/gpu/README.md's H200 numbers
-# (seconds at the issue's baseline speeds, process start and data loading included): common ~25, trainer
+# (seconds at the issue's baseline speeds, process start and data loading included): common ~20, trainer
 # ~30, fused ~80 (inception groups of 11 and 6 at ~40,000 samples/s), figure1 ~55-100 (one grid epoch plus
 # its epoch-0 evaluation, 5-10 s of start and data loading per group), kernel ~10.
-SHARES = {"common": 0.12, "trainer": 0.16, "fused": 0.32, "figure1": 0.32, "kernel": 0.08}
+SHARES = {"common": 0.13, "trainer": 0.16, "fused": 0.31, "figure1": 0.32, "kernel": 0.08}
 TARGETS = {"inception_single": 40_000, "inception_fused11": 150_000, "vs_common_w8": 4.0, "figure1_s": 6.0}
 
 
@@ -71,7 +71,7 @@ def sizes(smoke: bool) -> dict:
         return dict(device="cpu", rows=256, n_train=512, n_test=128, fused_n=256, groups=(2, 3), workers=(1, 2),
                     batches=8, models=("mlp_1x512",), data_options={"strict": False})
     return dict(device="cuda", rows=10_000, n_train=50_000, n_test=10_000, fused_n=25_000, groups=(6, 11),
-                workers=(1, 8), batches=120, models=MODELS, data_options=None)
+                workers=(1, 8), batches=100, models=MODELS, data_options=None)
 
 
 def save(out: Path, stage: str, value: dict) -> None:
@@ -132,18 +132,25 @@ def ordered(models) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ stage: common loop
-def common_rate(model_name: str, root: Path, n: int, workers: int, device: str, batches: int) -> float:
-    """Samples/s of the public loop on ``device``: the batches after 3 warm-up batches, at most ``batches``."""
-    import torch
-    import torch.nn.functional as F
-    from common_loop import BATCH, CIFAR10Like, accuracy
+def common_dataset(root: Path, n: int):
+    """The public loop's dataset (``common_loop.CIFAR10Like``: PIL + CenterCrop(28), ToTensor, Normalize)
+    over the first ``n`` training images; built once per stage (reading the pickles takes a second)."""
+    from common_loop import CIFAR10Like
     from torchvision import transforms
-
-    from rethinkgen.models import create_model
 
     normalize = transforms.Normalize(mean=[x / 255.0 for x in [125.3, 123.0, 113.9]],
                                      std=[x / 255.0 for x in [63.0, 62.1, 66.7]])
-    dataset = CIFAR10Like(root, n, transforms.Compose([transforms.CenterCrop(28), transforms.ToTensor(), normalize]))
+    return CIFAR10Like(root, n, transforms.Compose([transforms.CenterCrop(28), transforms.ToTensor(), normalize]))
+
+
+def common_rate(model_name: str, dataset, workers: int, device: str, batches: int) -> float:
+    """Samples/s of the public loop on ``device``: the batches after 3 warm-up batches, at most ``batches``."""
+    import torch
+    import torch.nn.functional as F
+    from common_loop import BATCH, accuracy
+
+    from rethinkgen.models import create_model
+
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers,
                                          pin_memory=device == "cuda")
     torch.manual_seed(0)
@@ -170,10 +177,11 @@ def common_rate(model_name: str, root: Path, n: int, workers: int, device: str, 
 
 
 def stage_common(a: argparse.Namespace, s: dict, root: Path) -> None:
+    dataset = common_dataset(root, min(s["n_train"], 25_000))
     for model in ordered(s["models"]):
         for workers in s["workers"]:
             try:
-                rate = common_rate(model, root, min(s["n_train"], 25_000), workers, s["device"], s["batches"])
+                rate = common_rate(model, dataset, workers, s["device"], s["batches"])
                 save(a.out, "common", {f"{model}.w{workers}": round(rate)})
             except Exception as exc:  # noqa: BLE001 - a benchmark records what failed and goes on
                 save(a.out, "common", {f"{model}.w{workers}": f"error: {exc!r}"[:400]})
