@@ -107,7 +107,10 @@ def run_capped(command: list[str], cap: float, capture: bool = False) -> tuple[i
         return proc.returncode, out or "", err or ""
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        out, err = proc.communicate()
+        try:  # a process that left the group could hold the pipes open: do not wait for it
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            out, err = "", ""
         return "timeout", out or "", err or ""
     finally:
         _CHILD = None
