@@ -47,7 +47,8 @@ trains them one after another with the single trainer):
   ``n_test``, ``crop``, ``model``, ``batch_size``, ``eval_batch_size``, ``device``, ``amp``,
   ``compile`` and ``channels_last`` must be equal (:data:`SHARED_FIELDS`); everything else may differ.
 
-GPU path (same as the single trainer): bf16 autocast when ``amp`` (CUDA only), channels-last storage
+GPU path (same as the single trainer): bf16 autocast when ``amp`` (CUDA only; under ``vmap`` autocast
+does not reach convolutions, so :mod:`~rethinkgen.train.fused.autocast` casts them as it would), channels-last storage
 of shared image tensors and augmented batches (``channels_last``; None: CUDA only), optional
 ``torch.compile`` of the vmapped forward (``compile``, CUDA only), and no host synchronisation inside
 the step loop: the epoch's permutations and learning-rate table go to the device once per epoch, and
@@ -57,6 +58,7 @@ Modules: :mod:`~rethinkgen.train.fused.grouping` (who can fuse, and the split of
 :mod:`~rethinkgen.train.fused.inputs` (each distinct input set prepared once),
 :mod:`~rethinkgen.train.fused.mlp` (stacked MLPs as batched matmuls),
 :mod:`~rethinkgen.train.fused.batchnorm` (BatchNorm and global pooling that run under ``vmap`` anywhere),
+:mod:`~rethinkgen.train.fused.autocast` (bf16 autocast for the vmapped forward),
 :mod:`~rethinkgen.train.fused.run` (one run's history and checkpoints),
 :mod:`~rethinkgen.train.fused.group` (the group and :func:`train_group`).
 """
