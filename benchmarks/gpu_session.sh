@@ -73,10 +73,12 @@ run_part() {  # name cap command...: at most cap seconds, and never past DEADLIN
 
 XDIST_GPU="" XDIST_ALL=""  # pytest-xdist (in the image): the gpu tests on 4 workers, the suite on 8 (16 cores)
 "$PY" -c "import xdist" 2>/dev/null && XDIST_GPU="-n 4 --dist load" XDIST_ALL="-n 8 --dist loadfile"
+TIMEOUT_GPU="" TIMEOUT_ALL=""  # pytest-timeout (in the image): one hanging test fails alone
+"$PY" -c "import pytest_timeout" 2>/dev/null && TIMEOUT_GPU="--timeout 60" TIMEOUT_ALL="--timeout 90"
 PYTEST="'$PY' -m pytest -p no:cacheprovider -v -rfEs --durations=20"
 if [ "$PART" = all ] || [ "$PART" = tests ]; then
   run_part "pytest -m gpu" 100 bash -o pipefail -c \
-    "$PYTEST --timeout 60 $XDIST_GPU -m gpu tests/ 2>&1 | tee '$OUT/pytest_gpu.txt'"
+    "$PYTEST $TIMEOUT_GPU $XDIST_GPU -m gpu tests/ 2>&1 | tee '$OUT/pytest_gpu.txt'"
 fi
 if [ "$PART" = all ] || [ "$PART" = bench ]; then
   MNIST_ARG=()
@@ -87,6 +89,6 @@ if [ "$PART" = all ] || [ "$PART" = bench ]; then
 fi
 if [ "$PART" = all ] || [ "$PART" = tests ]; then
   run_part "default suite (CUDA visible)" 180 bash -o pipefail -c \
-    "$PYTEST --timeout 90 $XDIST_ALL tests/ 2>&1 | tee '$OUT/pytest_default.txt'"
+    "$PYTEST $TIMEOUT_ALL $XDIST_ALL tests/ 2>&1 | tee '$OUT/pytest_default.txt'"
 fi
 echo "== done at ${SECONDS} s: ${status[*]}"
