@@ -416,9 +416,11 @@ def report(results: dict, s: dict, smoke: bool) -> str:
         if "timed_out" in results.get(stage, {}):
             lines.append(f"{stage}: {results[stage]['timed_out']}")
     for value in results.get("figure1", {}).values():
-        lines.append(f"figure1 ({value.get('options')}): grid epoch {value.get('grid_epoch_s', '—')} s (epoch 1 "
-                     f"of each model's runs: {value.get('epoch1_s', {})}), command {value.get('command_s')} s, "
-                     f"sweep {value.get('sweep_s', '—')} s, exit {value.get('exit')}, runs {value.get('statuses')}")
+        done, runs = sum(value.get("epoch1_runs", {}).values()), sum(value.get("statuses", {}).values())
+        lines.append(f"figure1 ({value.get('options')}): grid epoch {value.get('grid_epoch_s', '—')} s over {done} "
+                     f"of {runs} runs (epoch 1 of each model's runs: {value.get('epoch1_s', {})}), command "
+                     f"{value.get('command_s')} s, sweep {value.get('sweep_s', '—')} s, exit {value.get('exit')}, "
+                     f"runs {value.get('statuses')}")
     kernel = results.get("kernel", {})
     if kernel:
         lines.append("kernel: " + ", ".join(f"{k} {v}" for k, v in kernel.items()))
@@ -432,7 +434,8 @@ def report(results: dict, s: dict, smoke: bool) -> str:
               f"  every paper model >= {TARGETS['vs_common_w8']:.0f}x the common loop with 8 workers: "
               + ", ".join(f"{m} {r}" for m, r in ratios.items()),
               f"  Figure 1 grid epoch <= {TARGETS['figure1_s']:.0f} s: {fig.get('grid_epoch_s', '—')} s of epoch 1 "
-              f"(whole sweep {fig.get('sweep_s', '—')} s, command {fig.get('command_s', '—')} s)"]
+              f"over {sum(fig.get('epoch1_runs', {}).values())} runs (whole sweep {fig.get('sweep_s', '—')} s, "
+              f"command {fig.get('command_s', '—')} s)"]
     return "\n".join(lines)
 
 
