@@ -221,33 +221,141 @@ def test_threads_are_validated_and_restored(tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["threads"] == 1
 
 
-def test_a_resume_with_other_threads_is_refused_before_any_work_naming_the_options(tmp_path, monkeypatch):
-    """A run checkpointed with 1 thread, resumed with --threads 2: refused at once (nothing loaded or written),
-    the message names `--threads 1` and `--overwrite` (this command's options, not library calls), and the
-    folder still resumes with its own thread count afterwards, to the uninterrupted numbers."""
-    args = [*TINY, "--epochs", "6"]
+def test_resume_with_other_threads_is_refused_before_the_folder_is_touched(tmp_path, monkeypatch):
+    """A resume whose numerics differ (here the CPU thread count) is refused with the command-line fix,
+    and leaves the run as it was: still interrupted, still recorded with its own thread count, so a
+    plain --resume afterwards continues it to the uninterrupted numbers (CPU, bit for bit)."""
+    args = [*TINY, "--epochs", "5"]
     assert invoke("train", *args, "--out", tmp_path / "reference").exit_code == 0
     original = loop.Trainer.train_epoch
 
-    def breaks_in_epoch_4(self):
-        if self.history.epoch == 3:
-            raise RuntimeError("simulated device failure")
+    def interrupted_in_epoch_3(self):
+        if self.history.epoch == 2:
+            raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(loop.Trainer, "train_epoch", breaks_in_epoch_4)
+    monkeypatch.setattr(loop.Trainer, "train_epoch", interrupted_in_epoch_3)
     out = tmp_path / "run"
-    assert invoke("train", *args, "--out", out).exit_code == 1
+    assert invoke("train", *args, "--out", out).exit_code == 130
     monkeypatch.setattr(loop.Trainer, "train_epoch", original)
-    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = (out / "summary.json").read_text()
+    assert json.loads(before)["status"] == "interrupted" and json.loads(before)["threads"] == 1
 
-    monkeypatch.setattr(loop, "prepare_data", lambda *a, **k: pytest.fail("data loaded before the refusal"))
     refused = invoke("train", "--resume", out, "--threads", "2")
     assert refused.exit_code == 2, refused.output
     assert "threads: trained with 1 thread, here 2 threads" in refused.output
-    assert "--threads 1" in refused.output and "--overwrite" in refused.output
-    assert "set_num_threads" not in refused.output and "resume=" not in refused.output
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == files  # the folder as it was
-    monkeypatch.undo()
+    assert "--threads 1" in refused.output and "torch.set_num_threads" not in refused.output
+    assert "failed" not in refused.output
+    assert (out / "summary.json").read_text() == before  # not marked failed, threads not rewritten
 
-    assert invoke("train", "--resume", out).exit_code == 0  # the checkpoint's thread count by default
+    resumed = invoke("train", "--resume", out)
+    assert resumed.exit_code == 0, resumed.output
     assert numbers(out) == numbers(tmp_path / "reference")
+
+
+def test_out_on_a_read_only_file_system_names_that_not_chmod(tmp_path, monkeypatch):
+    """A read-only mount (or a full disk) is not fixed by chmod: the message says what is (no root or
+    mount needed: the probe file's creation fails as it would there)."""
+    import errno
+
+    import rethinkgen.files as files
+
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("training started"))
+    for code, words in ((errno.EROFS, "read-only file system, which no chmod changes"),
+                        (errno.ENOSPC, "the disk or quota is full")):
+        def refuse(*args, code=code, **kwargs):
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
+        result = invoke("train", *TINY, "--epochs", "1", "--out", tmp_path / "run")
+        text = " ".join(result.output.split())
+        assert result.exit_code == 2 and words in text and "chmod u+w" not in text, result.output
+
+
+def test_out_that_is_a_dangling_symlink_names_its_target(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("training started"))
+    link = tmp_path / "latest"
+    link.symlink_to(tmp_path / "gone")
+    result = invoke("train", *TINY, "--epochs", "1", "--out", link)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"symbolic link to {tmp_path / 'gone'}, which does not exist" in text
+
+
+def test_a_diverged_run_prints_no_accuracy_as_a_result(tmp_path):
+    """lr 1000 diverges in epoch 2; the outputs are NaN and their argmax is class 0 (12.4% of the training
+    labels), which the summary table used to print as the run's train accuracy (CPU, one thread)."""
+    out = tmp_path / "run"
+    result = invoke("train", *TINY, "--n-train", "500", "--lr", "1000", "--epochs", "5", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["train_acc"] is not None  # the raw record stays
+    rows = [line for line in result.output.splitlines() if "accuracy" in line]
+    assert len(rows) == 2 and all("– (diverged)" in r and "%" not in r for r in rows), rows
+    assert "its accuracies are not results" in " ".join(result.output.split())
+    assert "--lr" in result.output
+
+
+def test_sweep_log_line_of_a_diverged_run_has_no_accuracies():
+    import io
+
+    from rich.console import Console
+
+    from rethinkgen.sweep.progress import SweepDisplay
+
+    buffer = io.StringIO()
+    display = SweepDisplay(console=Console(file=buffer, width=200), quiet=False)
+    display.run_finished("k" * 64, "huge_lr/level=0", {"status": "diverged", "epochs": 2, "train_acc": 0.124,
+                                                       "test_acc": 0.102})
+    text = buffer.getvalue()
+    assert "diverged" in text and "by epoch 2" in text and "%" not in text, text
+
+
+def test_resume_from_an_unreadable_checkpoint_says_so_and_restarts(tmp_path, monkeypatch):
+    """A truncated checkpoint (a full disk, a copy cut short) is detected; the resume says it could not
+    be read — not "no checkpoint was saved" — and training from epoch 0 gives the uninterrupted numbers
+    (CPU, one thread)."""
+    args = [*TINY, "--epochs", "4"]
+    assert invoke("train", *args, "--out", tmp_path / "reference").exit_code == 0
+    original = loop.Trainer.train_epoch
+
+    def interrupted_in_epoch_3(self):
+        if self.history.epoch == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", interrupted_in_epoch_3)
+    out = tmp_path / "run"
+    assert invoke("train", *args, "--out", out).exit_code == 130
+    monkeypatch.setattr(loop.Trainer, "train_epoch", original)
+    blob = (out / "checkpoint.pt").read_bytes()
+    (out / "checkpoint.pt").write_bytes(blob[: len(blob) // 2])
+    resumed = invoke("train", "--resume", out)
+    text = " ".join(resumed.output.split())
+    assert resumed.exit_code == 0, resumed.output
+    assert "truncated" in text and "a restart from scratch" in text and "previous checkpoint" not in text
+    assert "its checkpoint could not be read; starting the run again from epoch 0" in text
+    assert "stopped before its first epoch" not in text
+    assert numbers(out) == numbers(tmp_path / "reference")
+
+
+def test_a_folder_another_process_trains_into_is_refused(tmp_path, monkeypatch):
+    """Two `rethinkgen train` into one folder (a job started twice) used to run side by side and leave the
+    files of either; the second is now refused, naming the holder, before any work — for a new run,
+    --overwrite and --resume alike. The kernel drops the lock when the holder ends."""
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = RunDir(out)
+    holder.lock()  # stands for another process: flock locks of two open files conflict in one process too
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("training started"))
+    for extra in ([], ["--overwrite"]):
+        result = invoke("train", *TINY, "--epochs", "1", "--out", out, *extra)
+        text = " ".join(result.output.split())
+        assert result.exit_code == 2 and f"is in use: PID {os.getpid()}" in text, result.output
+    (out / "summary.json").write_text(json.dumps({"status": "interrupted", "config": {"data": "mnist1d"}}))
+    result = invoke("train", "--resume", out)
+    assert result.exit_code == 2 and "is in use" in result.output, result.output
+    monkeypatch.undo()
+    holder.unlock()
+    assert invoke("train", *TINY, "--epochs", "1", "--out", out, "--overwrite").exit_code == 0
+    again = invoke("train", *TINY, "--epochs", "1", "--out", out)  # the lock was released at the end
+    assert again.exit_code == 0, again.output

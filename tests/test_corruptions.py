@@ -337,3 +337,54 @@ def test_exclude_true_class_refused_for_input_corruptions(name):
 def test_exclude_true_class_needs_two_classes():
     with pytest.raises(ConfigError, match="2 classes"):
         apply_corruption(make_dataset(k=1), "random_labels", exclude_true_class=True)
+
+
+# --- every stored image layout, through the npz source -------------------------------------------
+
+STORED = {  # name -> (channels, how an (N, C, H, W) array is stored)
+    "NCHW": (3, lambda a: a), "NHWC": (3, lambda a: a.transpose(0, 2, 3, 1)), "NHW": (1, lambda a: a[:, 0]),
+    "NHWC one channel": (1, lambda a: a.transpose(0, 2, 3, 1)), "NCHW one channel": (1, lambda a: a),
+}
+
+
+def _stored_images(tmp_path, name: str, n: int = 30, h: int = 5, w: int = 6):
+    """An npz whose uint8 pixel value encodes (pixel position, channel) + 1, stored in layout ``name``."""
+    import numpy as np
+
+    from rethinkgen.data.sources import load_dataset
+
+    c, store = STORED[name]
+    position = np.arange(h * w).reshape(1, 1, h, w)
+    channel = np.arange(c).reshape(1, c, 1, 1)
+    images = np.broadcast_to(position * c + channel + 1, (n, c, h, w)).astype(np.uint8)
+    labels = np.arange(n) % 2
+    np.savez(tmp_path / "d.npz", x=store(images), y=labels, x_test=store(images[:7]), y_test=labels[:7])
+    return load_dataset("npz", path=tmp_path / "d.npz")
+
+
+def _sources(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(source pixel position, source channel) of every value of (N, C, H, W) inputs, each (N, C, H*W)."""
+    c = x.shape[1]
+    v = (x * 255).round().long().reshape(x.shape[0], c, -1) - 1
+    return v // c, v % c
+
+
+@pytest.mark.parametrize("stored", sorted(STORED))
+@pytest.mark.parametrize("name", ["shuffled_pixels", "random_pixels"])
+def test_pixel_corruptions_permute_all_hxw_positions_in_every_stored_layout(tmp_path, stored, name):
+    ds = _stored_images(tmp_path, stored)
+    c, h, w = ds.input_shape
+    assert (c, h, w) == (STORED[stored][0], 5, 6)
+    out = apply_corruption(ds, name, seed=2).dataset
+    perms = []
+    for x in (out.x_train, out.x_test):
+        src_pos, src_ch = _sources(x)
+        assert torch.equal(src_ch, torch.arange(c)[None, :, None].expand_as(src_ch))  # channels keep their index
+        assert (src_pos == src_pos[:, :1]).all()  # ... and move together with their pixel
+        per_image = src_pos[:, 0]  # (N, H*W): where each pixel came from
+        assert torch.equal(per_image.sort(1).values, torch.arange(h * w).expand_as(per_image))
+        rows_moved = (per_image // w != torch.arange(h * w) // w).float().mean()
+        assert rows_moved > 0.5  # pixels change rows: H x W positions are permuted, not W columns or C channels
+        perms.append(per_image)
+    distinct = len({tuple(p.tolist()) for p in torch.cat(perms)})
+    assert distinct == (1 if name == "shuffled_pixels" else out.n_train + out.n_test)

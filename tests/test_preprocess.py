@@ -186,6 +186,24 @@ def test_flip_with_centre_crop_and_random_crop():
     assert 0 < sum(mirrored) < len(mirrored)
 
 
+@pytest.mark.parametrize("crop, augment, flip", [(5, True, False), (None, True, True), (6, False, True)])
+def test_draws_made_ahead_for_an_epoch_give_the_batches_of_train_batch(crop, augment, flip):
+    """CPU, exact: an epoch's draws made batch by batch up front (as the captured step does) and applied
+    later give the batches train_batch makes from the same generator, batch after batch."""
+    x = unique_images(40) + 1
+    p = pre(crop=crop, augment=augment, flip=flip, standardize="per_image")
+    batches = [x[:16], x[16:32], x[32:]]  # the last one smaller
+    live = [p.train_batch(b, g) for g in [torch.Generator().manual_seed(4)] for b in batches]
+    g = torch.Generator().manual_seed(4)
+    draws = [p.draw(b.shape[0], g) for b in batches]
+    assert set(draws[0]) == ({"top", "left"} if augment else set()) | ({"flip"} if flip else set())
+    assert all(torch.equal(p.apply_draws(b, d), out) for b, d, out in zip(batches, draws, live, strict=True))
+    if augment:  # offsets cover the range a window can take
+        room = (8 - crop) if crop else 2 * PAD
+        tops = torch.cat([d["top"] for d in draws])
+        assert tops.min() >= 0 and tops.max() <= room and len(set(tops.tolist())) > 1
+
+
 def test_train_batch_without_augmentation_is_eval():
     x = torch.rand(8, 3, 8, 8)
     p = pre(crop=6, standardize="per_image")

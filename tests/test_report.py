@@ -356,6 +356,14 @@ def test_findings_agree_on_a_faithful_sweep_and_differ_otherwise():
     assert all(f.ok is None and f.why == "no runs of this kind finished as intended" for f in empty)
 
 
+@pytest.mark.parametrize("data", ["mnist", "fashion_mnist", "cifar10", "mnist1d"])
+def test_test_error_at_chance_is_checked_on_every_ten_class_dataset(data):
+    """The chance level needs the class count: every registered 10-class set has one (Fashion-MNIST was
+    missing, so its random-label runs were never compared with chance)."""
+    chance = all_findings(level_sweep(data=data))[2]
+    assert chance.ok is True and any("chance 90%" in d for d in chance.details)
+
+
 def test_runs_stopped_at_max_epochs_make_findings_inconclusive_never_different():
     """Issue 12: a run that ran out of epochs is not evidence against fitting."""
     flat = level_sweep()

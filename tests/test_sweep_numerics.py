@@ -117,7 +117,7 @@ def test_a_cuda_bf16_checkpoint_is_refused_on_the_cpu_naming_the_fix(tmp_path, o
     assert "autocast: trained with bfloat16 autocast, here float32 (no autocast)" in message
     assert "run with --device cuda on a machine that has one, or pass --restart-mismatched" in message
     status = CliRunner().invoke(sweep_app, ["status", "--store", str(path)], env={"COLUMNS": "200"})
-    assert "numerics: 1 run(s) cuda, bf16 autocast, TF32" in status.output, status.output
+    assert "numerics: 1 run(s) cuda, bf16 autocast, CUDA graph, TF32" in status.output, status.output
     restarted = CliRunner().invoke(sweep_app, ["run", str(spec), "--store", str(path), "--threads", "1", "--quiet",
                                                "--restart-mismatched"])
     assert restarted.exit_code == 0, restarted.output

@@ -377,3 +377,22 @@ def test_ray_parallelism_counts_the_tasks_the_cluster_can_run(monkeypatch):
     assert half.parallelism() == 2
     FakeRay.resources = {"CPU": 8.0}
     assert (default.parallelism(), default.accelerated()) == (8, False)
+
+
+def test_missing_data_is_refused_before_any_run_naming_the_fetch_command(tmp_path):
+    """A sweep over a dataset whose files are absent stops before it starts anything (the store untouched),
+    naming where it looked and the fetch command for each missing set — not a failed run per grid point."""
+    from rethinkgen.errors import DatasetNotFoundError
+
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    text = SPEC.replace('data = "mnist1d"', f'data = "mnist"\ndata_dir = "{empty}"').replace(
+        'corruption = ["true_labels", "random_labels"]', 'corruption = ["true_labels"]')
+    path = tmp_path / "s.db"
+    with pytest.raises(DatasetNotFoundError) as caught:
+        sweep(path, parse_spec(text))
+    message = str(caught.value)
+    assert "nothing was started" in message and message.count("mnist: no complete set") == 1  # one per dataset
+    assert f"rethinkgen data fetch mnist --data-dir {empty}" in message
+    with Store.open(path) as s:
+        assert s.runs() == []  # no run was added, none failed

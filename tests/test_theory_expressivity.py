@@ -414,3 +414,61 @@ def test_midpoint_biases_on_near_duplicates_fail_with_the_theta_advice():
         interpolate(X, y, theta=0.5)
     assert "use theta < 0.5" in str(e.value) and e.value.max_residual > e.value.tolerance
 
+
+
+@pytest.mark.parametrize("scale, dist", [(1.0, 1e-16), (1e3, 1e-13)])
+def test_merge_within_merges_pairs_whose_float64_projections_are_further_apart(scale, dist):
+    """Points within merge_within have projections within merge_within only in exact arithmetic: the
+    float64 sums round (d = 20, pairs 1e-16 apart: the advised merge_within=3e-16 merged nothing and the
+    fit failed again with the same advice). Every such pair is merged, and the advice then fits (CPU,
+    float64; fit checked to rtol 1e-6 here)."""
+    from rethinkgen.theory.expressivity.duplicates import merge_duplicates
+    from rethinkgen.theory.expressivity.networks import _project
+
+    for seed in range(3):
+        g = _gen(100 + seed)
+        base = scale * torch.randn(200, 20, generator=g, dtype=torch.float64)
+        v = torch.randn(200, 20, generator=g, dtype=torch.float64)
+        X = torch.cat([base, base + dist * v / v.norm(dim=1, keepdim=True)])
+        y = torch.randn(200, generator=g, dtype=torch.float64).repeat(2)
+        within = 2 * float((X[:200] - X[200:]).norm(dim=1).max())
+        for k in range(4):
+            a = torch.randn(20, generator=g, dtype=torch.float64)
+            a /= a.norm()
+            keep = merge_duplicates(X, y[:, None], _project(X, a), within)
+            assert len(keep) == 200, f"seed {seed}, direction {k}: {len(keep) - 200} pair(s) not merged"
+            assert sorted(i % 200 for i in keep.tolist()) == list(range(200))  # one point of each pair
+        try:
+            net, rep = interpolate(X, y)
+        except InterpolationError as e:
+            advised = float(re.search(r"merge_within=([0-9.e+-]+) \(CLI", str(e)).group(1))
+            net, rep = interpolate(X, y, merge_within=advised)
+            assert rep.n_merged == 200
+        _checked(net, X, y, rep)
+
+
+def test_pairs_that_are_far_enough_apart_are_not_blamed_and_the_advice_is_theta():
+    """A failure caused by θ >= 1/2 (w grows like (θ/(1 − θ))^n and overflows) lists the closest
+    projections for information, but does not call them shared projections or advise another
+    projection, which would change nothing (CPU, float64)."""
+    g = _gen(18)
+    X = torch.randn(2000, 3, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 10, (2000,), generator=g)
+    with pytest.raises(InterpolationError) as e:
+        interpolate(X, labels, num_classes=10, theta=0.9)
+    msg = str(e.value)
+    assert e.value.pairs and {p.kind for p in e.value.pairs} == {"resolved"}
+    assert "not the cause" in msg and "shared projection" not in msg and "n_directions" not in msg
+    assert msg.split("Fix: ")[1].startswith("theta=0.9 amplifies rounding errors")
+    net, rep = interpolate(X, labels, num_classes=10, theta=0.05)  # the advice fits
+    assert rep.label_accuracy == 1.0 and rep.max_residual <= rep.tolerance
+
+
+@pytest.mark.parametrize("option, value", [("--theta", "1"), ("--directions", "0"), ("--rtol", "0"),
+                                           ("--merge-within", "-1")])
+def test_cli_interpolate_refuses_bad_options_by_flag_before_loading_data(option, value, monkeypatch):
+    import rethinkgen.theory.cli as theory_cli
+
+    monkeypatch.setattr(theory_cli, "_load", lambda *a, **k: pytest.fail("data was loaded"))
+    bad = CliRunner().invoke(_app(), ["theory", "interpolate", "--data", "synthetic", option, value])
+    assert isinstance(bad.exception, ConfigError) and str(bad.exception).startswith(f"{option} must")

@@ -206,10 +206,40 @@ def test_convergence_step_is_found_between_epoch_ends_at_the_stated_resolution()
     # a coarser resolution finds an evaluated step at or after the first one
     assert every_3["converged_step"] >= first
     assert every_3["converged_step"] % 3 == 0 or every_3["converged_step"] % STEPS_PER_EPOCH == 0
+    # ... and both are exactly the steps a per-step evaluation from outside the trainer finds
+    accs = _accuracy_after_every_step(TrainConfig(**CONV))
+    assert first == next(s for s, a in accs if a >= 1.0)
+    assert every_3["converged_step"] == next(s for s, a in accs if a >= 1.0 and (s % 3 == 0 or s % 8 == 0))
     # evaluating changes nothing about the training itself: the same rows and losses, as far as both go
     n = len(every_step["metrics"])
     assert [_numbers(r) for r in every_step["metrics"]] == [_numbers(r) for r in per_epoch["metrics"][:n]]
     assert every_step["step_losses"] == per_epoch["step_losses"][:len(every_step["step_losses"])]
+
+
+def _accuracy_after_every_step(config: TrainConfig) -> list[tuple[int, float]]:
+    """(step, eval-mode accuracy on the whole training set) after every SGD step of ``config``'s run,
+    measured by wrapping the step from outside (the model has no dropout or BatchNorm: evaluating it
+    changes nothing about its training)."""
+    from rethinkgen.train.loop import Trainer
+    from rethinkgen.train.metrics import predict_correct
+
+    accs: list[tuple[int, float]] = []
+    step = Trainer._sgd_step
+
+    def measured(self, index, augment, lr):
+        loss = step(self, index, augment, lr)
+        self.model.eval()
+        _, correct = predict_correct(self.model, self.data.x_train, self.data.y_train, 4096, False)
+        self.model.train()
+        accs.append((len(accs) + 1, float(correct.float().mean())))
+        return loss
+
+    Trainer._sgd_step = measured
+    try:
+        train(config)
+    finally:
+        Trainer._sgd_step = step
+    return accs
 
 
 def test_evaluations_between_epochs_are_in_eval_mode_and_leave_batchnorm_statistics_alone():

@@ -111,11 +111,34 @@ def test_schedule_that_starves_the_lr_in_the_first_epoch_is_flagged():
     assert schedule_warnings(base, 4000) == []
     assert schedule_warnings(base.replace(lr_decay_every=0), 4000) == []  # x0.95 once per epoch
     (warning,) = schedule_warnings(base.replace(lr_decay_every=1), 4000)
-    assert "1e-88" in warning and "first epoch" in warning and "--lr-decay-every" in warning
+    assert "falls to 4e-89 of its start" in warning and "first epoch" in warning and "--lr-decay-every" in warning
     # the threshold: 1e-3 of the start. 0.5 ** 9 = 0.002 is kept, 0.5 ** 10 = 0.00098 is flagged
-    assert schedule_warnings(base.replace(lr_decay=0.5, lr_decay_every=400, batch_size=400), 4000) == []
-    assert schedule_warnings(base.replace(lr_decay=0.5, lr_decay_every=360, batch_size=400), 4000) != []
+    one = base.replace(epochs=1)
+    assert schedule_warnings(one.replace(lr_decay=0.5, lr_decay_every=400, batch_size=400), 4000) == []
+    assert schedule_warnings(one.replace(lr_decay=0.5, lr_decay_every=360, batch_size=400), 4000) != []
     assert schedule_warnings(base.replace(lr_decay=1.0, lr_decay_every=1), 4000) == []
+
+
+@pytest.mark.parametrize("change, n_train, epoch", [
+    # --lr-decay-every taken for steps per epoch (390 steps of 128 on CIFAR-10): x0.95 every 390 samples
+    # leaves 1.4e-3 after epoch 1 (not below 1e-3) and 2e-6 after epoch 2
+    (dict(lr_decay_every=390, epochs=300), 50_000, 2),
+    (dict(lr_decay=0.5, lr_decay_every=1000, epochs=20), 4000, 3),  # 0.5 ** 11 at epoch 3's last step
+    (dict(lr_decay=0.1, lr_decay_every=0, epochs=20), 4000, 5),  # x0.1 per epoch: 1e-4 after epoch 5
+    (dict(lr_decay_every=0, epochs=1360), 50_000, 136),  # x0.95 per epoch past a tenth of a long budget
+])
+def test_schedule_that_starves_the_lr_after_the_first_epoch_is_flagged(change, n_train, epoch):
+    base = resolve_config(TrainConfig(data="mnist1d"))
+    (warning,) = schedule_warnings(base.replace(**change), n_train)
+    assert f"by the end of epoch {epoch} of {change['epochs']}" in warning
+
+
+def test_the_papers_schedule_and_a_mild_one_are_not_flagged():
+    base = resolve_config(TrainConfig(data="mnist1d"))
+    # x0.95 per 50,000-sample epoch: below 1e-3 only after 135 epochs, past a tenth of 300 or 1,350
+    assert schedule_warnings(base.replace(lr_decay_every=50_000, epochs=300), 50_000) == []
+    assert schedule_warnings(base.replace(lr_decay_every=0, epochs=1350), 50_000) == []
+    assert schedule_warnings(base.replace(lr_decay=0.5, lr_decay_every=0, epochs=20), 4000) == []  # 0.03 at 5
 
 
 def test_train_prints_and_records_the_schedule_warning(tmp_path):

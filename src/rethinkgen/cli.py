@@ -42,8 +42,11 @@ class _FriendlyErrors(PlainHelpGroup):
     :mod:`rethinkgen.cli_help` fixes it)."""
 
     def invoke(self, ctx):
+        from rethinkgen.data.sources.messages import interface
+
         try:
-            return super().invoke(ctx)
+            with interface("cli"):  # data errors name options as typed here: --data-option key=value
+                return super().invoke(ctx)
         except RethinkgenError as e:
             say(err_console, f"[bold red]error:[/] {escape(str(e))}")
             raise typer.Exit(2) from None
@@ -52,7 +55,7 @@ class _FriendlyErrors(PlainHelpGroup):
 app = typer.Typer(cls=_FriendlyErrors, no_args_is_help=True, add_completion=False,
                   help="Randomization tests of Zhang et al., 'Understanding deep learning requires "
                        "rethinking generalization' (ICLR 2017): train, sweep, report, theory.")
-list_app = typer.Typer(no_args_is_help=True, help="List the registered datasets, models and corruptions.")
+list_app = typer.Typer(no_args_is_help=True, help="List the registered datasets, models, corruptions and measures.")
 data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect datasets.")
 app.add_typer(list_app, name="list")
 app.add_typer(data_app, name="data")
@@ -90,7 +93,7 @@ def _listing_table(columns: list[str], rows: list[list[str]], keep: list[int], w
         column.overflow = "fold"  # wrap long values, never end them with "…"
         column.no_wrap = i == 0 or not any(" " in row[i] for row in rows)  # names and numbers stay whole
     for row in rows:
-        table.add_row(*(row[i] for i in keep))
+        table.add_row(*(escape(row[i]) for i in keep))  # plain text: "[y]" is not console markup
     return table
 
 
@@ -154,16 +157,53 @@ def list_corruptions_cmd() -> None:
 
 # ------------------------------------------------------------------------------------------- data
 @data_app.command("fetch")
-def data_fetch(name: Annotated[str, typer.Argument(help="dataset to download (those with `needs files` in "
-                                                        "`rethinkgen list datasets`, e.g. mnist, cifar10)",
-                                                   show_default=False)],
-               data_dir: Annotated[Path | None, typer.Option(help="target folder [default: $RETHINKGEN_DATA or "
-                                                                  "~/.cache/rethinkgen]")] = None) -> None:
-    """Download a dataset into --data-dir and verify its checksum."""
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="dataset to download, or to verify where a copy is found (those "
+                                              "with `needs files` in `rethinkgen list datasets`: cifar10, mnist, "
+                                              "fashion_mnist)", show_default=False)],
+    data_dir: Annotated[Path | None, typer.Option(help="target folder [default: $RETHINKGEN_DATA or "
+                                                       "~/.cache/rethinkgen]")] = None,
+) -> None:
+    """Download a dataset into --data-dir, or verify the copy already there, before saying it is ready."""
     from rethinkgen.data.sources import default_data_dir, fetch_dataset
 
-    folder = fetch_dataset(name, data_dir or default_data_dir())
-    console.print(f"{name}: ready in {folder}")
+    fetch_dataset(name, data_dir or default_data_dir(), log=lambda m: console.print(m, highlight=False))
+
+
+@data_app.command("inspect")
+def data_inspect(
+    name: Annotated[str, typer.Argument(help="dataset name (rethinkgen list datasets)")],
+    data_dir: Annotated[Path | None, typer.Option(help="folder of file-based datasets")] = None,
+    data_option: Annotated[list[str] | None, typer.Option(
+        help="source option KEY=VALUE, repeatable: path=FILE, layout=NHWC, num_classes=K, size=32 ...")] = None,
+    n_train: Annotated[int | None, typer.Option(help="a seeded subset of the training set")] = None,
+    n_test: Annotated[int | None, typer.Option(help="a seeded subset of the test set")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the subset")] = 0,
+    as_json: Annotated[bool, typer.Option("--json/--no-json", help="print the record as JSON")] = False,
+) -> None:
+    """How rethinkgen reads a dataset: layout found, scaling, shapes, value range, classes and their
+    counts, and what each corruption will change on it."""
+    from rethinkgen.data.describe import inspect_dataset, inspection_rows
+    from rethinkgen.data.sources import load_dataset
+
+    ds = load_dataset(name, data_dir, n_train=n_train, n_test=n_test, seed=seed,
+                      **(_parse_options(data_option) or {}))
+    info = inspect_dataset(ds)
+    if as_json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    table = Table(show_header=False, box=box.SIMPLE, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for label, text in inspection_rows(info):
+        table.add_row(label, text)
+    console.print(table, highlight=False)
+    effects = Table("corruption", "what it changes on this data", box=box.SIMPLE_HEAD, pad_edge=False)
+    effects.columns[0].no_wrap = True
+    effects.columns[1].overflow = "fold"
+    for corruption, text in info["effects"].items():
+        effects.add_row(corruption, text)
+    console.print(effects, highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -281,19 +321,35 @@ def _start_run(config, *, out: Path | None, overwrite: bool, threads: int | None
     resolved = resolve_config(config)
     key = run_key(resolved)
     folder = RunDir(out or Path("runs") / key[:12])
-    folder.prepare(key, overwrite=overwrite)
-    _run_into(folder, resolved, state=None, threads=threads, tensorboard=tensorboard, quiet=quiet,
-              as_json=as_json)
+    folder.prepare(key, overwrite=overwrite)  # takes the folder's lock
+    try:
+        _run_into(folder, resolved, state=None, threads=threads, tensorboard=tensorboard, quiet=quiet,
+                  as_json=as_json)
+    finally:
+        folder.unlock()
 
 
 def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir: Path | None,
                 tensorboard: Path | None, quiet: bool, as_json: bool) -> None:
-    from rethinkgen.train.run_dir import FINISHED, RunDir
+    from rethinkgen.train.run_dir import RunDir
 
     _check_threads(threads)
     _check_tensorboard(tensorboard)
     folder = RunDir(path)
-    config, state, old = folder.load_resume()
+    if folder.path.is_dir():
+        folder.lock()  # released when the run ends (_run_into), or below on a refusal
+    try:
+        _resume_locked(folder, path, threads=threads, device=device, data_dir=data_dir, tensorboard=tensorboard,
+                       quiet=quiet, as_json=as_json)
+    finally:
+        folder.unlock()
+
+
+def _resume_locked(folder, path: Path, *, threads: int | None, device: str | None, data_dir: Path | None,
+                   tensorboard: Path | None, quiet: bool, as_json: bool) -> None:
+    from rethinkgen.train.run_dir import FINISHED
+
+    config, state, old, unreadable = _load_resume(folder)
     if old.get("status") in FINISHED:
         say(err_console, f"{path} holds a finished run (status {old['status']}); nothing to resume")
         if as_json:
@@ -302,12 +358,18 @@ def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir
     changes = {k: v for k, v in (("device", device), ("data_dir", str(data_dir) if data_dir else None)) if v}
     config = config.replace(**changes) if changes else config
     saved = (state or {}).get("numerics") or {}
-    # the checkpoint's own thread count first: summary.json's is that of the last attempt, whatever it was
-    threads = threads or saved.get("threads") or old.get("threads")
-    if state is not None and state.get("status") is None:
-        _check_resume_numerics(path, config, saved, threads)
+    threads = threads or saved.get("threads") or old.get("threads")  # the checkpoint's count first
+    if state is not None:  # numerics refused here, before the folder is touched (train.numerics)
+        from rethinkgen.train.numerics import check_resume, numerics_here
+
+        here = numerics_here(config, threads=threads)
+        if here is not None:
+            check_resume(saved, here, run=f"the run in {path}", context="train")
     tensorboard = tensorboard or (Path(old["tensorboard"]) if old.get("tensorboard") else None)
-    if state is None:
+    if state is None and unreadable:
+        say(err_console, f"{path}: its checkpoint could not be read; starting the run again from epoch 0 (on the "
+            "CPU it gives the same numbers again)")
+    elif state is None:
         say(err_console, f"{path}: no checkpoint was saved (stopped before its first epoch); starting the run "
             "again")
     else:
@@ -315,18 +377,24 @@ def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir
     _run_into(folder, config, state=state, threads=threads, tensorboard=tensorboard, quiet=quiet, as_json=as_json)
 
 
-def _check_resume_numerics(path: Path, config, saved: dict, threads: int | None) -> None:
-    """Refuse, before anything is loaded or written, a resume whose numerics (device, autocast, CPU
-    threads, ...; rethinkgen.train.numerics) differ from the checkpoint's, naming this command's options
-    that restore them. ``train`` would refuse it too, but only after its data is loaded and the folder
-    marked as a failed attempt with the thread count of this one."""
-    import torch
+def _load_resume(folder) -> tuple[Any, dict | None, dict, list[str]]:
+    """``folder.load_resume()`` plus the notes on checkpoints it could not read, printed as one-line warnings
+    (not Python warnings with a source line)."""
+    import warnings
 
-    from rethinkgen.train.numerics import check_resume, numerics_here
+    from rethinkgen.sweep.checkpoint import CheckpointWarning
 
-    here = numerics_here(config, threads=threads or torch.get_num_threads())
-    if here is not None:  # None: the device or data cannot be resolved here; the trainer says why
-        check_resume(saved or None, here, run=f"the run in {path}", context="train")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CheckpointWarning)
+        config, state, old = folder.load_resume()
+    notes = []
+    for w in caught:
+        if issubclass(w.category, CheckpointWarning):
+            notes.append(str(w.message))
+            say(err_console, f"[yellow]warning:[/] {escape(str(w.message))}")
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return config, state, old, notes
 
 
 def _run_into(folder, config, *, state: dict | None, threads: int | None, tensorboard: Path | None, quiet: bool,
@@ -480,14 +548,19 @@ def print_summary(summary: dict[str, Any], folder: Path | None = None) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("status", summary["status"])
-    table.add_row("train accuracy (labels trained on)", _pct(summary["train_acc"]))
-    table.add_row("test accuracy (true labels)", _pct(summary["test_acc"]))
+    diverged = summary["status"] == "diverged"  # accuracies of NaN outputs (one class): not results
+    table.add_row("train accuracy (labels trained on)", "– (diverged)" if diverged else _pct(summary["train_acc"]))
+    table.add_row("test accuracy (true labels)", "– (diverged)" if diverged else _pct(summary["test_acc"]))
     table.add_row("convergence step", str(summary["converged_step"] or "–"))
     table.add_row("epochs / steps", f"{summary['epochs']} / {summary['steps']}")
     table.add_row("realized noise rate", f"{summary['realized_noise_rate']:.4f}")
     table.add_row("parameters", f"{summary['n_params']:,}")
     table.add_row("wall time", f"{summary['wall_time_s']:.1f} s on {summary['device']}")
     console.print(table)
+    if diverged:
+        say(console, f"[yellow]diverged:[/] the loss became NaN or infinite by epoch {summary['epochs']}, so the "
+            f"network's outputs are not numbers and its accuracies are not results; a smaller --lr (now "
+            f"{c['lr']:g}) usually avoids it")
     for warning in summary.get("warnings") or ():
         say(console, f"[yellow]warning:[/] {escape(warning)}")
     if folder is not None:
@@ -506,6 +579,15 @@ def _mount_optional() -> None:
     app.command("report")(report_command)
     app.add_typer(theory_app, name="theory", help="Theorem 1: exact finite-sample interpolation; SGD min-norm.")
     app.add_typer(kernel_app, name="kernel", help="Section 5: min-norm kernel interpolation.")
+    _mount_measures()
+
+
+def _mount_measures() -> None:
+    """``rethinkgen measure`` and ``rethinkgen list measures`` (generalization measures, rethinkgen.measures)."""
+    from rethinkgen.measures.cli import list_measures_command, measure_command
+
+    app.command("measure")(measure_command)
+    list_app.command("measures")(list_measures_command)
 
 
 _mount_optional()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import os
 import tempfile
@@ -32,6 +33,9 @@ def ensure_writable_dir(path: str | Path, option: str = "--out") -> Path:
     temporary file, so it also catches what ``os.access`` cannot see (read-only mounts, ACLs).
     """
     folder = Path(path).expanduser()
+    if folder.is_symlink() and not folder.exists():
+        raise ConfigError(f"{option} {folder} is a symbolic link to {os.readlink(folder)}, which does not exist; "
+                          "create that folder or pass another path. Nothing was done.")
     for parent in [folder, *folder.parents]:
         if parent.exists() and not parent.is_dir():
             what = "is a file" if parent == folder else f"cannot be created: {parent} is a file"
@@ -42,16 +46,29 @@ def ensure_writable_dir(path: str | Path, option: str = "--out") -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create the {option} folder {folder}: {exc.strerror}; choose a folder you "
-                          "can write to. Nothing was done.") from None
+        raise ConfigError(f"cannot create the {option} folder {folder}: {exc.strerror}; "
+                          f"{_writable_fix(exc)}. Nothing was done.") from None
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".rethinkgen-write-test-")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise ConfigError(f"the {option} folder {folder} is not writable ({exc.strerror}); make it writable "
-                          "(chmod u+w) or choose another folder. Nothing was done.") from None
+        fix = _writable_fix(exc) if exc.errno in _NOT_MODES else "make it writable (chmod u+w) or choose another folder"
+        raise ConfigError(f"the {option} folder {folder} is not writable ({exc.strerror}); {fix}. "
+                          "Nothing was done.") from None
     return folder
+
+
+#: Errors that no change of permissions fixes (a read-only mount, a full disk, a quota).
+_NOT_MODES = (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+def _writable_fix(exc: OSError) -> str:
+    if exc.errno == errno.EROFS:
+        return "it is on a read-only file system, which no chmod changes: choose a folder on a writable one"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk or quota is full: free space or choose a folder on another disk"
+    return "choose a folder you can write to"
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

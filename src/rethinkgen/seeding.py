@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 # Fixed order: adding a stream at the end never changes the existing ones.
-STREAMS = ("corruption", "init", "order", "augment", "dropout", "data")
+STREAMS = ("corruption", "init", "order", "augment", "dropout", "data", "measure")
 
 
 def stream_seed(seed: int, stream: str, *extra: int) -> int:

@@ -56,6 +56,7 @@ __all__ = [
     "CorruptedData",
     "CorruptionSpec",
     "apply_corruption",
+    "corruption_effect",
     "describe_corruptions",
 ]
 
@@ -170,6 +171,52 @@ def describe_corruptions() -> list[dict[str, object]]:
         rows.append({"name": spec.name, "takes_level": spec.takes_level, "target": spec.target,
                      "description": spec.description})
     return rows
+
+
+def _position_text(layout: str, input_shape: tuple[int, ...]) -> tuple[int, str]:
+    """(number of positions P, what they are) for one input of ``input_shape`` (see :func:`_positions`)."""
+    if layout == "vector":
+        return int(input_shape[0]), f"{input_shape[0]:,} vector entries"
+    c, *space = input_shape
+    n_pos = int(np.prod(space))
+    where = f"{space[0]}x{space[1]} = {n_pos:,} pixel positions" if layout == "image" else \
+        f"{n_pos:,} signal positions"
+    unit = "pixel" if layout == "image" else "position"
+    return n_pos, where + (" (one channel)" if c == 1 else f" (the {c} channels of a {unit} move together)")
+
+
+def corruption_effect(name: str, layout: str, input_shape: tuple[int, ...], num_classes: int) -> str:
+    """One line saying what corruption ``name`` changes on data of this layout, shape and class count.
+
+    >>> corruption_effect("shuffled_pixels", "image", (1, 28, 28), 10)
+    'one permutation of the 28x28 = 784 pixel positions (one channel), the same for every image, train and test'
+    """
+    spec = CORRUPTIONS.get(name)
+    k = int(num_classes)
+    if spec.target == "labels":
+        if name == "true_labels":
+            return "nothing: the true labels"
+        changed = f"about {1 - 1 / k:.3f} of them change (1 - 1/K)" if k > 1 else "none can change"
+        if name == "random_labels":
+            return f"every training label redrawn uniformly from the K = {k} classes; {changed}; test labels kept"
+        return (f"each training label redrawn with probability p uniformly from the K = {k} classes (about "
+                f"p·{1 - 1 / k:.3f} change); test labels kept")
+    n_pos, what = _position_text(layout, tuple(input_shape))
+    if name == "shuffled_pixels":
+        return f"one permutation of the {what}, the same for every {_noun(layout)}, train and test"
+    if name == "random_pixels":
+        return f"an independent permutation of the {what} for each {_noun(layout)}, train and test"
+    if name == "gaussian":
+        if layout == "vector":
+            return f"all {n_pos:,} entries drawn from one Gaussian with the training set's mean and variance"
+        c = input_shape[0]
+        return (f"every value drawn from a Gaussian with its channel's training mean and variance "
+                f"({c} channel{'s' if c > 1 else ''}), train and test")
+    return spec.description
+
+
+def _noun(layout: str) -> str:
+    return {"image": "image", "signal": "signal"}.get(layout, "vector")
 
 
 def _check_level(spec: CorruptionSpec, level: float | None) -> float:

@@ -19,6 +19,8 @@ device (no per-sample Python), keeping the input dtype:
 
 Random draws in :meth:`Preprocessor.train_batch` come only from the ``torch.Generator`` passed in
 (the trainer seeds it from the ``"augment"`` stream), in a fixed order: crop offsets, then flips.
+:meth:`Preprocessor.draw` makes the same draws ahead and :meth:`Preprocessor.apply_draws` applies
+them later (the captured training step, rethinkgen.train.step).
 """
 
 from __future__ import annotations
@@ -151,13 +153,43 @@ class Preprocessor:
         """A training batch: random crop and/or flip where asked (else as :meth:`eval`), then standardise.
 
         ``generator`` may live on another device than ``x``; draws are made on its device and moved.
+        The same as ``apply_draws(x, draw(x.shape[0], generator))``.
         """
         self._check(x)
         if not (self.augment or self.flip):
             return self.eval(x)
-        x = self._random_crop(x, generator) if self.augment else self._centre_crop(x)
+        return self.apply_draws(x, self.draw(x.shape[0], generator))
+
+    def draw(self, batch: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The random draws of one training batch of ``batch`` images, made on ``generator``'s device in
+        :meth:`train_batch`'s order: ``"top"`` and ``"left"`` (B,) int64 crop offsets (with ``augment``),
+        then ``"flip"`` (B,) bool (with ``flip``). Empty without augmentation.
+
+        Drawing them ahead (a whole epoch's, batch by batch) and applying them later with
+        :meth:`apply_draws` gives the numbers of :meth:`train_batch` exactly: the captured training step
+        (rethinkgen.train.step) reads pre-drawn offsets from device tensors instead of a generator.
+        """
+        draws: dict[str, torch.Tensor] = {}
+        if self.augment:
+            h, w = self.input_shape[1:]
+            if self.crop:
+                ch = cw = self.crop
+            else:  # pad-4 random crop back to the original size
+                ch, cw, h, w = h, w, h + 2 * PAD, w + 2 * PAD
+            draws["top"] = torch.randint(0, h - ch + 1, (batch,), generator=generator, device=generator.device)
+            draws["left"] = torch.randint(0, w - cw + 1, (batch,), generator=generator, device=generator.device)
         if self.flip:
-            x = _random_flip(x, generator)
+            draws["flip"] = torch.rand(batch, generator=generator, device=generator.device) < 0.5
+        return draws
+
+    def apply_draws(self, x: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A training batch from raw inputs (B, *input_shape) and the draws of :meth:`draw` for B images:
+        crop (random at the drawn offsets with ``augment``, else centred), flip the drawn images, then
+        standardise. (B, *input_shape) -> (B, *output_shape), no host synchronisation."""
+        self._check(x)
+        x = self._crop_at(x, draws["top"], draws["left"]) if self.augment else self._centre_crop(x)
+        if self.flip:
+            x = torch.where(draws["flip"].to(x.device)[:, None, None, None], x.flip(-1), x)
         return self._standardize(x)
 
     # --- steps --------------------------------------------------------------------------------
@@ -174,20 +206,19 @@ class Preprocessor:
         top, left = (h - self.crop) // 2, (w - self.crop) // 2
         return x[..., top:top + self.crop, left:left + self.crop]
 
-    def _random_crop(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """A uniformly random window per image: (B, C, H, W) -> (B, C, *output_shape[1:]), whole batch."""
+    def _crop_at(self, x: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+        """The window at (``top``, ``left``) (B,) of each image (of the zero-padded image without a crop):
+        (B, C, H, W) -> (B, C, *output_shape[1:]), whole batch."""
         if self.crop:
             ch = cw = self.crop
         else:  # pad-4 random crop back to the original size
             ch, cw = x.shape[-2:]
             x = F.pad(x, (PAD, PAD, PAD, PAD))
-        b, _, h, w = x.shape
-        top = torch.randint(0, h - ch + 1, (b,), generator=generator, device=generator.device).to(x.device)
-        left = torch.randint(0, w - cw + 1, (b,), generator=generator, device=generator.device).to(x.device)
+        b, c, h, w = x.shape
+        top, left = top.to(x.device), left.to(x.device)
         rows = top[:, None] + torch.arange(ch, device=x.device)  # (B, ch)
         cols = left[:, None] + torch.arange(cw, device=x.device)  # (B, cw)
         flat = (rows[:, :, None] * w + cols[:, None, :]).reshape(b, 1, ch * cw)  # (B, 1, ch*cw) into H*W
-        c = x.shape[1]
         # one gather over the flattened pixels (several times faster than 4-D advanced indexing on CPU)
         return x.reshape(b, c, h * w).gather(2, flat.expand(b, c, ch * cw)).reshape(b, c, ch, cw)
 
@@ -224,12 +255,6 @@ def _per_image_standardization(x: torch.Tensor) -> torch.Tensor:
     var, mean = torch.var_mean(work, dim=1, correction=0, keepdim=True)
     adjusted = var.sqrt().clamp_min(1.0 / math.sqrt(max(n_values, 1)))
     return ((work - mean) / adjusted).to(x.dtype).reshape(x.shape)
-
-
-def _random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror each image of (B, C, H, W) left-right with probability 1/2."""
-    flip = torch.rand(x.shape[0], generator=generator, device=generator.device).to(x.device) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
 def _feature_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

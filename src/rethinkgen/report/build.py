@@ -9,7 +9,8 @@ A dataset's section is made by the functions of :data:`SECTION_PARTS`, in order;
 its own (``SECTION_PARTS.append(fn)``; ``fn(data, runs, out)`` writes its files into ``out`` and
 returns ``FigureEntry`` / ``TableEntry`` items, shown in that order). Output files
 (all in ``out_dir``): ``index.html``, ``fig1a_<data>.png`` ..., ``table1_<data>.csv|.md``,
-``levels_<data>.csv|.md``, ``runs_<data>.csv|.md``, ``table3_kernels.csv|.md``.
+``levels_<data>.csv|.md``, ``runs_<data>.csv|.md``, ``table3_kernels.csv|.md``, and where the store
+holds generalization measures ``measures_<data>.csv|.md|.png`` (section of :mod:`rethinkgen.report.measures`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rethinkgen.errors import ConfigError
-from rethinkgen.report import figures, findings, tables
+from rethinkgen.report import figures, findings, measures, tables
 from rethinkgen.report.evidence import REASONS, evidence_status, is_evidence, left_out_text
 from rethinkgen.report.html import FigureEntry, Page, Section, TableEntry, render
 from rethinkgen.report.runs import by_data, cfg, finite, run_wall_time, seeds_of, slug
@@ -43,6 +44,7 @@ def load_store(store_path: str | Path) -> tuple[list[dict[str, Any]], list[dict[
         for run in runs:
             run["history"] = store.epoch_rows(run["run_key"])
             run["step_losses"] = store.step_losses(run["run_key"])
+        measures.attach_measures(store, runs)
         kernels = store.kernel_results()
     return runs, kernels
 
@@ -102,7 +104,8 @@ def build_from_data(runs: Sequence[dict], kernel_results: Sequence[dict], out_di
         empty=empty,
     )
     index = out / "index.html"
-    index.write_text(render(page, out, embed=embed_images), encoding="utf-8")
+    text = measures.add_section(render(page, out, embed=embed_images), runs, out, embed=embed_images)
+    index.write_text(text, encoding="utf-8")
     return index
 
 

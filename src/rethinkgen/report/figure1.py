@@ -170,16 +170,18 @@ def figure1b(runs: Sequence[dict], data: str | None = None) -> Plot:
     For each model (setting) and seed: ``converged_step(p) / converged_step(p = 0)``; several seeds give
     the mean with a min-max bar. Convergence is only checked every r steps (the config's ``eval_every``,
     else once per epoch), so a step count is known to within r: the light bar around each point spans
-    ± r / converged_step(p = 0), and the legend states r. A level whose runs stopped at max_epochs
-    (no convergence time) is marked ▲ at the top of the axes; a level with no run that finished as
-    intended (diverged, failed, unfinished or missing) × at the bottom.
+    ± r / converged_step(p = 0), and the legend states r. A level with a run that stopped at
+    max_epochs (no convergence time) is marked ▲ at the top of the axes and gets no mean (one over the
+    runs that fit would leave out the slowest); a level with no run that finished as intended
+    (diverged, failed, unfinished or missing) × at the bottom.
     """
     title = "Figure 1b: time to fit, relative to true labels"
     caption = ("Convergence time (SGD steps until eval-mode accuracy on the whole corrupted training set "
                "reached the target) divided by the time on true labels (p = 0), same model and seed "
                "(paper Fig. 1b). Accuracy is checked every r steps (legend), so each step count is known "
-               "to within r: the light bar spans ± r / steps at p = 0. ▲ at the top: the run stopped at "
-               "max_epochs before reaching the target; × at the bottom: no run that finished as intended "
+               "to within r: the light bar spans ± r / steps at p = 0. ▲ at the top: a run stopped at "
+               "max_epochs before reaching the target (no mean is drawn at that level: one over the runs "
+               "that fit would leave out the slowest); × at the bottom: no run that finished as intended "
                "(diverged, failed, unfinished or missing).")
     lines = level_lines(runs)
     if not lines:
@@ -222,7 +224,10 @@ def figure1b(runs: Sequence[dict], data: str | None = None) -> Plot:
                     if r is not None:
                         halfwidths.append(r / b["converged_step"])
                 mean, lo, hi, n = spread(ratios)
-                if n:
+                if n and level in not_conv:  # a mean over the runs that fit would leave out the slowest
+                    notes.append(f"{name}, p = {level:g}: no mean drawn over the {n} run{'s' if n > 1 else ''} "
+                                 "that reached the target, since the others stopped before it")
+                elif n:
                     xs.append(level)
                     ys.append(mean)
                     los.append(lo)

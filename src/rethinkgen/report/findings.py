@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from rethinkgen.report.evidence import is_evidence, left_out_text, not_fit_text, stopped_at_budget
-from rethinkgen.report.plot import left_out_levels, level_lines, model_sort
+from rethinkgen.report.plot import left_out_levels, level_lines, line_titles, model_sort
 from rethinkgen.report.runs import NUM_CLASSES, cfg, finite, labels_kind, setting_key, spread
 
 #: Test error may dip by this many points between neighbouring levels and still count as "rising".
@@ -112,6 +112,7 @@ def test_error_rises(runs: Sequence[dict]) -> Finding:
     f = Finding("Test error deteriorates steadily as the label corruption level rises", "V", None)
     checks = _Checks()
     lines = level_lines(runs)
+    titles = line_titles(list(lines))  # the model, and the settings that tell its lines apart
     for key, levels in sorted(lines.items(), key=lambda kv: model_sort(dict(kv[0])["model"])):
         if len(levels) < 3:
             continue
@@ -119,7 +120,7 @@ def test_error_rises(runs: Sequence[dict]) -> Finding:
         group = [r for x in xs for r in levels[x].values()]
         errs = [spread([100 * (1 - r["test_acc"]) for r in levels[x].values()])[0] for x in xs]
         ok = all(b >= a - TOLERANCE_PTS for a, b in zip(errs, errs[1:], strict=False)) and errs[-1] > errs[0]
-        text = (f"{dict(key)['model']}: " + " → ".join(f"{e:.1f}%" for e in errs)
+        text = (f"{titles[key]}: " + " → ".join(f"{e:.1f}%" for e in errs)
                 + f" at p = {', '.join(f'{x:g}' for x in xs)}")
         if any(stopped_at_budget(r) for r in group):
             checks.add(None, group)
@@ -154,10 +155,11 @@ def slowdown(runs: Sequence[dict]) -> Finding:
     f = Finding("Fitting random labels takes longer, but only by a small constant factor", "V", None)
     checks = _Checks()
     lines = level_lines(runs)
+    titles = line_titles(list(lines))
     for key, levels in sorted(lines.items(), key=lambda kv: model_sort(dict(kv[0])["model"])):
         if 0.0 not in levels or 1.0 not in levels:
             continue
-        model = dict(key)["model"]
+        model = titles[key]
         for seed, run in sorted(levels[1.0].items(), key=lambda kv: str(kv[0])):
             base = levels[0.0].get(seed)
             if base is None:
@@ -185,11 +187,12 @@ def input_corruptions(runs: Sequence[dict]) -> Finding:
     by_setting: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for run in filter(is_evidence, candidates):
         by_setting[setting_key(run)][cfg(run, "corruption")].append(run)
+    titles = line_titles(list(by_setting))
     for key, groups in sorted(by_setting.items(), key=lambda kv: model_sort(dict(kv[0])["model"])):
         rand = groups.get("random_labels", [])
         for name in inputs:
             for run in groups.get(name, []):
-                text = f"{dict(key)['model']}, {name}: {run.get('status')}"
+                text = f"{titles[key]}, {name}: {run.get('status')}"
                 if stopped_at_budget(run):
                     checks.add(None, [run])
                     f.details.append(text)

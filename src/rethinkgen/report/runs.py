@@ -26,7 +26,7 @@ LABEL_CORRUPTIONS = ("true_labels", "partial_labels", "random_labels")
 NON_SETTING = frozenset({"seed", "corruption", "level", "data_dir", "device", "eval_batch_size"})
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 #: Known class counts (for chance levels); other datasets get no chance line.
-NUM_CLASSES = {"cifar10": 10, "mnist": 10, "mnist1d": 10}
+NUM_CLASSES = {"cifar10": 10, "mnist": 10, "fashion_mnist": 10, "mnist1d": 10}
 
 
 def cfg(run: dict, key: str) -> Any:
@@ -176,23 +176,25 @@ def run_wall_time(run: dict) -> float:
 def convergence_resolution(run: dict) -> int | None:
     """SGD steps between the whole-training-set evaluations that decide ``converged_step``.
 
-    The config's ``eval_every`` when set (runs made before that field existed have none); else one
-    evaluation per epoch: the steps between the first two recorded epochs, else
-    ceil(n_train / batch_size). None when neither is known. ``converged_step`` is the first
+    Every epoch end is an evaluation, and with the config's ``eval_every`` (runs made before that field
+    existed have none) so is every ``eval_every``-th step: the resolution is the smaller of the two
+    (train.history.convergence_resolution). Steps per epoch: between the first two recorded epochs,
+    else ceil(n_train / batch_size). None when nothing is known. ``converged_step`` is the first
     *evaluated* step at which the target was reached, so the true first step lies within this many
     steps before it.
     """
     every = cfg(run, "eval_every")
-    if finite(every) and every > 0:
-        return int(every)
+    every = int(every) if finite(every) and every > 0 else None
     history = sorted(run.get("history") or [], key=lambda row: row.get("epoch") or 0)
     steps = {row.get("epoch"): row.get("step") for row in history if finite(row.get("step"))}
-    if 0 in steps and 1 in steps and steps[1] > steps[0]:
-        return int(steps[1] - steps[0])
     n, batch = cfg(run, "n_train"), cfg(run, "batch_size")
-    if finite(n) and finite(batch) and batch > 0:
-        return int(math.ceil(n / batch))
-    return None
+    per_epoch = None
+    if 0 in steps and 1 in steps and steps[1] > steps[0]:
+        per_epoch = int(steps[1] - steps[0])
+    elif finite(n) and finite(batch) and batch > 0:
+        per_epoch = int(math.ceil(n / batch))
+    known = [v for v in (every, per_epoch) if v is not None]
+    return min(known) if known else None
 
 
 def slug(text: str) -> str:

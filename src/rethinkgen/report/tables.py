@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rethinkgen.report import paper
-from rethinkgen.report.evidence import FINISHED, is_evidence, reached_target
+from rethinkgen.report.evidence import FINISHED, is_evidence, reached_target, stopped_at_budget
 from rethinkgen.report.plot import MODEL_ORDER, left_out_levels, level_lines, model_sort
 from rethinkgen.report.runs import (
     cfg,
@@ -341,6 +341,8 @@ def table_levels(runs: Sequence[dict], data: str) -> Table:
             train_acc, train_sd = _mean_sd([pct(r.get("train_acc")) for r in group])
             noise, _ = _mean_sd([pct(r.get("realized_noise_rate")) for r in group])
             steps, _ = _mean_sd([r.get("converged_step") for r in group])
+            if any(stopped_at_budget(r) for r in group):  # a mean over the others would drop the slowest
+                steps, ratios = None, []
             resolutions = sorted({res for r in group if (res := convergence_resolution(r)) is not None})
             rows.append({
                 "model": dict(key)["model"], "variant": describe(key, varying), "level": level,
@@ -363,8 +365,9 @@ def table_levels(runs: Sequence[dict], data: str) -> Table:
     notes = ["labels changed: the realized fraction of training labels that differ from the true ones "
              "(about 0.9·p for 10 classes, since a redrawn label can equal the true one)",
              "steps to fit: the first evaluated SGD step at which eval-mode accuracy on the whole corrupted "
-             "training set reached the target; — when the run did not reach it. Accuracy is evaluated every "
-             "'checked every' steps, so the first step that reached it lies at most that many steps earlier",
+             "training set reached the target; — when a run of the level did not reach it (a mean over the "
+             "others would leave out the slowest). Accuracy is evaluated every 'checked every' steps, so the "
+             "first step that reached it lies at most that many steps earlier",
              "only runs that finished as intended enter a number; seeds = the runs averaged"]
     return Table(f"levels_{slug(data)}", f"Label corruption levels on {data} (Figures 1b and 1c)", columns,
                  rows, notes)

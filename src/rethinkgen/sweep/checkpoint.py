@@ -161,7 +161,8 @@ def load_checkpoint(path: str | Path, run_key: str | None = None) -> tuple[Loade
             if run_key is not None and payload.get("run_key") != run_key:
                 raise CorruptCheckpointError(f"{candidate}: belongs to run {str(payload.get('run_key'))[:12]}")
         except (CorruptCheckpointError, OSError, RuntimeError, EOFError, ValueError) as exc:
-            older = "its previous checkpoint" if candidate == path else "a restart from scratch"
+            older = "its previous checkpoint" if candidate == path and _prev(path).exists() else \
+                "a restart from scratch"
             notes.append(f"checkpoint {exc} — using {older} instead")
             continue
         return LoadedCheckpoint(payload, blob, candidate), _warn(notes)

@@ -140,6 +140,7 @@ def plan_command(
     with the same options would train them: which runs together, on which device, in how much memory."""
     from rethinkgen.sweep.executors import make_executor
     from rethinkgen.sweep.plan import fused_alternative, plan_table, work_plan
+    from rethinkgen.sweep.runner import missing_data
     from rethinkgen.sweep.spec import load_spec
     from rethinkgen.sweep.store import FINISHED
 
@@ -181,6 +182,8 @@ def plan_command(
         console.print(plan_table(items, ex))
         if all(len(item.runs) == 1 for item in items):
             say(console, escape(fused_alternative(todo)))
+        for problem in missing_data(todo, ex):  # `sweep run` would refuse; planning for another machine is fine
+            say(console, "[yellow]missing data:[/] " + escape(problem))
     else:
         say(console, "nothing to run: every run is finished in the store")
 

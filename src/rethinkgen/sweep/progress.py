@@ -98,7 +98,10 @@ class SweepDisplay:
         status = summary.get("status", "?")
         self.counts[status] = self.counts.get(status, 0) + 1
         self.done += 1
-        if self.quiet or status == "diverged":
+        if status == "diverged":  # its accuracies are those of NaN outputs: never shown as numbers
+            self._log(f"{status:<10} {escape(name)}: the loss became NaN or infinite by epoch "
+                      f"{summary.get('epochs')}; its accuracies are not results")
+        elif self.quiet:
             self._log(f"{status:<10} {escape(name)}: {summary.get('epochs')} epochs, "
                       f"train {_pct(summary.get('train_acc'))}, test {_pct(summary.get('test_acc'))}")
         for warning in summary.get("warnings") or ():  # e.g. a schedule that starved the lr (train.schedule)

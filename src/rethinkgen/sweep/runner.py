@@ -115,7 +115,8 @@ class _Driver:
         self.result.started += 1
         self.display.run_started(key, run.name, run.config.epochs, resumed_from)
         return RunTask(run_key=key, name=run.name, config=run.config, resume=resume,
-                       checkpoint_every=self.checkpoint_every, restart_mismatched=self.restart_mismatched)
+                       checkpoint_every=self.checkpoint_every, restart_mismatched=self.restart_mismatched,
+                       measures=self.spec.measures)
 
     def items(self, todo: list[PlannedRun], executor: Executor) -> Iterator[WorkItem]:
         """Work items, prepared lazily (only when an executor is ready to start them): runs that can
@@ -174,6 +175,9 @@ class _Driver:
             self.display.epoch_recorded(key, event.data["row"], event.data.get("step_losses", ()))
         elif event.kind == "finished":
             summary = event.data["summary"]
+            measured = summary.pop("measures", None)  # computed by the worker when the spec asks for them
+            if measured:
+                self.store.add_measures(key, measured["epoch"], measured["results"])
             self.store.finish_run(key, summary)
             if not self.keep_checkpoints:
                 remove_checkpoints(self.ckpt_path(key))
@@ -303,9 +307,39 @@ def _signals_as_interrupt() -> Iterator[None]:
             GUARD.uninstall()
 
 
+def missing_data(runs: list[PlannedRun], executor: Executor) -> list[str]:
+    """One message per dataset of ``runs`` whose files are not where the runs will look (each names the
+    folders looked at and the fetch command). Ray's workers may run on other machines with their own
+    data folders: they check when they load, so a Ray sweep is not checked here."""
+    from rethinkgen.data.sources import check_available
+    from rethinkgen.errors import RethinkgenError
+
+    if executor.name == "ray":
+        return []
+    problems: dict[tuple, str] = {}
+    for run in runs:
+        where = (run.config.data, run.config.data_dir)
+        if where in problems:
+            continue
+        try:
+            check_available(*where)
+        except RethinkgenError as exc:
+            problems[where] = f"{str(exc)} (needed by {run.name})"
+        else:
+            problems[where] = ""
+    return [text for text in problems.values() if text]
+
+
 def _drive(spec: SweepSpec, store: Store, driver: _Driver, executor: Executor, display: SweepDisplay,
            beat: _Heartbeat) -> None:
     result = driver.result
+    known_before = {r["run_key"]: r.get("status") for r in store.runs()}
+    missing = missing_data([run for run in spec.runs if known_before.get(run.run_key) not in FINISHED], executor)
+    if missing:  # before any work, the store untouched (design §3: a missing dataset names the fetch command)
+        from rethinkgen.errors import DatasetNotFoundError
+
+        raise DatasetNotFoundError("the data of these runs is missing (nothing was started):\n  - "
+                                   + "\n  - ".join(missing))
     stale = store.recover_stale()
     result.stale = len(stale)
     if stale:
@@ -326,6 +360,12 @@ def _drive(spec: SweepSpec, store: Store, driver: _Driver, executor: Executor, d
             with contextlib.suppress(OSError):
                 stray.unlink()  # a write that a crash cut short; the real files are intact
     display.start(spec.name, len(spec.runs), result.skipped, executor.describe())
+    if spec.measures:
+        from rethinkgen.measures.records import lacking_note
+
+        note = lacking_note(store, [run.run_key for run in spec.runs if run not in todo], spec.measures)
+        if note:
+            display.warn(note)
     if not todo:
         return  # nothing to do: do not even start workers or a Ray cluster
     beat.start()

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from rethinkgen.errors import RethinkgenError
 
-__all__ = ["EPOCH_COLUMNS", "FINISHED", "KERNEL_COLUMNS", "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "STALE_AFTER_S",
-           "STATUSES", "SUMMARY_COLUMNS", "TABLES", "StoreError", "StoreLockedError", "migrate"]
+__all__ = ["EPOCH_COLUMNS", "FINISHED", "KERNEL_COLUMNS", "MEASURE_COLUMNS", "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION",
+           "STALE_AFTER_S", "STATUSES", "SUMMARY_COLUMNS", "TABLES", "StoreError", "StoreLockedError", "migrate"]
 
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "running", "converged", "max_epochs", "diverged", "failed", "interrupted")
@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS kernel_results (
     created_at REAL, code_version TEXT, hardware TEXT, torch_version TEXT);
 """
 TABLES = ("runs", "run_tags", "epochs", "step_losses", "summaries", "measures", "kernel_results")
+MEASURE_COLUMNS = ("run_key", "epoch", "name", "value", "settings_json", "seconds", "error", "created_at",
+                   "code_version")
 
 
 class StoreError(RethinkgenError):
@@ -86,7 +88,14 @@ def _runs_numerics(conn: sqlite3.Connection) -> None:
     add_column(conn, "runs", "numerics_json", "TEXT")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_runs_numerics,)
+def _measures_provenance(conn: sqlite3.Connection) -> None:
+    """measures: how each generalization measure was computed (settings, seconds, error, when, code)."""
+    for column, decl in (("settings_json", "TEXT"), ("seconds", "REAL"), ("error", "TEXT"), ("created_at", "REAL"),
+                         ("code_version", "TEXT")):
+        add_column(conn, "measures", column, decl)
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_runs_numerics, _measures_provenance)
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -18,7 +18,9 @@ with its own ``defaults`` and ``grid``::
 Precedence for a run's value of a field (later wins): top-level ``defaults`` < top-level ``grid`` <
 the experiment's ``defaults`` < the experiment's ``grid`` (an experiment default therefore removes a
 top-level axis for that experiment). Without ``[[experiment]]`` tables the spec is one experiment
-named after the sweep. Runs are deduplicated by ``run_key``: a run in two experiments is trained once
+named after the sweep. A top-level ``measures = ["l2_norm", "sharpness"]`` (or ``["all"]``) asks for
+generalization measures (:mod:`rethinkgen.measures`) of every run that finishes as intended; they are
+not part of any run's config or key. Runs are deduplicated by ``run_key``: a run in two experiments is trained once
 and remembers both memberships.
 
 Validation happens before anything runs, and every problem is reported at once in one
@@ -42,7 +44,7 @@ from rethinkgen.train.validate import field_problem, field_types, normalized
 
 __all__ = ["PlannedRun", "SweepSpec", "load_spec", "parse_spec", "format_value"]
 
-TOP_KEYS = ("name", "description", "tensorboard", "defaults", "grid", "experiment")
+TOP_KEYS = ("name", "description", "tensorboard", "measures", "defaults", "grid", "experiment")
 EXPERIMENT_KEYS = ("name", "description", "defaults", "grid")
 
 # Corruptions whose level is implied by the name; an explicit equal level is accepted (as resolve does).
@@ -69,6 +71,7 @@ class SweepSpec:
     path: str
     runs: tuple[PlannedRun, ...]
     tensorboard: str | None = None  # folder for TensorBoard event files, one subfolder per run (a sink only)
+    measures: tuple[str, ...] = ()  # generalization measures computed when each run ends (rethinkgen.measures)
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -222,6 +225,21 @@ class _Builder:
                 out[key] = axis
         return out
 
+    def measures(self, value: Any) -> tuple[str, ...]:
+        """The top-level ``measures = [...]`` list: registry names (``rethinkgen list measures``) or "all"."""
+        from rethinkgen.measures import MEASURES, validate_names
+
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem("measures", f"must be a list of measure names, got {value!r}; e.g. measures = "
+                         "[\"l2_norm\", \"sharpness\"] or [\"all\"] (rethinkgen list measures)")
+            return ()
+        unknown = [v for v in value if v != "all" and v not in MEASURES]
+        for i, v in enumerate(value):
+            if v in unknown:
+                self.problem(f"measures[{i}]", f"unknown measure {v!r}{_suggest(v, MEASURES.names())}; valid "
+                             f"measures: all, {', '.join(MEASURES.names())}")
+        return () if unknown else validate_names(value)
+
     # ----------------------------------------------------------------- structure
     def build(self) -> SweepSpec:
         doc = self.doc
@@ -245,6 +263,7 @@ class _Builder:
                 tensorboard = None
             elif self.base_dir is not None and not Path(tensorboard).expanduser().is_absolute():
                 tensorboard = str((self.base_dir / Path(tensorboard)).resolve())
+        measures = self.measures(doc.get("measures", []))
         top_defaults = self.defaults(doc.get("defaults"), "defaults")
         top_grid = self.grid(doc.get("grid"), "grid")
         cli = {}
@@ -303,7 +322,7 @@ class _Builder:
         runs = self.resolve(combos)
         self.fail_if_problems()
         return SweepSpec(name=name, description=description, path=self.source, runs=tuple(runs),
-                         tensorboard=tensorboard)
+                         tensorboard=tensorboard, measures=measures)
 
     # ------------------------------------------------------------- combinations
     def lookup(self, values: dict[str, _Value], key: str) -> tuple[Any, str]:

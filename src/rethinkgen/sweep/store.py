@@ -21,7 +21,10 @@ Tables (names and columns are an interface: the report and the kernel commands r
 - ``epochs``: per-epoch metrics, keyed by (run_key, epoch); epoch 0 is the untrained model.
 - ``step_losses``: training loss every ``log_every`` SGD steps, keyed by (run_key, step) (Figure 1a).
 - ``summaries``: the final numbers of a finished run (Figure 1b, Table 1) plus the summary JSON.
-- ``measures``: (run_key, epoch, name, value) — room for generalization measures.
+- ``measures``: generalization measures of a run's weights at an epoch (:mod:`rethinkgen.measures`),
+  keyed by (run_key, epoch, name): value (NULL when it failed, with ``error``), the measure's settings
+  (JSON), seconds, created_at, code_version. Stores made before these columns existed gain them when
+  opened for writing (:data:`rethinkgen.sweep.schema.MIGRATIONS`).
 - ``kernel_results``: one row per kernel interpolation (paper §5, Table 3), keyed by sha256(config_json).
 
 The schema and its migrations live in :mod:`rethinkgen.sweep.schema`, the one-driver lock in
@@ -51,6 +54,7 @@ from rethinkgen.sweep.schema import (
     EPOCH_COLUMNS,
     FINISHED,
     KERNEL_COLUMNS,
+    MEASURE_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
     STALE_AFTER_S,
@@ -63,7 +67,7 @@ from rethinkgen.sweep.schema import (
 )
 
 __all__ = [
-    "FINISHED", "STATUSES", "STALE_AFTER_S", "TABLES", "Store", "StoreError", "StoreLockedError",
+    "FINISHED", "MEASURE_COLUMNS", "STATUSES", "STALE_AFTER_S", "TABLES", "Store", "StoreError", "StoreLockedError",
     "SweepLock", "environment", "is_stale", "lock_holder",
 ]
 
@@ -364,7 +368,23 @@ class Store:
 
     def add_measure(self, run_key: str, epoch: int, name: str, value: float) -> None:
         with self.transaction() as c:
-            c.execute("INSERT OR REPLACE INTO measures VALUES (?, ?, ?, ?)", (run_key, epoch, name, _finite(value)))
+            c.execute("INSERT OR REPLACE INTO measures (run_key, epoch, name, value) VALUES (?, ?, ?, ?)",
+                      (run_key, epoch, name, _finite(value)))
+
+    def add_measures(self, run_key: str, epoch: int, results: Iterable[dict[str, Any]]) -> int:
+        """Upsert measure results of a run at ``epoch`` in one transaction; returns how many.
+
+        Each result is a dict with ``name``, ``value`` (None when it failed), and optionally ``settings``
+        (a dict, stored as JSON), ``seconds`` and ``error``.
+        """
+        now, code = time.time(), environment()["code_version"]
+        rows = [(run_key, int(epoch), r["name"], _finite(r.get("value")),
+                 json.dumps(r.get("settings") or {}, sort_keys=True, default=_json_default), r.get("seconds"),
+                 r.get("error"), now, code) for r in results]
+        with self.transaction() as c:
+            c.executemany(f"INSERT OR REPLACE INTO measures ({', '.join(MEASURE_COLUMNS)}) VALUES "
+                          f"({', '.join('?' * len(MEASURE_COLUMNS))})", rows)
+        return len(rows)
 
     def add_kernel_result(self, row: dict[str, Any]) -> str:
         """Upsert a kernel interpolation result; returns ``result_key`` = sha256 of its config_json.

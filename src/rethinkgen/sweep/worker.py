@@ -47,6 +47,7 @@ class RunTask:
     resume: bytes | None = None  # checkpoint payload (checkpoint.encode of make_payload), or None
     checkpoint_every: int = 1  # epochs between checkpoints (the final epoch is always covered by the summary)
     restart_mismatched: bool = False  # a checkpoint with other numerics than this worker's: train from scratch
+    measures: tuple[str, ...] = ()  # generalization measures computed when the run ends (rethinkgen.measures)
 
 
 @dataclass
@@ -184,8 +185,8 @@ def execute_run(task: RunTask, emit: Emit, should_stop: Callable[[], bool] | Non
     emit(Event("started", task.run_key, worker_environment()))
     try:
         state = resume_state(task, guarded)
-        summary = train(task.config, callbacks=[_SweepCallback(task, guarded, should_stop)], resume=state,
-                        progress=False)
+        summary = train(task.config, callbacks=[_SweepCallback(task, guarded, should_stop),
+                                                *_measure_callbacks(task)], resume=state, progress=False)
     except NumericsMismatchError as exc:
         emit(Event("failed", task.run_key, {"error": str(exc)}))
         return
@@ -194,6 +195,10 @@ def execute_run(task: RunTask, emit: Emit, should_stop: Callable[[], bool] | Non
             raise
         emit(Event("failed", task.run_key, {"error": traceback.format_exc()}))
         return
+    if task.measures:  # a run resumed from its final checkpoint ends without callbacks: measure it here
+        from rethinkgen.measures.compute import measure_resumed
+
+        measure_resumed(task.measures, task.config, state, summary)
     emit(Event("finished", task.run_key, {"summary": _slim(summary)}))
 
 
@@ -207,6 +212,16 @@ class _Finished:
     def on_train_end(self, summary: dict[str, Any]) -> None:
         self.done.add(self.task.run_key)
         self.emit(Event("finished", self.task.run_key, {"summary": _slim(summary)}))
+
+
+def _measure_callbacks(task: RunTask) -> list[Any]:
+    """The callback computing the run's measures when it ends (before its ``finished`` event goes out, so
+    the summary carries them), or nothing when the spec asks for none."""
+    if not task.measures:
+        return []
+    from rethinkgen.measures.compute import MeasureCallback
+
+    return [MeasureCallback(task.measures)]
 
 
 def _slim(summary: dict[str, Any]) -> dict[str, Any]:
@@ -249,7 +264,8 @@ def execute_group(tasks: list[RunTask], emit: Emit, should_stop: Callable[[], bo
     done: set[str] = set()
     for task in tasks:
         emit(Event("started", task.run_key, dict(environment)))
-    callbacks = [[_SweepCallback(task, guarded, should_stop), _Finished(task, guarded, done)] for task in tasks]
+    callbacks = [[_SweepCallback(task, guarded, should_stop), *_measure_callbacks(task), _Finished(task, guarded, done)]
+                 for task in tasks]
     try:
         summaries = train_group([task.config for task in tasks], callbacks=callbacks,
                                 resumes=[resumes[task.run_key] for task in tasks])

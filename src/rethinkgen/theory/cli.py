@@ -74,6 +74,20 @@ def _check_positive(name: str, value: int | None) -> None:
 
 
 # --------------------------------------------------------------------------------- interpolate
+def _check_interpolate_options(*, theta: float, directions: int, rtol: float, merge_within: float) -> None:
+    """The options ``interpolate`` would refuse, refused by their flag names before the data is loaded."""
+    import math
+
+    if not 0.0 < theta < 1.0:
+        raise ConfigError(f"--theta must lie strictly between 0 and 1 (b_i < x_i < b_(i+1)), got {theta}")
+    if directions < 1:
+        raise ConfigError(f"--directions must be >= 1, got {directions}")
+    if not (math.isfinite(rtol) and rtol > 0):
+        raise ConfigError(f"--rtol must be a positive number, got {rtol}")
+    if not (math.isfinite(merge_within) and merge_within >= 0):
+        raise ConfigError(f"--merge-within must be a distance >= 0, got {merge_within}")
+
+
 @theory_app.command("interpolate")
 def interpolate_command(
     data: Annotated[str, typer.Option("--data", help="dataset name (`rethinkgen list datasets`)")] = "mnist1d",
@@ -101,6 +115,7 @@ def interpolate_command(
     _check_positive("n-test", n_test)
     if depth < 2:
         raise ConfigError(f"--depth must be >= 2 (2 = Theorem 1's two-layer network), got {depth}")
+    _check_interpolate_options(theta=theta, directions=directions, rtol=rtol, merge_within=merge_within)
     start = time.perf_counter()
     ds = _load(data, data_dir, n, n_test, seed)
     y = ds.y_train

@@ -65,9 +65,10 @@ class TrainConfig:
     eval_batch_size: int | None = None  # samples per evaluation pass (None: by device and layout, train.resolve)
     seed: int = 0  # the one seed; split into corruption / init / order / augment / dropout streams
     device: str = "auto"  # "auto" (cuda -> mps -> cpu) | "cpu" | "cuda" | "mps"
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, where bf16 is slower)
+    amp: bool = True  # autocast on CUDA in the model's dtype (resolve.CUDA_AUTOCAST: bf16); ignored on CPU
     compile: bool = False  # torch.compile the model (CUDA only; no gain measured on CPU)
     channels_last: bool | None = None  # channels-last memory format for images; None: on CUDA only
+    cuda_graphs: bool | None = None  # captured step (train.step); None: CUDA w/o dropout/compile; True: CPU too
 
     def __post_init__(self) -> None:
         """Refuse impossible values at once (the one validator, :mod:`rethinkgen.train.validate`), and store
@@ -98,10 +99,10 @@ class TrainConfig:
 
 
 # Fields that do not name the experiment, so they are left out of the run key: where its data lives, the
-# evaluation batch, the device and the memory format — whose effect on the floats (the order of float
-# operations) each run records as its numerics (rethinkgen.train.numerics; a resume with other numerics
-# is refused).
-KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last"})
+# evaluation batch, the device, the memory format and the captured step — whose effect on the floats (the
+# order of float operations; the learning rate read as float32 by a captured step) each run records as its
+# numerics (rethinkgen.train.numerics; a resume with other numerics is refused).
+KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last", "cuda_graphs"})
 
 
 # Fields added after run keys were first stored: left out of the canonical JSON while None (their

@@ -7,7 +7,7 @@ batches are taken by indexing (no DataLoader, no per-sample Python).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -30,6 +30,7 @@ class PreparedData:
     layout: str
     preprocessor: object  # rethinkgen.data.preprocess.Preprocessor
     realized_noise_rate: float
+    data_info: dict = field(default_factory=dict)  # the source's record (rethinkgen.data.describe.data_info)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -95,6 +96,7 @@ def prepare_data(config: TrainConfig, device: torch.device, source: Dataset | No
     """Load, corrupt (paper §2.1) and preprocess (Appendix A) the data of a *resolved* config
     (``source``: the config's already loaded source, see :func:`load_source`)."""
     from rethinkgen.data.corruptions import apply_corruption
+    from rethinkgen.data.describe import data_info
     from rethinkgen.data.preprocess import Preprocessor
 
     source = source if source is not None else load_source(config)
@@ -116,4 +118,5 @@ def prepare_data(config: TrainConfig, device: torch.device, source: Dataset | No
         layout=ds.layout,
         preprocessor=pre,
         realized_noise_rate=float(corrupted.realized_noise_rate),
+        data_info=data_info(source),
     )

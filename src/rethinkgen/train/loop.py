@@ -11,9 +11,10 @@ augmentation and dropout from ``(seed, epoch)``; torch's global generators are s
 :func:`rethinkgen.train.rng.seeded`, which gives the caller's state back. A checkpoint taken at an
 epoch end therefore resumes to exactly the numbers of an uninterrupted run on the CPU.
 
-The step (:meth:`Trainer._sgd_step`: forward, backward, optimizer) is kept apart from the epoch's
-bookkeeping (order, learning rate, counters, logged losses, evaluations), which reads the device back
-once per epoch.
+The step (forward, backward, optimizer) is kept apart from the epoch's bookkeeping (order, learning
+rate, counters, logged losses, evaluations), which reads the device back once per epoch. It is either
+eager (:meth:`Trainer._sgd_step`) or static (:class:`rethinkgen.train.step.StaticStep`: the same
+operations on static tensors, captured as a CUDA graph on CUDA), as ``resolve.step_mode`` decides.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ from rethinkgen.train.allocator import keep_freed_memory
 from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.data import PreparedData, prepare_data
 from rethinkgen.train.history import RunHistory, make_checkpoint, read_checkpoint, resume_numerics, run_summary
-from rethinkgen.train.metrics import evaluate, predict_correct
+from rethinkgen.train.metrics import autocast_context, evaluate, predict_correct
 from rethinkgen.train.numerics import plan_numerics
 from rethinkgen.train.progress import Progress
-from rethinkgen.train.resolve import eval_batch_size, resolve_config
+from rethinkgen.train.resolve import STEP_MODES, eval_batch_size, resolve_config, step_mode
 from rethinkgen.train.rng import seeded
 from rethinkgen.train.schedule import decay_period, last_step_lr, lr_at
+from rethinkgen.train.step import StaticStep
 
 __all__ = ["train", "resolve_config", "select_device", "Trainer"]
 
@@ -71,9 +73,11 @@ class _ContiguousSGD(torch.optim.SGD):
 
 
 def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig, device: torch.device) -> torch.optim.SGD:
-    """SGD with the config's momentum and weight decay. On the CPU torch's fused one-pass kernel: the same
-    numbers as the default single-tensor loop (bit for bit), about 3x faster for mlp_1x512's 1.2M weights."""
-    if device.type == "cpu":
+    """SGD with the config's momentum and weight decay. On the CPU and CUDA torch's fused one-pass kernel
+    (on the CPU the same numbers as the default single-tensor loop, bit for bit, and about 3x faster for
+    mlp_1x512's 1.2M weights; on CUDA one kernel instead of foreach's three, and the kernel the captured
+    step uses, rethinkgen.train.step)."""
+    if device.type in ("cpu", "cuda"):
         return _ContiguousSGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                               fused=True)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -84,16 +88,25 @@ class Trainer:
 
     The model is initialised here and dropout masks drawn in :meth:`train_epoch`, each from a seeded
     stream inside :func:`rethinkgen.train.rng.seeded`: the caller's global torch RNG is left as it was.
+
+    ``step``: "eager", "static" or "captured" (``resolve.STEP_MODES``) instead of what
+    ``resolve.step_mode`` chooses for the config (benchmarks compare them; "captured" needs CUDA).
     """
 
-    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+    def __init__(self, config: TrainConfig, device: torch.device, step: str | None = None) -> None:
         from rethinkgen.models import count_params, create_model
 
         self.config = config
         self.device = device
+        self.step_mode = step_mode(config, device.type) if step is None else step  # before loading the data
+        if self.step_mode not in STEP_MODES or (self.step_mode == "captured" and device.type != "cuda"):
+            raise ValueError(f"step must be one of {', '.join(STEP_MODES)} ('captured' on CUDA only), "
+                             f"got {step!r} on {device.type}")
         self.data: PreparedData = prepare_data(config, device)
-        self.numerics = plan_numerics(config, device, self.data.layout)  # recorded, checked on resume
-        self.use_amp = self.numerics.autocast is not None
+        # recorded, checked on resume; decides autocast (per model, CUDA only), memory format, compile
+        self.numerics = plan_numerics(config, device, self.data.layout, step=self.step_mode)
+        self.autocast = self.numerics.autocast_dtype  # None: float32 (always on the CPU)
+        self.use_amp = self.autocast is not None
         self.eval_batch_size = eval_batch_size(config, self.data.layout, device.type)
         self.channels_last = self.numerics.channels_last
         with seeded(stream_seed(config.seed, "init"), torch.device("cpu")):  # built on the CPU, then moved
@@ -106,11 +119,16 @@ class Trainer:
             self.data.x_test = self.data.x_test.contiguous(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if self.numerics.graph == "torch.compile" else self.model
         self.optimizer = make_optimizer(self.model.parameters(), config, device)
+        self.static = None if self.step_mode == "eager" else StaticStep(self, capture=self.step_mode == "captured")
         self.period = decay_period(config.lr_decay_every, self.data.n_train)
         self.history = RunHistory()
         self.epoch_evaluations: list[list[float]] = []  # (step, train accuracy) inside the last epoch
 
     # ---------------------------------------------------------------- checkpoints
+    def model_state_dict(self) -> dict[str, torch.Tensor]:
+        """The run's current weights and BatchNorm statistics (the model's ``state_dict``, not copied)."""
+        return self.model.state_dict()
+
     def checkpoint(self) -> dict[str, Any]:
         """A ``torch.save``-able snapshot from which :func:`train` (or the fused trainer) resumes exactly."""
         return make_checkpoint(self.history, self.config, copy.deepcopy(self.model.state_dict()),
@@ -124,6 +142,8 @@ class Trainer:
         self.numerics = resume_numerics(ckpt, self.numerics, self.config)
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))  # torch keeps the tensors it is given
+        if self.static is not None:  # the momentum buffers into the static ones the step updates
+            self.static.load_optimizer_state()
 
     # ---------------------------------------------------------------- one epoch
     def _batch(self, index: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -142,42 +162,52 @@ class Trainer:
         c, h = self.config, self.history
         epoch = h.epoch + 1
         order = torch.Generator().manual_seed(stream_seed(c.seed, "order", epoch))
-        perm = torch.randperm(self.data.n_train, generator=order).to(self.device)  # (N,)
+        perm = torch.randperm(self.data.n_train, generator=order)  # (N,), on the CPU
         augment = None
         if self.data.x_train_raw is not None:
             augment = torch.Generator(device=self.device).manual_seed(stream_seed(c.seed, "augment", epoch))
+        starts = range(0, self.data.n_train, c.batch_size)
+        lrs = [lr_at(c.lr, c.lr_decay, self.period, h.samples_seen + s) for s in starts]  # each step's rate
+        first, last = h.step, len(starts) - 1
         self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
         logged: list[tuple[int, torch.Tensor]] = []
         evaluations: list[tuple[int, torch.Tensor]] = []
-        n_batches = 0
-        starts = range(0, self.data.n_train, c.batch_size)
         with seeded(stream_seed(c.seed, "dropout", epoch), self.device):  # dropout draws from the global RNG
-            for start in starts:
-                index = perm[start:start + c.batch_size]  # (B,)
-                loss = self._sgd_step(index, augment, lr_at(c.lr, c.lr_decay, self.period, h.samples_seen))
-                h.step += 1
-                h.samples_seen += int(index.shape[0])
-                n_batches += 1
-                loss_sum += loss
-                if h.step % c.log_every == 0:
-                    logged.append((h.step, loss))
-                if c.eval_every and h.step % c.eval_every == 0 and start != starts[-1]:
-                    evaluations.append((h.step, self._train_accuracy()))
-        h.epoch = epoch
+            if self.static is not None:
+                self.static.begin_epoch(perm, lrs, augment)
+            else:
+                perm = perm.to(self.device)
+                loss_sum = torch.zeros((), device=self.device)
+            for j, start in enumerate(starts):
+                step = first + j + 1
+                if self.static is not None:
+                    self.static.step(j)
+                else:
+                    loss = self._sgd_step(perm[start:start + c.batch_size], augment, lrs[j])  # (B,) indices
+                    loss_sum += loss
+                    if step % c.log_every == 0:
+                        logged.append((step, loss))
+                if c.eval_every and step % c.eval_every == 0 and j != last:
+                    evaluations.append((step, self._train_accuracy()))
+        if self.static is not None:
+            self.static.end_epoch(lrs[-1])
+            loss_sum = self.static.loss_sum
+            logged = [(first + j + 1, self.static.losses[j]) for j in range(len(starts))
+                      if (first + j + 1) % c.log_every == 0]
+        h.epoch, h.step, h.samples_seen = epoch, h.step + len(starts), h.samples_seen + self.data.n_train
         # the epoch's one host sync: loss sum, logged losses and evaluated accuracies together
         values = torch.stack([loss_sum, *(v for _, v in logged), *(a for _, a in evaluations)]).tolist()
         losses, accs = values[1:1 + len(logged)], values[1 + len(logged):]
         self.epoch_evaluations = [[s, a] for (s, _), a in zip(evaluations, accs, strict=True)]
-        return values[0] / max(n_batches, 1), [[s, v] for (s, _), v in zip(logged, losses, strict=True)]
+        return values[0] / len(starts), [[s, v] for (s, _), v in zip(logged, losses, strict=True)]
 
     def _sgd_step(self, index: torch.Tensor, augment: torch.Generator | None, lr: float) -> torch.Tensor:
         """One SGD step on the samples ``index`` (B,) at learning rate ``lr``; returns the minibatch loss
         (a detached 0-d tensor on the device: no host sync). Forward, backward and optimizer step, nothing
-        else: the unit a captured (CUDA graph) step would replace."""
+        else: the unit the static step (rethinkgen.train.step) replaces."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+        with autocast_context(self.device.type, self.autocast):
             logits = self.forward(self._batch(index, augment))  # (B, K)
         loss = F.cross_entropy(logits.float(), self.data.y_train[index])
         self.optimizer.zero_grad(set_to_none=True)
@@ -189,15 +219,15 @@ class Trainer:
         """Accuracy on the whole training set (labels trained on) in eval mode, a 0-d device tensor;
         the model goes back to train mode after."""
         d = self.data
-        _, correct = predict_correct(self.forward, d.x_train, d.y_train, self.eval_batch_size, self.use_amp)
+        _, correct = predict_correct(self.forward, d.x_train, d.y_train, self.eval_batch_size, self.autocast)
         return correct.float().mean()
 
     # ---------------------------------------------------------------- evaluation
     def evaluate_row(self, train_loss: float | None) -> dict[str, Any]:
         """The per-epoch metrics row (keys fixed: the results store relies on them)."""
         c, d, h = self.config, self.data, self.history
-        tr = evaluate(self.forward, d.x_train, d.y_train, self.eval_batch_size, d.changed, self.use_amp)
-        te = evaluate(self.forward, d.x_test, d.y_test, self.eval_batch_size, None, self.use_amp)
+        tr = evaluate(self.forward, d.x_train, d.y_train, self.eval_batch_size, d.changed, self.autocast)
+        te = evaluate(self.forward, d.x_test, d.y_test, self.eval_batch_size, None, self.autocast)
         lr_now = last_step_lr(c.lr, c.lr_decay, self.period, h.samples_seen, d.n_train, c.batch_size)
         return {
             "epoch": h.epoch, "step": h.step, "samples_seen": h.samples_seen, "lr": lr_now,
@@ -236,10 +266,11 @@ class Trainer:
         bar.update(0, row)
 
     def summary(self) -> dict[str, Any]:
-        return run_summary(self.history, self.config, n_params=self.n_params,
-                           realized_noise_rate=self.data.realized_noise_rate,
-                           n_train=self.data.n_train, device=self.device,
-                           numerics=self.numerics)
+        return {**run_summary(self.history, self.config, n_params=self.n_params,
+                              realized_noise_rate=self.data.realized_noise_rate,
+                              n_train=self.data.n_train, device=self.device,
+                              numerics=self.numerics),
+                "data": self.data.data_info}  # layout found, scaling, classes and mapping (data.describe)
 
 
 def train(config: TrainConfig | None = None, *, callbacks: Iterable[Any] = (), resume: dict | None = None,

@@ -20,9 +20,17 @@ class Evaluation:
     acc_unchanged: float | None  # on the other samples (None if there are none)
 
 
+def autocast_context(device_type: str, dtype: torch.dtype | None, cache: bool = True):
+    """``torch.autocast`` to ``dtype`` on ``device_type`` (None: disabled, float32 throughout). ``cache``:
+    torch's cast-weight cache, off inside a captured CUDA graph (torch.cuda.graphs documentation)."""
+    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None,
+                          cache_enabled=cache)
+
+
 def predict_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                    autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample loss (N,) and correctness (N,) of ``model`` on ``x``, ``y`` in eval mode."""
+                    autocast: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample loss (N,) and correctness (N,) of ``model`` on ``x``, ``y`` in eval mode, with
+    ``autocast`` (a dtype, e.g. ``torch.bfloat16``; None: float32) around the forward."""
     was_training = model.training
     model.eval()
     # preallocated outputs, not a list of per-batch results: small tensors kept between the batches'
@@ -30,7 +38,7 @@ def predict_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ba
     losses = torch.empty(y.shape, device=y.device)
     correct = torch.empty(y.shape, dtype=torch.bool, device=y.device)
     device_type = x.device.type
-    with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+    with torch.inference_mode(), autocast_context(device_type, autocast):
         for start in range(0, x.shape[0], batch_size):
             logits = model(x[start:start + batch_size]).float()  # (B, K)
             target = y[start:start + batch_size]
@@ -53,6 +61,6 @@ def summarize(losses: torch.Tensor, correct: torch.Tensor, changed: torch.Tensor
                       acc_changed=acc_changed, acc_unchanged=acc_unchanged)
 
 
-def evaluate(model, x, y, batch_size: int, changed=None, autocast: bool = False) -> Evaluation:
+def evaluate(model, x, y, batch_size: int, changed=None, autocast: torch.dtype | None = None) -> Evaluation:
     losses, correct = predict_correct(model, x, y, batch_size, autocast)
     return summarize(losses, correct, changed)

@@ -5,11 +5,14 @@ a finished run is a result on any machine. But the *floats* of a run also depend
 computed, and a run whose numbers change half-way through is neither the one nor the other:
 
 - **device type** (cpu, cuda, mps): other kernels, other summation orders;
-- **autocast dtype**: bf16 autocast on CUDA when ``amp`` (3 significant digits in the autocast
-  regions), float32 throughout on the CPU and MPS;
+- **autocast dtype**: on CUDA when ``amp``, the model's dtype (``resolve.CUDA_AUTOCAST``: bf16, 3
+  significant digits in the autocast regions), float32 throughout on the CPU and MPS;
 - **CPU intra-op threads**: torch splits reductions and matrix products by thread, so the same run
   with 1 and with 2 threads differs in the last bits (CPU runs only; on a GPU the threads only feed it);
-- **graph**: ``torch.compile`` of the forward (fused kernels, other rounding), or eager;
+- **graph**: ``torch.compile`` of the forward (fused kernels, other rounding), the training step
+  captured as a CUDA graph (``cuda_graph``: the eager kernels replayed, but the learning rate read as
+  float32 and cuDNN free to pick other algorithms; rethinkgen.train.step), or eager. The static step
+  forced on the CPU (``cuda_graphs=True``) gives the eager numbers bit for bit and is recorded as eager;
 - **channels_last**: NHWC image tensors pick other convolution kernels;
 - **TF32** (CUDA only): float32 convolutions / matrix products rounded to TF32 inputs
   (``torch.backends.cudnn.allow_tf32``, ``torch.backends.cuda.matmul.allow_tf32``).
@@ -37,7 +40,7 @@ from typing import Any
 import torch
 
 from rethinkgen.errors import ConfigError
-from rethinkgen.train.resolve import use_channels_last
+from rethinkgen.train.resolve import autocast_name, step_mode, use_channels_last
 
 __all__ = ["COMPARED", "Numerics", "NumericsMismatchError", "check_resume", "describe", "differences", "fixes",
            "numerics_here", "plan_numerics"]
@@ -53,7 +56,7 @@ class Numerics:
     device: str  # device type: "cpu" | "cuda" | "mps"
     autocast: str | None = None  # dtype of the autocast regions ("bfloat16"); None: float32 throughout
     threads: int | None = None  # torch intra-op threads (CPU runs only; None on accelerators)
-    graph: str | None = None  # "torch.compile" when the forward is compiled; None: eager
+    graph: str | None = None  # "torch.compile" (compiled forward) | "cuda_graph" (captured step); None: eager
     channels_last: bool = False  # image tensors and weights stored NHWC (channels last)
     tf32: str | None = None  # CUDA: TF32 for "conv", "matmul", "conv+matmul" or "off"; None off CUDA
 
@@ -65,6 +68,11 @@ class Numerics:
         """From a recorded dict; keys this version does not know are ignored, missing ones take defaults."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """:attr:`autocast` as a ``torch.dtype`` (None: float32 throughout)."""
+        return getattr(torch, self.autocast) if self.autocast else None
 
     def describe(self) -> str:
         """One line, e.g. ``cpu, float32, 2 threads`` or ``cuda, bf16 autocast, channels_last, TF32 conv``."""
@@ -88,12 +96,15 @@ def _tf32() -> str:
     return "+".join(parts) or "off"
 
 
-def plan_numerics(config: Any, device: torch.device | str, layout: str, threads: int | None = None) -> Numerics:
+def plan_numerics(config: Any, device: torch.device | str, layout: str, threads: int | None = None,
+                  step: str | None = None) -> Numerics:
     """The numerics a run of ``config`` (a resolved :class:`~rethinkgen.train.config.TrainConfig`) gets
     on ``device`` for data of ``layout`` ("image" | "signal" | "vector").
 
-    bf16 autocast on CUDA when ``config.amp`` (it was measured 3-17x slower on CPUs without bf16
-    hardware, design §6); channels-last storage of images as
+    Autocast on CUDA when ``config.amp``, in the model's dtype (:func:`rethinkgen.train.resolve.autocast_name`;
+    never on the CPU, where bf16 was measured 3-17x slower without bf16 hardware, design §6); the training
+    step captured as a CUDA graph when ``step`` (default: :func:`rethinkgen.train.resolve.step_mode`) is
+    "captured"; channels-last storage of images as
     :func:`rethinkgen.train.resolve.use_channels_last` decides (``config.channels_last``, else CUDA
     only); ``torch.compile`` on CUDA when ``config.compile``.
     ``threads``: the intra-op threads the run will have (default: this process's
@@ -102,11 +113,12 @@ def plan_numerics(config: Any, device: torch.device | str, layout: str, threads:
     kind = torch.device(device).type
     cuda = kind == "cuda"
     channels_last = use_channels_last(config, layout, kind)
+    step = step if step is not None else step_mode(config, kind)
     return Numerics(
         device=kind,
-        autocast="bfloat16" if cuda and config.amp else None,
+        autocast=autocast_name(config, kind),
         threads=(threads if threads is not None else torch.get_num_threads()) if kind == "cpu" else None,
-        graph="torch.compile" if cuda and config.compile else None,
+        graph="torch.compile" if cuda and config.compile else ("cuda_graph" if step == "captured" else None),
         channels_last=channels_last,
         tf32=_tf32() if cuda else None,
     )
@@ -139,10 +151,13 @@ def describe(numerics: dict[str, Any] | None) -> str:
     if n.channels_last:
         parts.append("channels_last")
     if n.graph:
-        parts.append(n.graph)
+        parts.append(_GRAPH_WORDS.get(n.graph, n.graph))
     if n.tf32 is not None:
         parts.append(f"TF32 {n.tf32}")
     return ", ".join(parts)
+
+
+_GRAPH_WORDS = {"cuda_graph": "CUDA graph"}  # how describe() and the refusals name a graph value
 
 
 def _value(field: str, value: Any) -> str:
@@ -151,7 +166,7 @@ def _value(field: str, value: Any) -> str:
     if field == "autocast":
         return "float32 (no autocast)" if value is None else f"{value} autocast"
     if field == "graph":
-        return "eager" if value is None else value
+        return "eager" if value is None else _GRAPH_WORDS.get(value, value)
     if field == "channels_last":
         return "channels_last" if value else "contiguous (NCHW)"
     if field == "tf32":
@@ -174,16 +189,10 @@ def differences(saved: dict[str, Any] | None, now: Numerics, compared: tuple[str
     return out
 
 
-CONTEXTS = ("library", "sweep", "train")  # train(resume=...), `sweep run`, `rethinkgen train --resume`
-
-
 def fixes(saved: Numerics, now: Numerics, context: str) -> list[str]:
-    """How to get the checkpoint's numerics back, per differing field (``context``: "library" for
-    ``train(resume=...)``; "sweep" and "train" for the ``sweep run`` and ``train --resume`` command
-    lines, which both take ``--device`` and ``--threads``)."""
-    if context not in CONTEXTS:
-        raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, got {context!r}")
-    sweep = context != "library"  # the command lines: options, not library calls
+    """How to get the checkpoint's numerics back, per differing field (``context``: "sweep" or "train",
+    command-line options; "library", what to set in Python)."""
+    sweep = context in ("sweep", "train")
     out = []
     if saved.device != now.device:
         where = "" if saved.device == "cpu" else " on a machine that has one"
@@ -199,7 +208,8 @@ def fixes(saved: Numerics, now: Numerics, context: str) -> list[str]:
                      f"torch.backends.cuda.matmul.allow_tf32 = {'matmul' in saved.tf32} in the training process")
     if saved.device == now.device and (saved.autocast, saved.graph, saved.channels_last) != \
             (now.autocast, now.graph, now.channels_last):
-        out.append("the rethinkgen version and settings (amp, compile, channels_last) it was trained with")
+        out.append("the rethinkgen version and settings (amp, compile, channels_last, cuda_graphs) it was trained "
+                   "with")
     return out
 
 
@@ -207,16 +217,16 @@ def check_resume(saved: dict[str, Any] | None, now: Numerics, *, run: str = "thi
                  context: str = "library", compared: tuple[str, ...] = COMPARED) -> None:
     """Raise :class:`NumericsMismatchError` when a checkpoint recorded with ``saved`` numerics would be
     continued with ``now``; the message names each difference and the fix for ``context`` ("sweep":
-    command-line options and ``--restart-mismatched``; "train": the options of ``rethinkgen train
-    --resume`` and ``--overwrite``; "library": what to set before ``train``)."""
+    command-line options and ``--restart-mismatched``; "train": ``rethinkgen train --resume`` options,
+    or ``--overwrite`` to start over; "library": what to set before ``train``)."""
     diffs = differences(saved, now, compared)
     if not diffs:
         return
     then = Numerics.from_dict(saved)
     hints = fixes(then, now, context)
     restart = {"sweep": "--restart-mismatched to discard the checkpoint and train the run from scratch here",
-               "train": "rerun its `rethinkgen train` command with --overwrite to train it from scratch here",
-               "library": "train(config) without resume= to train it from scratch"}[context]
+               "train": "start it over with the options it was started with and --overwrite (the checkpoint "
+                        "is then discarded)"}.get(context, "train(config) without resume= to train it from scratch")
     fix = (f"run with {' and '.join(hints)}, or " if hints else "") + restart
     raise NumericsMismatchError(
         f"cannot resume {run}: its checkpoint was trained with other numerics ({then.describe()}) than it "

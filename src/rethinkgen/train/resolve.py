@@ -66,6 +66,65 @@ def use_channels_last(config: TrainConfig, layout: str, device_type: str) -> boo
     return config.channels_last if config.channels_last is not None else device_type == "cuda"
 
 
+# The autocast dtype (a torch dtype name) of each model's CUDA runs when ``config.amp`` is on; None:
+# float32 throughout.
+# Models not listed take DEFAULT_CUDA_AUTOCAST. Today every model keeps bfloat16, the value before this
+# table existed; the only measurement so far (one H200, eager steps, ../shared/gpu/README.md) had
+# inception_small at batch 128 *slower* in bf16 than in fp32 (11.5 vs 9.6 ms), but those steps waited on
+# the host, so it does not say what bf16 costs in a captured step. `benchmarks/gpu_steps.py` times both
+# per model on a GPU; its numbers (not yet taken) will fill this table. Never applied on the CPU (bf16 is
+# 3-17x slower there, design §6) or MPS.
+DEFAULT_CUDA_AUTOCAST: str | None = "bfloat16"
+CUDA_AUTOCAST: dict[str, str | None] = {}
+
+
+def autocast_name(config: TrainConfig, device_type: str) -> str | None:
+    """The name of the torch dtype of a run's autocast regions (forward and loss, training and evaluation)
+    on ``device_type``: the model's entry of :data:`CUDA_AUTOCAST` on CUDA when ``config.amp``, else None
+    (float32 throughout). Recorded as the run's numerics (``train.numerics``)."""
+    if device_type != "cuda" or not config.amp:
+        return None
+    return CUDA_AUTOCAST.get(config.model, DEFAULT_CUDA_AUTOCAST)
+
+
+def autocast_dtype(config: TrainConfig, device_type: str):
+    """:func:`autocast_name` as a ``torch.dtype`` (None: float32 throughout)."""
+    name = autocast_name(config, device_type)
+    if name is None:
+        return None
+    import torch
+
+    return getattr(torch, name)
+
+
+STEP_MODES = ("eager", "static", "captured")
+
+
+def step_mode(config: TrainConfig, device_type: str) -> str:
+    """How a run takes its SGD steps on ``device_type`` (rethinkgen.train.step):
+
+    - ``"eager"``: the model, the loss and ``torch.optim.SGD`` called step by step from Python;
+    - ``"static"``: the same operations on static tensors (the epoch's data order, augmentation draws and
+      learning rates in device tables, read by a device-side step counter), uncaptured;
+    - ``"captured"``: the static step captured once as a CUDA graph and replayed.
+
+    ``config.cuda_graphs``: True asks for the static step everywhere (captured on CUDA, run uncaptured on
+    the CPU — where the tests check it), False for the eager one; None (default) captures on CUDA unless
+    the run uses dropout or ``compile`` (eager there: dropout draws inside a graph and a compiled forward
+    under capture are not verified on a device yet). Raises ConfigError for a device without the static
+    step (MPS: no tensor learning rate in torch's fused SGD checked there).
+    """
+    wanted = config.cuda_graphs
+    if wanted is None:
+        wanted = device_type == "cuda" and config.dropout == 0 and not config.compile
+    if not wanted:
+        return "eager"
+    if device_type not in ("cpu", "cuda"):
+        raise ConfigError(f"cuda_graphs=True needs a CUDA device or the CPU, not {device_type}; "
+                          "leave cuda_graphs unset (or False) there")
+    return "captured" if device_type == "cuda" else "static"
+
+
 def _resolve_level(config: TrainConfig, corruption) -> float | None:
     name = config.corruption
     if name in FIXED_LEVEL:
@@ -96,6 +155,9 @@ def validate(c: TrainConfig, *, dataset_layout: str, model_layouts: tuple[str, .
     need(dataset_layout in model_layouts,
          f"model {c.model} takes {'/'.join(model_layouts)} inputs but dataset {c.data} is {dataset_layout} data; "
          "choose a model for it with `rethinkgen list models`")
+    need(not (c.cuda_graphs and c.compile),
+         "cuda_graphs=True and compile=True cannot be combined (a compiled forward inside a captured step is "
+         "not supported); choose one of them")
     for flag, on in (("augment (random crop)", c.augment), ("flip", c.flip), ("crop", c.crop > 0),
                      ("channels_last", bool(c.channels_last))):
         need(not on or dataset_layout == "image",

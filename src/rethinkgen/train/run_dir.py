@@ -7,6 +7,8 @@ Layout of ``DIR``::
     metrics.csv       one row per finished epoch (epoch 0 = the untrained model)
     step_losses.csv   (step, minibatch loss) every ``log_every`` SGD steps (Figure 1a)
     checkpoint.pt     the state at the end of the last finished epoch, while the run is unfinished
+    .lock             held (``fcntl.flock``) by the one process training into the folder, so a second
+                      ``rethinkgen train --out DIR`` or ``--resume DIR`` is refused while it runs
 
 Every file is replaced atomically (temporary file + rename; :mod:`rethinkgen.files`). The CSV files
 and a "running" summary follow the epochs at most every ``csv_every_s`` seconds; the checkpoint is
@@ -22,8 +24,11 @@ length; the previous generation kept as ``checkpoint.pt.prev``), so a truncated 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
+import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -38,6 +43,7 @@ __all__ = ["RunDir", "RunDirWriter", "FINISHED", "public_summary"]
 
 FINISHED = ("converged", "max_epochs", "diverged")
 SUMMARY, METRICS, STEP_LOSSES, CHECKPOINT = "summary.json", "metrics.csv", "step_losses.csv", "checkpoint.pt"
+LOCK = ".lock"
 
 
 def public_summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -61,10 +67,41 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock_fd: int | None = None
 
     @property
     def checkpoint_path(self) -> Path:
         return self.path / CHECKPOINT
+
+    # ------------------------------------------------------------------ one process per folder
+    def lock(self) -> None:
+        """Take the folder's exclusive lock (``DIR/.lock``, ``fcntl.flock``: dropped by the kernel when the
+        process dies). Raises ConfigError naming the holder's PID when another process trains here: two
+        runs writing one folder would leave files of either. The folder must exist."""
+        if self._lock_fd is not None:
+            return
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the lock file {self.path / LOCK} ({exc.strerror}): a run folder "
+                              "must be writable, the run writes its files there") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 100, 0).decode(errors="replace").split()
+            os.close(fd)
+            who = f"PID {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "") if holder else "a process"
+            raise ConfigError(f"{self.path} is in use: {who} is training into it now. Wait for it to end or stop "
+                              "it (then --resume continues it), or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release :meth:`lock` (closing the file drops the flock; the file stays: unlinking would race)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # ------------------------------------------------------------------ reading
     def read_summary(self) -> dict[str, Any] | None:
@@ -83,9 +120,18 @@ class RunDir:
         Refuses (ConfigError naming the fix) a path that is a file or not writable, and, unless
         ``overwrite``, a folder holding work that would be lost: an unfinished run with a checkpoint
         (``--resume`` continues it) or a finished run of another config. A finished run of the same
-        config, or an unfinished one without a checkpoint, is simply started again.
+        config, or an unfinished one without a checkpoint, is simply started again. Takes the folder's
+        lock (:meth:`lock`; a folder another process trains into is refused); the caller unlocks.
         """
         ensure_writable_dir(self.path, "--out")
+        self.lock()
+        try:
+            self._check_reuse(run_key, overwrite)
+        except BaseException:
+            self.unlock()
+            raise
+
+    def _check_reuse(self, run_key: str, overwrite: bool) -> None:
         old = self.read_summary()
         if old is None or overwrite:
             return

@@ -9,9 +9,13 @@ Datasets (``list_datasets()``; each loader module documents its format and check
 - ``cifar10``: the paper's main dataset (Zhang et al. 2017, §2, Fig. 1, Table 1), from the official
   ``cifar-10-batches-py`` pickles, read by a restricted unpickler that can only rebuild numpy arrays;
 - ``mnist``: the standard IDX files (plain or .gz), the paper's §5 kernel experiment;
+- ``fashion_mnist``: Fashion-MNIST in the same IDX layout, real images where CIFAR-10 cannot be had;
 - ``mnist1d``: generated offline with the ``mnist1d`` package — the CPU-sized default;
 - ``synthetic``: Gaussian inputs of any shape with a planted linear label rule;
-- ``npz``: the user's arrays (``load_dataset("npz", path="data.npz")``).
+- ``npz``: the user's arrays, a ``.npz`` or a folder of ``.npy`` files, in any common layout
+  (``load_dataset("npz", path="data.npz")``);
+- ``folder``: the user's images in class folders, torchvision's ImageFolder layout
+  (``load_dataset("folder", path="ROOT", size=32)``).
 
 Every loader returns the full :class:`~rethinkgen.data.dataset.Dataset`; :func:`load_dataset` checks
 the options, then draws seeded subsets (stream "data") when ``n_train``/``n_test`` ask for them.
@@ -19,6 +23,7 @@ the options, then draws seeded subsets (stream "data") when ``n_train``/``n_test
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Callable
@@ -29,14 +34,15 @@ from typing import Any
 import numpy as np
 
 from rethinkgen.data.dataset import Dataset
-from rethinkgen.data.sources import arrays, cifar10, mnist, mnist1d, synthetic
+from rethinkgen.data.sources import arrays, cifar10, fashion_mnist, folder, idx, mnist, mnist1d, synthetic
 from rethinkgen.data.sources.download import Log, stderr_log
+from rethinkgen.data.sources.messages import interface, option
 from rethinkgen.errors import ConfigError
 from rethinkgen.registry import Registry
 from rethinkgen.seeding import rng
 
-__all__ = ["DATASETS", "DatasetSpec", "dataset_layout", "dataset_options", "default_data_dir",
-           "fetch_dataset", "list_datasets", "load_dataset", "take_subset"]
+__all__ = ["DATASETS", "DatasetSpec", "check_available", "dataset_layout", "dataset_options", "default_data_dir",
+           "fetch_dataset", "interface", "list_datasets", "load_dataset", "take_subset"]
 
 ENV_DATA_DIR = "RETHINKGEN_DATA"
 SIZE_OPTIONS = ("n_train", "n_test")  # loaders that accept these generate exactly that many samples
@@ -52,6 +58,8 @@ class DatasetSpec:
     description: str  # one line for `rethinkgen data list`
     needs_files: bool  # False for generated ones (mnist1d, synthetic)
     fetch: Callable[[Path], Path] | None  # download + verify into data_dir; returns the folder
+    locate: Callable[[Path], Any] | None = None  # finds the files in data_dir without reading them; raises
+    #   DatasetNotFoundError naming where it looked and the fetch command (None: nothing to find up front)
     crop: int | None = None  # paper default centre crop (cifar10: 28, App. A), None for others
     standardize: str = "none"  # default preprocessing: "per_image" | "per_feature" | "none"
     defaults: dict = field(default_factory=dict)  # keys among "lr", "epochs", "lr_decay_every"
@@ -66,13 +74,22 @@ def _register(spec: DatasetSpec) -> DatasetSpec:
 
 _register(DatasetSpec(
     name="cifar10", load=cifar10.load, layout="image", needs_files=True, fetch=cifar10.fetch,
+    locate=cifar10.find_folder,
     description="CIFAR-10: 50,000/10,000 32x32 colour images, 10 classes (the paper's main set; "
                 "official cifar-10-batches-py)",
     crop=28, standardize="per_image", defaults={"epochs": 300, "lr_decay_every": 50_000},
 ))
 _register(DatasetSpec(
     name="mnist", load=mnist.load, layout="image", needs_files=True, fetch=mnist.fetch,
+    locate=functools.partial(idx.find_files, mnist.SPEC),
     description="MNIST: 60,000/10,000 28x28 grey digits from the standard IDX files (paper §5 kernels)",
+    standardize="none", defaults={"epochs": 100, "lr_decay_every": 60_000},
+))
+_register(DatasetSpec(
+    name="fashion_mnist", load=fashion_mnist.load, layout="image", needs_files=True, fetch=fashion_mnist.fetch,
+    locate=functools.partial(idx.find_files, fashion_mnist.SPEC),
+    description="Fashion-MNIST: 60,000/10,000 28x28 grey photos of clothing, 10 classes, MNIST's IDX files "
+                "(also found in /usr/share/datasets/fashion-mnist)",
     standardize="none", defaults={"epochs": 100, "lr_decay_every": 60_000},
 ))
 _register(DatasetSpec(
@@ -88,7 +105,14 @@ _register(DatasetSpec(
 ))
 _register(DatasetSpec(
     name="npz", load=arrays.load, layout="any", needs_files=True, fetch=None,
-    description="your own arrays: a .npz with x, y, x_test, y_test (option path=FILE); layout from x.ndim",
+    description="your own arrays: a .npz (or a folder of .npy) with x, y, x_test, y_test (option path); "
+                "layout NCHW/NHWC/NHW/NCL/NLC/ND found or set (option layout)",
+    standardize="none",
+))
+_register(DatasetSpec(
+    name="folder", load=folder.load, layout="image", needs_files=True, fetch=None,
+    description="your own images in class folders, ROOT/train/<class>/*.jpg and ROOT/val/<class>/... "
+                "(options path, size); decoded once and cached",
     standardize="none",
 ))
 
@@ -113,21 +137,43 @@ def dataset_options(name: str) -> dict[str, Any]:
     return {k: v for k, v in _keyword_params(DATASETS.get(name)).items() if k not in SIZE_OPTIONS}
 
 
+def _check_options(name: str, options: dict[str, Any]) -> None:
+    valid = sorted(dataset_options(name))
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for dataset "
+                          f"{name!r}; valid options: {', '.join(valid) if valid else 'none'}")
+
+
 def dataset_layout(name: str, options: dict[str, Any] | None = None,
                    data_dir: Path | str | None = None) -> str:
     """The layout ``load_dataset(name, data_dir, **options)`` will return, without loading the data.
 
     Usually ``DATASETS.get(name).layout``; for ``synthetic`` it follows the ``shape`` option and for
-    ``npz`` the header of the file's ``x`` array (the spec says "any"). Validate a config with this
-    rather than the spec's layout.
+    ``npz`` the headers of the arrays (the spec says "any"). For ``npz`` and ``folder`` the checks that
+    need no decoding run too (layout, labels, class folders), so a config naming bad data fails here,
+    before any run starts. Validate a config with this rather than the spec's layout.
     """
     spec = DATASETS.get(name)
     options = dict(options or {})
+    _check_options(name, options)
     if name == "synthetic":
         return synthetic.layout(**options)
     if name == "npz":
         return arrays.layout(_resolve_dir(data_dir), **options)
+    if name == "folder":
+        return folder.layout(_resolve_dir(data_dir), **options)
     return spec.layout
+
+
+def check_available(name: str, data_dir: Path | str | None = None) -> None:
+    """Raise :class:`DatasetNotFoundError` (where it looked, the fetch command) when the files of dataset
+    ``name`` are not in ``data_dir`` (None: ``$RETHINKGEN_DATA`` or ``~/.cache/rethinkgen``); cheap: the
+    files are found, not read. Datasets without such a check (generated ones; ``npz`` and ``folder``,
+    whose paths :func:`dataset_layout` checks) pass. Unknown names raise UnknownNameError."""
+    spec = DATASETS.get(name)
+    if spec.locate is not None:
+        spec.locate(_resolve_dir(data_dir))
 
 
 def list_datasets() -> list[tuple[str, str, str, bool]]:
@@ -189,11 +235,7 @@ def load_dataset(name: str, data_dir: Path | str | None = None, *, n_train: int 
     """
     spec = DATASETS.get(name)
     params = _keyword_params(spec)
-    valid = sorted(k for k in params if k not in SIZE_OPTIONS)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for dataset "
-                          f"{name!r}; valid options: {', '.join(valid) if valid else 'none'}")
+    _check_options(name, options)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
     n_train, n_test = _check_count("n_train", n_train), _check_count("n_test", n_test)
@@ -202,23 +244,29 @@ def load_dataset(name: str, data_dir: Path | str | None = None, *, n_train: int 
         if key in params and value is not None:
             kwargs[key] = value
     ds = spec.load(_resolve_dir(data_dir), int(seed), **kwargs)
+    for split, count in (("training", ds.n_train), ("test", ds.n_test)):
+        if count == 0:  # the trainer's evaluation fails on an empty split only after the run started
+            raise ConfigError(f"{name}: the {split} set is empty; rethinkgen trains on the training set and "
+                              "measures accuracy on the test set: both need samples")
     sub_train = None if "n_train" in params else n_train
     sub_test = None if "n_test" in params else n_test
-    hint = "; or generate more with the option n_samples=..." if "n_samples" in params else ""
+    hint = f"; or generate more with {option('n_samples', 'N', placeholder=True)}" if "n_samples" in params else ""
     return take_subset(ds, sub_train, sub_test, int(seed), hint=hint)
 
 
 def fetch_dataset(name: str, data_dir: Path | str | None = None, *, log: Log | None = None) -> Path:
     """Download and verify dataset ``name`` into ``data_dir``; return the folder holding it.
 
-    Generated datasets (mnist1d, synthetic) and user files (npz) need nothing: a message says so and
-    ``data_dir`` is returned. Messages go to ``log`` (default: stderr).
+    What is already there is verified before it is called ready (official checksums, or the safe loader
+    for a CIFAR-10 copy that is not the official one). Generated datasets (mnist1d, synthetic) and user
+    files (npz, folder) need nothing: a message says so and ``data_dir`` is returned. Messages go to
+    ``log`` (default: stderr).
     """
     spec = DATASETS.get(name)
     log = log or stderr_log
     directory = _resolve_dir(data_dir)
     if spec.fetch is None:
-        why = "it is generated offline" if not spec.needs_files else "it reads your own file (option path)"
+        why = "it is generated offline" if not spec.needs_files else "it reads your own files (option path)"
         log(f"{name}: nothing to fetch: {why}")
         return directory
     if "log" in inspect.signature(spec.fetch).parameters:

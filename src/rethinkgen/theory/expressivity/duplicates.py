@@ -55,11 +55,14 @@ class ClosePair:
     distance: float  # ||z_i − z_j||_2 in float64
     gap: float  # |<a, z_i> − <a, z_j>|
     same_target: bool
-    kind: str  # "near-duplicate" (no projection separates them enough) | "shared projection"
+    # "near-duplicate" (no projection separates them enough) | "shared projection" (another projection
+    # would) | "resolved" (their projections are far enough apart at this precision: not a cause)
+    kind: str
 
     def describe(self) -> str:
+        kind = "far enough apart: not the cause" if self.kind == "resolved" else self.kind
         return (f"points {self.i} and {self.j}: {self.distance:.2g} apart, projections {self.gap:.2g} apart, "
-                f"{'equal' if self.same_target else 'different'} targets ({self.kind})")
+                f"{'equal' if self.same_target else 'different'} targets ({kind})")
 
 
 def merge_duplicates(X: torch.Tensor, Y: torch.Tensor, t: torch.Tensor, merge_within: float = 0.0, *,
@@ -68,7 +71,8 @@ def merge_duplicates(X: torch.Tensor, Y: torch.Tensor, t: torch.Tensor, merge_wi
     of points within that Euclidean distance of each other) that share a target.
 
     ``t`` (n,) are projections of ``X`` (n, d) on a unit vector, so two points within distance δ have
-    projections within δ: only points that close in ``t`` are compared. Raises
+    projections within δ — plus the rounding of the two float64 sums, at most ``2·d·eps·max‖x‖`` — and
+    only points that close in ``t`` are compared. Raises
     :class:`DuplicatePointsError` naming identical points with different targets (``input_dtype``, the
     dtype X was given in, adds the float64 hint). Near (not identical) points with different targets
     are kept: they are the caller's to fit or to report.
@@ -76,6 +80,11 @@ def merge_duplicates(X: torch.Tensor, Y: torch.Tensor, t: torch.Tensor, merge_wi
     order = torch.argsort(t, stable=True)
     ts = t[order].cpu().numpy()
     n = len(ts)
+    # identical rows have identical projections (rethinkgen's projection is row-independent); points
+    # within merge_within may have projections up to the sums' rounding further apart than that
+    window = merge_within
+    if merge_within > 0 and n:
+        window += 2 * X.shape[1] * EPS64 * float(X.norm(dim=1).max())
     parent = list(range(n))  # union-find over sorted positions
 
     def root(i: int) -> int:
@@ -86,7 +95,7 @@ def merge_duplicates(X: torch.Tensor, Y: torch.Tensor, t: torch.Tensor, merge_wi
 
     conflicts = []
     for offset in range(1, n):
-        close = np.nonzero(ts[offset:] - ts[:-offset] <= merge_within)[0]
+        close = np.nonzero(ts[offset:] - ts[:-offset] <= window)[0]
         if len(close) == 0:
             break
         for p in close.tolist():
@@ -130,7 +139,8 @@ def close_pairs(X: torch.Tensor, Y: torch.Tensor, keep: torch.Tensor, ts: torch.
     and the sorting permutation. Returned: every pair whose projection gap is below 10 ×
     :func:`resolvable_gap` (at least the ``at_least`` smallest gaps). A pair is a near-duplicate when
     its points are closer than that (no projection can separate them more than their distance), else
-    it shares a projection that another direction would separate.
+    it shares a projection that another direction would separate; a pair listed only to make up
+    ``at_least`` whose gap is not below that limit is "resolved" (shown, but not a cause).
     """
     if len(ts) < 2:
         return []
@@ -143,8 +153,8 @@ def close_pairs(X: torch.Tensor, Y: torch.Tensor, keep: torch.Tensor, ts: torch.
         a, b = int(keep[order[m]]), int(keep[order[m + 1]])
         i, j = min(a, b), max(a, b)
         dist = float((X[i] - X[j]).norm())
-        out.append(ClosePair(i, j, dist, float(gaps[m]), bool(torch.equal(Y[i], Y[j])),
-                             "near-duplicate" if dist <= limit else "shared projection"))
+        kind = "near-duplicate" if dist <= limit else "shared projection" if gaps[m] < limit else "resolved"
+        out.append(ClosePair(i, j, dist, float(gaps[m]), bool(torch.equal(Y[i], Y[j])), kind))
     return out
 
 
@@ -174,6 +184,10 @@ def advice(pairs: list[ClosePair], *, input_dtype: torch.dtype, theta: float, n_
     if theta >= 0.5:
         tips.append(f"theta={theta:g} amplifies rounding errors by (θ/(1 − θ)) per point; use theta < 0.5 "
                     "(default 0.05)")
+    if not tips and all(p.kind == "resolved" for p in pairs):
+        tips.append("no two points are too close to tell apart: the float64 sums of the network round beyond "
+                    "the tolerance; loosen the check (rtol, CLI --rtol), or try other projections "
+                    f"(n_directions={max(4 * n_directions, 64)}, CLI --directions; or another seed, now {seed})")
     return tips
 
 
@@ -182,4 +196,5 @@ def _round_up(x: float) -> float:
     if not x > 0:
         return 0.0
     p = 10.0 ** math.floor(math.log10(x))
-    return math.ceil(x / p) * p
+    up = math.ceil(x / p) * p
+    return up if up >= x else x  # subnormal x: the rounding may fall short of x

@@ -36,9 +36,12 @@ def slopes_solve(x: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> torch.Ten
     q = xs[1:] - bs[1:]  # run from b_{i+1} to x_{i+1}, at the new slope
     dy = ys[1:] - ys[:-1]
     prev = s[0]
-    for i in range(n - 1):
-        prev = (dy[i] - prev * p[i]) / q[i]
-        s[i + 1] = prev
+    # Nearly coincident knots (q, p ~ 1e-16) can overflow to inf/nan here: no warning, the caller's
+    # residual check in construction.interpolate reports the fit as inexact (NaN included), naming the close pairs.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        for i in range(n - 1):
+            prev = (dy[i] - prev * p[i]) / q[i]
+            s[i + 1] = prev
     w = np.diff(s, axis=0, prepend=np.zeros((1, s.shape[1])))
     return torch.from_numpy(w)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -22,11 +22,12 @@ from rethinkgen.train.fused.grouping import why_not_fused
 from rethinkgen.train.fused.inputs import Inputs, SharedInputs, intern
 from rethinkgen.train.fused.mlp import linear_plan, mlp_forward
 from rethinkgen.train.fused.run import Run
+from rethinkgen.train.fused.step import FusedStaticStep
 from rethinkgen.train.loop import make_optimizer, select_device, train
-from rethinkgen.train.metrics import summarize
+from rethinkgen.train.metrics import autocast_context, summarize
 from rethinkgen.train.numerics import plan_numerics
 from rethinkgen.train.progress import Progress
-from rethinkgen.train.resolve import eval_batch_size, resolve_config
+from rethinkgen.train.resolve import STEP_MODES, eval_batch_size, resolve_config, step_mode
 from rethinkgen.train.rng import seeded
 from rethinkgen.train.schedule import last_step_lr, lr_at
 
@@ -70,19 +71,25 @@ def train_group(configs: Sequence[TrainConfig], *, callbacks: Sequence[Sequence[
 
 class FusedGroup:
     """K fusable runs: stacked parameters, BatchNorm statistics and momentum buffers, per-run data, the
-    training rounds."""
+    training rounds. ``step``: "eager", "static" or "captured" instead of what ``resolve.step_mode``
+    chooses for the configs (benchmarks compare them)."""
 
     def __init__(self, configs: list[TrainConfig], device: torch.device, callbacks: list[list[Any]],
-                 resumes: list[dict | None]) -> None:
+                 resumes: list[dict | None], step: str | None = None) -> None:
         from rethinkgen.models import count_params, create_model
 
         first = configs[0]
         self.device = device
+        # cuda_graphs is shared by the group (SHARED_FIELDS); ``step`` overrides it as in Trainer (benchmarks)
+        self.step_mode = step_mode(first, device.type) if step is None else step
+        if self.step_mode not in STEP_MODES or (self.step_mode == "captured" and device.type != "cuda"):
+            raise ValueError(f"step must be one of {', '.join(STEP_MODES)} ('captured' on CUDA only), got {step!r}")
+        self.static: FusedStaticStep | None = None  # built at the first epoch, again after runs leave
         self.batch_size = first.batch_size
         # ---- data: prepared per run exactly as the single trainer does, equal tensors kept once
         train_pool: list[torch.Tensor] = []
         test_pool: list[torch.Tensor] = []
-        train_which, test_which, noise = [], [], []
+        train_which, test_which, noise, data_infos = [], [], [], []
         labels, changed, test_labels = [], [], []
         self.augment: list[tuple[Any, torch.Tensor] | None] = []  # (preprocessor, raw inputs) per run
         raw_pool: list[torch.Tensor] = []
@@ -95,6 +102,7 @@ class FusedGroup:
             changed.append(d.changed)
             test_labels.append(d.y_test)
             noise.append(d.realized_noise_rate)
+            data_infos.append(d.data_info)
             if d.x_train_raw is not None:
                 self.augment.append((d.preprocessor, raw_pool[intern(raw_pool, d.x_train_raw)]))
             else:
@@ -102,8 +110,9 @@ class FusedGroup:
             self.num_classes, self.layout, input_shape = d.num_classes, d.layout, d.input_shape
             del d
         del shared_inputs
-        self.numerics = plan_numerics(first, device, self.layout)  # the single trainer's, recorded per run
-        self.use_amp = self.numerics.autocast is not None
+        self.numerics = plan_numerics(first, device, self.layout, step=self.step_mode)  # recorded per run
+        self.autocast = self.numerics.autocast_dtype  # None: float32 (always on the CPU)
+        self.use_amp = self.autocast is not None
         self.channels_last = self.numerics.channels_last
         self.eval_batch_size = eval_batch_size(first, self.layout, device.type)  # samples per pass, all runs
         self.x_train = Inputs(train_pool, train_which, device, self.channels_last)
@@ -148,12 +157,13 @@ class FusedGroup:
             forward_each, forward_shared = vmap(one, in_dims=(0, 0, 0)), vmap(one, in_dims=(0, 0, None))
             if self.use_amp:  # autocast does not reach convolutions under vmap: cast them as it would
                 low = low_precision_parameters(template)
-                forward_each, forward_shared = (autocast_vmapped(f, low) for f in (forward_each, forward_shared))
+                forward_each, forward_shared = (autocast_vmapped(f, low, self.autocast)
+                                                for f in (forward_each, forward_shared))
         if self.numerics.graph == "torch.compile":
             forward_each, forward_shared = torch.compile(forward_each), torch.compile(forward_shared)
         self.forward_each, self.forward_shared = forward_each, forward_shared
         # ---- runs
-        self.runs = [Run(self, i, c, noise[i], callbacks[i]) for i, c in enumerate(configs)]
+        self.runs = [Run(self, i, c, noise[i], callbacks[i], data_infos[i]) for i, c in enumerate(configs)]
         self.all_runs = list(self.runs)
         for run, ckpt in zip(self.runs, resumes, strict=True):
             if ckpt is not None:
@@ -201,7 +211,8 @@ class FusedGroup:
                     self.momentum[name][run.slot].copy_(buf)
 
     def _leave(self, done: list[Run]) -> None:
-        """Slice finished runs out of every stacked tensor."""
+        """Slice finished runs out of every stacked tensor (the static step, built on them, goes too)."""
+        self.static = None
         for run in done:
             run.final = self.run_tensors(run)
         keep = [r.slot for r in self.runs if not r.history.finished]
@@ -222,10 +233,11 @@ class FusedGroup:
         self._hyper()
 
     # ------------------------------------------------------------------ one epoch of every active run
-    def _inputs(self, index: torch.Tensor, generators: list[torch.Generator | None],
+    def _inputs(self, index: torch.Tensor, augmented: Callable[[int, Any, torch.Tensor], torch.Tensor],
                 same_order: bool) -> tuple[torch.Tensor, bool]:
         """This step's inputs: ((B, ...), True) when every run reads the same batch (one input tensor, the
-        same data order, no augmentation), else ((K, B, ...), False)."""
+        same data order, no augmentation), else ((K, B, ...), False). ``augmented(k, preprocessor, raw
+        rows)`` makes run k's augmented batch (from its generator, or from pre-drawn offsets)."""
         if not any(self.augment):
             if same_order and self.x_train.shared is not None:
                 return self.x_train.shared[index[0]], True  # (B, ...)
@@ -237,7 +249,7 @@ class FusedGroup:
                 parts.append(plain[k])
             else:
                 pre, raw = aug
-                xb = pre.train_batch(raw[index[k]], generators[k])
+                xb = augmented(k, pre, raw[index[k]])
                 parts.append(xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb)
         return torch.stack(parts), False
 
@@ -248,7 +260,7 @@ class FusedGroup:
         runs, n, bs, dev = self.runs, self.n_train, self.batch_size, self.device
         k = len(runs)
         orders = [torch.Generator().manual_seed(stream_seed(r.config.seed, "order", r.history.epoch + 1)) for r in runs]
-        perms = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(dev)  # (K, N)
+        perms = torch.stack([torch.randperm(n, generator=g) for g in orders])  # (K, N), on the CPU
         generators: list[torch.Generator | None] = [
             torch.Generator(device=dev).manual_seed(stream_seed(r.config.seed, "augment", r.history.epoch + 1))
             if self.augment[i] is not None else None for i, r in enumerate(runs)]
@@ -257,20 +269,32 @@ class FusedGroup:
         starts = list(range(0, n, bs))
         lrs = [[lr_at(r.config.lr, r.config.lr_decay, r.period, r.history.samples_seen + s) for r in runs]
                for s in starts]
-        lr_table = torch.tensor(lrs, dtype=torch.float32, device=dev).neg_()  # (S, K): -lr, one copy per epoch
         due = self._evaluations_due(len(starts))  # step index -> slots of the runs evaluated after it
         evaluations: list[tuple[int, list[int], torch.Tensor]] = []
         self.template.train()
-        loss_sum = torch.zeros(k, device=dev)
-        step_loss = torch.empty(len(starts), k, device=dev)  # every step's losses; read once at the end
-        for i, start in enumerate(starts):
-            index = perms[:, start:start + bs]  # (K, B)
-            xb, shared = self._inputs(index, generators, same_order)
-            losses = self._sgd_step(xb, shared, self.y_train.gather(1, index), lrs[i], lr_table[i])
-            loss_sum += losses
-            step_loss[i] = losses
-            if i in due:
-                evaluations.append((i, due[i], self._train_accuracy(due[i])))
+        if self.step_mode != "eager":  # the static step (captured on CUDA): rethinkgen.train.fused.step
+            if self.static is None:
+                self.static = FusedStaticStep(self, capture=self.step_mode == "captured")
+            self.static.begin_epoch(perms, lrs, generators, same_order)
+            for i in range(len(starts)):
+                self.static.step(i)
+                if i in due:
+                    evaluations.append((i, due[i], self._train_accuracy(due[i])))
+            loss_sum, step_loss = self.static.loss_sum, self.static.losses
+        else:
+            perms = perms.to(dev)
+            lr_table = torch.tensor(lrs, dtype=torch.float32, device=dev).neg_()  # (S, K): -lr, one copy per epoch
+            loss_sum = torch.zeros(k, device=dev)
+            step_loss = torch.empty(len(starts), k, device=dev)  # every step's losses; read once at the end
+            for i, start in enumerate(starts):
+                index = perms[:, start:start + bs]  # (K, B)
+                xb, shared = self._inputs(index, lambda j, pre, rows: pre.train_batch(rows, generators[j]),
+                                          same_order)
+                losses = self._sgd_step(xb, shared, self.y_train.gather(1, index), lrs[i], lr_table[i])
+                loss_sum += losses
+                step_loss[i] = losses
+                if i in due:
+                    evaluations.append((i, due[i], self._train_accuracy(due[i])))
         # the one host sync of the epoch: every step's losses, their sums and the evaluated accuracies
         host = torch.cat([step_loss.flatten(), loss_sum, *(acc for _, _, acc in evaluations)]).cpu().tolist()
         per_step = [host[i * k:(i + 1) * k] for i in range(len(starts))]
@@ -297,12 +321,12 @@ class FusedGroup:
         """One SGD step of every active run: inputs ``xb`` ((B, ...) read by all runs when ``shared``, else
         (K, B, ...)), labels ``yb`` (K, B), the runs' learning rates ``lrs`` (and negated on the device,
         ``neg_lr`` (K,)). Returns the K minibatch losses, detached, on the device (no host sync). Forward,
-        backward and update, nothing else: the unit a captured (CUDA graph) step would replace."""
+        backward and update, nothing else: the unit the static step (rethinkgen.train.fused.step) replaces."""
         names = self.param_names
         plist = [self.params[name] for name in names]
         blist = [self.momentum[name] for name in names]
         forward = self.forward_shared if shared else self.forward_each
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+        with autocast_context(self.device.type, self.autocast):
             logits = forward(self.params, self.stats, xb)  # (K, B, C)
         losses = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none")
         losses = losses.view(yb.shape).mean(dim=1)  # (K,): each run's minibatch mean
@@ -311,18 +335,25 @@ class FusedGroup:
         with torch.no_grad():
             if len(set(self.momenta)) == 1 and len(set(self.decays)) == 1 and len(set(lrs)) == 1:
                 # One set of hyperparameters: torch's own SGD kernel with the single trainer's flags
-                # (fused on the CPU), elementwise on the stacked tensors. Buffers start at zero, so
+                # (fused on the CPU and CUDA), elementwise on the stacked tensors. Buffers start at zero, so
                 # the first step's m·0 + g is exactly SGD's buf = g.
                 sgd(plist, grads, blist, fused=self.fused_sgd, weight_decay=self.decays[0],
                     momentum=self.momenta[0], lr=lrs[0], dampening=0.0, nesterov=False, maximize=False)
             else:  # per-run hyperparameters: the same operations with (K, 1, ...) tensors
-                for name, p, g, buf in zip(names, plist, grads, blist, strict=True):
-                    view = self.views[name]
-                    if any(self.decays):
-                        g = g + p * self.decay_t.view(view)
-                    buf.mul_(self.momentum_t.view(view)).add_(g)
-                    p.addcmul_(buf, neg_lr.view(view))
+                self.per_run_update(grads, neg_lr)
         return losses.detach()
+
+    @torch.no_grad()
+    def per_run_update(self, grads: list[torch.Tensor], neg_lr: torch.Tensor) -> None:
+        """SGD with each run's own momentum, weight decay and learning rate (``neg_lr`` (K,): −lr, on the
+        device) on the stacked tensors: torch's SGD arithmetic with (K, 1, ...) tensors
+        (``g += wd·p``; ``buf = m·buf + g``; ``p −= lr·buf``; buffers start at zero)."""
+        for name, g in zip(self.param_names, grads, strict=True):
+            p, buf, view = self.params[name], self.momentum[name], self.views[name]
+            if any(self.decays):
+                g = g + p * self.decay_t.view(view)
+            buf.mul_(self.momentum_t.view(view)).add_(g)
+            p.addcmul_(buf, neg_lr.view(view))
 
     # ------------------------------------------------------------------ evaluation
     def _evaluations_due(self, n_steps: int) -> dict[int, list[int]]:
@@ -357,7 +388,7 @@ class FusedGroup:
         # between the chunks' freed activations in the malloc heap and keep it from being reused
         losses = torch.empty(y.shape, device=self.device)
         correct = torch.empty(y.shape, dtype=torch.bool, device=self.device)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+        with torch.inference_mode(), autocast_context(self.device.type, self.autocast):
             # eval_batch_size samples *in all*, split over the runs: the activations of a chunk stay the
             # size of one run's (K times larger ones fall out of the cache and run several times slower)
             chunk = max(1, self.eval_batch_size // y.shape[0])
@@ -449,6 +480,7 @@ class FusedGroup:
     def _release(self) -> None:
         """Drop the group's data and stacked tensors (the runs' histories stay)."""
         self.params, self.stats, self.momentum = {}, {}, {}
+        self.static = None
         self.x_train = self.x_test = self.y_train = self.y_test = self.changed = None  # type: ignore[assignment]
         self.augment = []
 

@@ -24,15 +24,25 @@ class Run:
     ``state_dict`` of the run's model and of a ``torch.optim.SGD`` over its parameters)."""
 
     def __init__(self, group: FusedGroup, slot: int, config: TrainConfig, realized_noise_rate: float,
-                 callbacks: list[Any]) -> None:
+                 callbacks: list[Any], data_info: dict | None = None) -> None:
         self.group, self.config, self.callbacks = group, config, callbacks
         self.realized_noise_rate = realized_noise_rate
+        self.data_info = data_info or {}  # the source's record (rethinkgen.data.describe.data_info)
         self.period = decay_period(config.lr_decay_every, group.n_train)
         self.slot: int | None = slot  # index in the group's stacked tensors; None once the run has left
         self.final: tuple[dict, dict] | None = None  # its (model state, momentum) when it left
         self.history = RunHistory()
         self.numerics = group.numerics  # what its checkpoints and summary record; checked on resume
         self.epoch_evaluations: list[list[float]] = []  # (step, train accuracy) inside the last epoch
+
+    @property
+    def device(self) -> torch.device:
+        return self.group.device
+
+    def model_state_dict(self) -> dict[str, torch.Tensor]:
+        """The run's current weights and BatchNorm statistics, as the single trainer's model ``state_dict``
+        (copies of its slice of the group's stacks)."""
+        return self.group.run_tensors(self)[0]
 
     def checkpoint(self) -> dict[str, Any]:
         """A snapshot in the single trainer's checkpoint format: ``train(config, resume=ckpt)`` continues it."""
@@ -60,7 +70,8 @@ class Run:
         self.group.load_run(self, model_state, optimizer_state)
 
     def summary(self) -> dict[str, Any]:
-        return run_summary(self.history, self.config, n_params=self.group.n_params,
-                           realized_noise_rate=self.realized_noise_rate,
-                           n_train=self.group.n_train, device=self.group.device,
-                           numerics=self.numerics)
+        return {**run_summary(self.history, self.config, n_params=self.group.n_params,
+                              realized_noise_rate=self.realized_noise_rate,
+                              n_train=self.group.n_train, device=self.group.device,
+                              numerics=self.numerics),
+                "data": self.data_info}
