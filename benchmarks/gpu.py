@@ -1,8 +1,10 @@
 """Benchmark: the GPU issue's numbers in one command (issue 10), at most 5 minutes on an H200.
 
-Stages, each in its own process under a time cap, each writing its results into ``$OUT/gpu_bench.json``
-(one key per stage, rewritten as each stage finishes: a stage that runs out of time keeps what it
-measured) and the table into ``$OUT/gpu_bench.txt``:
+Stages, each in its own process group under a time cap (on the cap the whole group is killed, sweep
+and DataLoader workers included; a stage may use the time the stages before it left unused), each
+writing its results into ``$OUT/gpu_bench.json`` (one key per stage, rewritten as each result comes: a
+stage that runs out of time keeps what it measured; inside a stage ``inception_small`` and the group of
+11, the issue's targets, are measured first) and the table into ``$OUT/gpu_bench.txt``:
 
 - ``common``: samples/s of the common public loop (pluskid/fitting-random-labels' pattern, as
   ``benchmarks/common_loop.py``: PIL + torchvision transforms + ``DataLoader``, moved to the GPU with
@@ -13,8 +15,11 @@ measured) and the table into ``$OUT/gpu_bench.txt``:
   epoch-end callback, evaluation included; samples/s over all runs), with the group's peak GPU memory
   next to the sweep's estimate (``rethinkgen.sweep.sizing``);
 - ``figure1``: one 50,000-image epoch of every run of ``configs/paper/figure1.toml`` (23 runs,
-  evaluation included) through ``rethinkgen sweep run`` (``--fuse auto``), wall seconds of the command
-  and of the sweep; again with ``--workers-per-gpu 2`` when the time left allows;
+  evaluation included) through ``rethinkgen sweep run`` (``--fuse auto``): the *grid epoch* read from
+  the store (per model, the wall time of its runs' epoch 1 — training and evaluation, a fused run's
+  being its group's — summed over the models, whose groups ran one after another), and the wall seconds
+  of the command and of the sweep (these add process start, data loading and the epoch-0 evaluation);
+  again with ``--workers-per-gpu 2`` when the time left allows;
 - ``kernel``: ``rethinkgen kernel fit`` on all 60,000 MNIST images (paper §5; skipped with a message
   when the MNIST files are absent).
 
@@ -33,6 +38,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,10 +49,18 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-MODELS = ("mlp_1x512", "alexnet_small", "inception_small")
+MODELS = ("mlp_1x512", "alexnet_small", "inception_small")  # the table's rows
+# Measured in this order inside a stage: the issue's targets first, so that a stage stopped at its cap has
+# measured inception_small (and its group of 11) before the others.
+PRIORITY = ("inception_small", "alexnet_small", "mlp_1x512")
 LEVELS = {6: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], 11: [i / 10 for i in range(11)]}
-# Shares of the time budget per stage (they sum to 1); each stage's cap is its share of --budget.
-SHARES = {"common": 0.15, "trainer": 0.22, "fused": 0.33, "figure1": 0.22, "kernel": 0.08}
+# Shares of the time budget per stage (they sum to 1). A stage may use its share plus whatever the stages
+# before it left unused, less the shares kept for the stages after it (``cap``), so a fast stage gives its
+# time to the next and a slow one cannot starve the last. Sized from ../shared/gpu/README.md's H200 numbers
+# (seconds at the issue's baseline speeds, process start and data loading included): common ~20, trainer
+# ~30, fused ~80 (inception groups of 11 and 6 at ~40,000 samples/s), figure1 ~55-100 (one grid epoch plus
+# its epoch-0 evaluation, 5-10 s of start and data loading per group), kernel ~10.
+SHARES = {"common": 0.13, "trainer": 0.16, "fused": 0.31, "figure1": 0.32, "kernel": 0.08}
 TARGETS = {"inception_single": 40_000, "inception_fused11": 150_000, "vs_common_w8": 4.0, "figure1_s": 6.0}
 
 
@@ -57,7 +71,7 @@ def sizes(smoke: bool) -> dict:
         return dict(device="cpu", rows=256, n_train=512, n_test=128, fused_n=256, groups=(2, 3), workers=(1, 2),
                     batches=8, models=("mlp_1x512",), data_options={"strict": False})
     return dict(device="cuda", rows=10_000, n_train=50_000, n_test=10_000, fused_n=25_000, groups=(6, 11),
-                workers=(1, 8), batches=120, models=MODELS, data_options=None)
+                workers=(1, 8), batches=100, models=MODELS, data_options=None)
 
 
 def save(out: Path, stage: str, value: dict) -> None:
@@ -77,19 +91,69 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-# ------------------------------------------------------------------------------ stage: common loop
-def common_rate(model_name: str, root: Path, n: int, workers: int, device: str, batches: int) -> float:
-    """Samples/s of the public loop on ``device``: the batches after 3 warm-up batches, at most ``batches``."""
-    import torch
-    import torch.nn.functional as F
-    from common_loop import BATCH, CIFAR10Like, accuracy
-    from torchvision import transforms
+_CHILD: subprocess.Popen | None = None  # the stage process running now (killed with its group on SIGTERM)
 
-    from rethinkgen.models import create_model
+
+def run_capped(command: list[str], cap: float, capture: bool = False) -> tuple[int | str, str, str]:
+    """Run ``command`` in its own process group for at most ``cap`` seconds: (exit status or "timeout",
+    stdout, stderr; both "" unless ``capture``). On the cap the *whole group* is killed — a sweep's worker
+    processes and a DataLoader's workers too, which would otherwise go on using the GPU during the next
+    stage."""
+    global _CHILD
+    pipe = subprocess.PIPE if capture else None
+    _CHILD = proc = subprocess.Popen(command, stdout=pipe, stderr=pipe, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=max(cap, 1.0))
+        return proc.returncode, out or "", err or ""
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        try:  # a process that left the group could hold the pipes open: do not wait for it
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            out, err = "", ""
+        return "timeout", out or "", err or ""
+    finally:
+        _CHILD = None
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+def _on_sigterm(signum, frame) -> None:  # the session script's own cap: take the stage process group along
+    if _CHILD is not None:
+        _kill_group(_CHILD)
+    raise SystemExit(128 + signum)
+
+
+def ordered(models) -> list[str]:
+    """``models`` in measuring order (:data:`PRIORITY`)."""
+    return sorted(models, key=lambda m: PRIORITY.index(m) if m in PRIORITY else len(PRIORITY))
+
+
+# ------------------------------------------------------------------------------ stage: common loop
+def common_dataset(root: Path, n: int):
+    """The public loop's dataset (``common_loop.CIFAR10Like``: PIL + CenterCrop(28), ToTensor, Normalize)
+    over the first ``n`` training images; built once per stage (reading the pickles takes a second)."""
+    from common_loop import CIFAR10Like
+    from torchvision import transforms
 
     normalize = transforms.Normalize(mean=[x / 255.0 for x in [125.3, 123.0, 113.9]],
                                      std=[x / 255.0 for x in [63.0, 62.1, 66.7]])
-    dataset = CIFAR10Like(root, n, transforms.Compose([transforms.CenterCrop(28), transforms.ToTensor(), normalize]))
+    return CIFAR10Like(root, n, transforms.Compose([transforms.CenterCrop(28), transforms.ToTensor(), normalize]))
+
+
+def common_rate(model_name: str, dataset, workers: int, device: str, batches: int) -> float:
+    """Samples/s of the public loop on ``device``: the batches after 3 warm-up batches, at most ``batches``."""
+    import torch
+    import torch.nn.functional as F
+    from common_loop import BATCH, accuracy
+
+    from rethinkgen.models import create_model
+
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers,
                                          pin_memory=device == "cuda")
     torch.manual_seed(0)
@@ -116,10 +180,11 @@ def common_rate(model_name: str, root: Path, n: int, workers: int, device: str, 
 
 
 def stage_common(a: argparse.Namespace, s: dict, root: Path) -> None:
-    for model in s["models"]:
+    dataset = common_dataset(root, min(s["n_train"], 25_000))
+    for model in ordered(s["models"]):
         for workers in s["workers"]:
             try:
-                rate = common_rate(model, root, min(s["n_train"], 25_000), workers, s["device"], s["batches"])
+                rate = common_rate(model, dataset, workers, s["device"], s["batches"])
                 save(a.out, "common", {f"{model}.w{workers}": round(rate)})
             except Exception as exc:  # noqa: BLE001 - a benchmark records what failed and goes on
                 save(a.out, "common", {f"{model}.w{workers}": f"error: {exc!r}"[:400]})
@@ -140,7 +205,7 @@ def stage_trainer(a: argparse.Namespace, s: dict, root: Path) -> None:
 
     from rethinkgen.train.loop import Trainer
 
-    for model in s["models"]:
+    for model in ordered(s["models"]):
         try:
             c = config(s, root, model, s["n_train"])
             with torch.random.fork_rng(devices=[0] if s["device"] == "cuda" else []):
@@ -183,8 +248,8 @@ def stage_fused(a: argparse.Namespace, s: dict, root: Path) -> None:
     from rethinkgen.train.fused import train_group
 
     n = s["fused_n"]
-    for model in s["models"]:
-        for k in s["groups"]:
+    for model in ordered(s["models"]):
+        for k in sorted(s["groups"], reverse=True):  # the group of 11 (a target) first
             key = f"{model}.x{k}"
             try:
                 levels = LEVELS.get(k) or [i / (k - 1) for i in range(k)]
@@ -222,27 +287,50 @@ def figure1_spec(s: dict, folder: Path, smoke: bool) -> Path:
     return path
 
 
-def sweep_epoch(spec: Path, store: Path, root: Path, timeout: float, extra: list[str]) -> dict:
-    """Run ``rethinkgen sweep run`` once; wall seconds of the command and of the sweep, and the statuses."""
+def grid_epoch(store: Path) -> dict:
+    """What the store holds of a one-epoch sweep: runs per status and, per model, the wall time of its
+    runs' epoch 1 (training and evaluation). The runs of one fused group record the same value (the
+    group's time), a run trained alone its own, so the sum over the distinct values of a model is the
+    time its groups and lone runs took one after another (one worker process), and ``grid_epoch_s``,
+    the sum over the models, one epoch of the whole grid — without the process start, data loading and
+    epoch-0 evaluation that the command's time includes. Readable after a stop at the cap too: the groups
+    that finished their epoch are in it (``epoch1_runs`` says how many runs)."""
     import sqlite3
 
+    if not store.exists():
+        return {}
+    with sqlite3.connect(store) as db:
+        statuses = dict(db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+        rows = db.execute("SELECT r.config_json, e.wall_time_s FROM runs r JOIN epochs e ON e.run_key = r.run_key "
+                          "WHERE e.epoch = 1").fetchall()
+    walls: dict[str, set[float]] = {}
+    runs: dict[str, int] = {}
+    for config_json, wall in rows:
+        model = json.loads(config_json)["model"]
+        walls.setdefault(model, set()).add(float(wall or 0.0))
+        runs[model] = runs.get(model, 0) + 1
+    result: dict = {"statuses": statuses, "epoch1_runs": runs,
+                    "epoch1_groups": {m: len(v) for m, v in walls.items()},
+                    "epoch1_s": {m: round(sum(v), 2) for m, v in walls.items()}}
+    if walls:
+        result["grid_epoch_s"] = round(sum(sum(v) for v in walls.values()), 2)
+    return result
+
+
+def sweep_epoch(spec: Path, store: Path, root: Path, timeout: float, extra: list[str]) -> dict:
+    """Run ``rethinkgen sweep run`` once: wall seconds of the command and of the sweep as it reports them,
+    and what the store holds (:func:`grid_epoch`)."""
     command = [sys.executable, "-m", "rethinkgen.cli", "sweep", "run", str(spec), "--store", str(store),
                "--data-dir", str(root), "--quiet", *extra]
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-        out, code = proc.stdout + proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as exc:  # what it printed so far, and the store it left
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        code = "timeout"
+    code, out, err = run_capped(command, timeout, capture=True)
+    out += err
     wall = time.perf_counter() - t0
     result = {"command_s": round(wall, 2), "exit": code, "options": " ".join(extra) or "(defaults)"}
     match = re.search(r"resumed from a checkpoint: \d+[^;]*; ([0-9.]+) s", out)
     if match:
         result["sweep_s"] = float(match.group(1))
-    if store.exists():
-        with sqlite3.connect(store) as db:
-            result["statuses"] = dict(db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+    result.update(grid_epoch(store))
     if code != 0:
         result["output_tail"] = out[-1500:]
     return result
@@ -276,17 +364,16 @@ def stage_kernel(a: argparse.Namespace, s: dict, cap: float) -> None:
         args = ["--data", "mnist", "--data-dir", str(mnist), "--bandwidth", "5.096", "--dtype", "float64",
                 "--device", "cuda"]
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run([sys.executable, "-m", "rethinkgen.cli", "kernel", "fit", *args, "--json"],
-                              capture_output=True, text=True, timeout=cap)
-    except subprocess.TimeoutExpired:
-        save(a.out, "kernel", {"error": f"timed out after {cap:.0f} s"})
-        return
+    code, out, err = run_capped([sys.executable, "-m", "rethinkgen.cli", "kernel", "fit", *args, "--json"], cap,
+                                capture=True)
     wall = time.perf_counter() - t0
-    if proc.returncode != 0 or "{" not in proc.stdout:
-        save(a.out, "kernel", {"error": (proc.stdout + proc.stderr)[-1500:], "command_s": round(wall, 1)})
+    if code == "timeout":
+        save(a.out, "kernel", {"error": f"timed out after {cap:.0f} s", "output_tail": (out + err)[-1500:]})
         return
-    fit = json.loads(proc.stdout[proc.stdout.index("{"):])
+    if code != 0 or "{" not in out:
+        save(a.out, "kernel", {"error": (out + err)[-1500:], "command_s": round(wall, 1)})
+        return
+    fit = json.loads(out[out.index("{"):])
     keep = ("n_train", "n_test", "test_error", "rel_residual", "time_s", "bandwidth", "dtype", "device")
     save(a.out, "kernel", {"command_s": round(wall, 1), **{k: fit.get(k) for k in keep if k in fit}})
 
@@ -329,8 +416,11 @@ def report(results: dict, s: dict, smoke: bool) -> str:
         if "timed_out" in results.get(stage, {}):
             lines.append(f"{stage}: {results[stage]['timed_out']}")
     for value in results.get("figure1", {}).values():
-        lines.append(f"figure1 grid epoch ({value.get('options')}): command {value.get('command_s')} s, sweep "
-                     f"{value.get('sweep_s', '—')} s, exit {value.get('exit')}, runs {value.get('statuses')}")
+        done, runs = sum(value.get("epoch1_runs", {}).values()), sum(value.get("statuses", {}).values())
+        lines.append(f"figure1 ({value.get('options')}): grid epoch {value.get('grid_epoch_s', '—')} s over {done} "
+                     f"of {runs} runs (epoch 1 of each model's runs: {value.get('epoch1_s', {})}), command "
+                     f"{value.get('command_s')} s, sweep {value.get('sweep_s', '—')} s, exit {value.get('exit')}, "
+                     f"runs {value.get('statuses')}")
     kernel = results.get("kernel", {})
     if kernel:
         lines.append("kernel: " + ", ".join(f"{k} {v}" for k, v in kernel.items()))
@@ -343,12 +433,23 @@ def report(results: dict, s: dict, smoke: bool) -> str:
               f"  fused group of 11 inception_small >= {TARGETS['inception_fused11']:,} samples/s: {_num(fused11)}",
               f"  every paper model >= {TARGETS['vs_common_w8']:.0f}x the common loop with 8 workers: "
               + ", ".join(f"{m} {r}" for m, r in ratios.items()),
-              f"  Figure 1 grid epoch <= {TARGETS['figure1_s']:.0f} s: sweep {fig.get('sweep_s', '—')} s "
-              f"(command {fig.get('command_s', '—')} s)"]
+              f"  Figure 1 grid epoch <= {TARGETS['figure1_s']:.0f} s: {fig.get('grid_epoch_s', '—')} s of epoch 1 "
+              f"over {sum(fig.get('epoch1_runs', {}).values())} runs (whole sweep {fig.get('sweep_s', '—')} s, "
+              f"command {fig.get('command_s', '—')} s)"]
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ main
+MIN_CAP = 10.0  # seconds: below this a stage only starts its process
+
+
+def cap_of(stages: list[str], i: int, left: float, budget: float) -> float:
+    """The time stage ``stages[i]`` may use: what is ``left`` of the budget less the shares of the stages
+    after it (its own share plus whatever the stages before it did not use), at least ``MIN_CAP``."""
+    later = sum(SHARES[name] for name in stages[i + 1:]) * budget
+    return max(MIN_CAP, left - later)
+
+
 def child(a: argparse.Namespace) -> None:
     s = sizes(a.smoke)
     s["models"] = tuple(a.models or s["models"])
@@ -378,29 +479,33 @@ def main() -> None:
         return
     from _bench import fake_cifar10, machine
 
+    signal.signal(signal.SIGTERM, _on_sigterm)
     s = sizes(a.smoke)
     budget = a.budget or (240.0 if a.smoke else 285.0)
     t_start = time.perf_counter()
+    deadline = t_start + budget  # writing the synthetic files counts too
     default_root = Path(tempfile.gettempdir()) / ("rethinkgen-gpu-cifar-smoke" if a.smoke else "rethinkgen-gpu-cifar")
     root = fake_cifar10(Path(a.data_dir) if a.data_dir else default_root, rows=s["rows"])
     (a.out / "gpu_bench.json").unlink(missing_ok=True)
     save(a.out, "machine", {"description": machine(), "smoke": a.smoke, "budget_s": budget})
     print(f"machine: {machine()}; budget {budget:.0f} s; results in {a.out}", flush=True)
-    for stage in a.stages:
-        cap = SHARES[stage] * budget
+    for i, stage in enumerate(a.stages):
+        cap = cap_of(a.stages, i, deadline - time.perf_counter(), budget)
         t0 = time.perf_counter()
         if stage in ("common", "trainer", "fused"):
             command = [sys.executable, __file__, "--child", stage, "--out", str(a.out), "--data-dir", str(root)]
             command += (["--smoke"] if a.smoke else []) + (["--models", *a.models] if a.models else [])
-            try:
-                subprocess.run(command, timeout=cap, check=False)
-            except subprocess.TimeoutExpired:
-                save(a.out, stage, {"timed_out": f"stopped after its cap of {cap:.0f} s; results above are complete"})
+            code, _, _ = run_capped(command, cap)
+            if code == "timeout":
+                save(a.out, stage, {"timed_out": f"stopped at its cap of {cap:.0f} s; the results above it are "
+                                                 "complete, the missing ones were not measured"})
+            elif code != 0:
+                save(a.out, stage, {"exit": code})
         elif stage == "figure1":
             stage_figure1(a, s, root, cap)
         else:
             stage_kernel(a, s, cap)
-        print(f"[{stage}] {time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"[{stage}] {time.perf_counter() - t0:.1f} s (cap {cap:.0f} s)", flush=True)
     results = json.loads((a.out / "gpu_bench.json").read_text())
     text = report(results, {**s, "models": tuple(a.models or s["models"])}, a.smoke)
     text += f"\ntotal {time.perf_counter() - t_start:.0f} s"

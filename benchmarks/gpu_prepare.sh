@@ -19,7 +19,7 @@ mkdir -p .whl .gpu-carry
   -d .whl mnist1d==0.0.2.post1 kymatio==0.3.0 appdirs==1.4.4 configparser==7.3.0
 MNIST_DIR="${MNIST_DIR:-../shared/data/mnist}"
 if [ -f "$MNIST_DIR/train-images-idx3-ubyte.gz" ]; then
-  mkdir -p .gpu-carry/mnist && cp "$MNIST_DIR"/*-ubyte.gz .gpu-carry/mnist/
+  mkdir -p .gpu-carry/mnist && install -m 0644 "$MNIST_DIR"/*-ubyte.gz .gpu-carry/mnist/  # writable: reruns overwrite
 else
   echo "MNIST not found at $MNIST_DIR: the kernel stage will say it skipped (set MNIST_DIR)"
 fi

@@ -249,11 +249,11 @@ def test_per_feature_statistics_survive_a_bfloat16_call():
     torch.testing.assert_close(out.float(), p.eval(low.float()), rtol=1e-2, atol=1e-2)
 
 
-def devices() -> list[str]:
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                        reason="needs a CUDA device")])
 
 
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 def test_device_is_preserved_with_a_cpu_generator(device):
     x = torch.rand(10, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     p = pre(crop=6, standardize="per_feature", augment=True, flip=True, x_train=x.to(device))

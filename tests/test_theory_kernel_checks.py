@@ -139,9 +139,10 @@ def test_cli_names_conflicting_duplicates_of_an_npz_before_choosing_h(tmp_path):
     from rethinkgen.theory.kernel_cli import kernel_experiment
 
     with pytest.raises(K.ConflictingDuplicatesError, match="training points 0 and 1"):
-        kernel_experiment("npz", data_dir=path, bandwidth="auto", dtype="float64", log=logs.append)
+        kernel_experiment("npz", data_dir=path, bandwidth="auto", dtype="float64", device="cpu", log=logs.append)
     assert not any("choosing the bandwidth" in line for line in logs)  # named before the search
-    res = CliRunner().invoke(kernel_app, ["fit", "--data", "npz", "--data-dir", str(path), "--dtype", "float64"])
+    res = CliRunner().invoke(kernel_app, ["fit", "--data", "npz", "--data-dir", str(path), "--dtype", "float64",
+                                          "--device", "cpu"])
     assert res.exit_code != 0 and isinstance(res.exception, K.ConflictingDuplicatesError)
 
 

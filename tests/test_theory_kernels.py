@@ -190,12 +190,20 @@ def test_cg_with_jacobi_preconditioner():
     torch.testing.assert_close(sol.alpha, torch.linalg.solve(s, y))
 
 
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                        reason="needs a CUDA device")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-9), ("float32", 1e-3)])
-def test_interpolation_without_ridge(dtype, tol):
+def test_interpolation_without_ridge(dtype, tol, device):
+    """The blocked in-place Cholesky (4 blocks of 128) interpolates random labels exactly, on either device."""
     g = _gen(7)
     x = torch.rand(500, 10, generator=g)
     y = torch.randint(0, 10, (500,), generator=g)  # random labels: still fit exactly
-    r = K.fit_min_norm(x, K.one_hot(y, 10), x[:20], y[:20], "gaussian", 0.5, dtype=dtype, block=128)
+    r = K.fit_min_norm(x, K.one_hot(y, 10), x[:20], y[:20], "gaussian", 0.5, dtype=dtype, device=device,
+                       block=128)
+    assert r.device.startswith(device)
     assert r.train_error == 0.0 and r.test_error == 0.0  # test = training points here
     assert r.rel_residual < tol
     assert r.jitter == 0.0 and r.n_train == 500 and r.dim == 10 and r.status == "ok" and not r.problems
@@ -205,11 +213,13 @@ def test_interpolation_without_ridge(dtype, tol):
     json.dumps(r.to_dict())  # serialisable, alpha left out
 
 
-def test_rkhs_norm_formula():
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_rkhs_norm_formula(device):
+    """float64 on either device: the norms within relative 1e-8 of the formula computed on the CPU."""
     x, y = _blobs(150, seed=5)
     yoh = K.one_hot(y, 3, torch.float64)
     h = 2.0
-    r = K.fit_min_norm(x, yoh, x[:5], y[:5], "gaussian", h, dtype="float64", keep_alpha=True)
+    r = K.fit_min_norm(x, yoh, x[:5], y[:5], "gaussian", h, dtype="float64", device=device, keep_alpha=True)
     kmat = torch.exp(-torch.cdist(x, x) ** 2 / (2 * h * h))
     per_class = [math.sqrt(float(r.alpha[:, c] @ kmat @ r.alpha[:, c])) for c in range(3)]
     assert r.norm_per_class == pytest.approx(per_class, rel=1e-8)
@@ -230,7 +240,7 @@ def test_memory_refusal_names_the_fixes(monkeypatch):
     # fit_min_norm refuses before allocating anything big
     x = torch.rand(30000, 2)
     with pytest.raises(RethinkgenError, match="--solver cg"):
-        K.fit_min_norm(x, torch.zeros(30000, 2), x[:2], torch.zeros(2), bandwidth=1.0)
+        K.fit_min_norm(x, torch.zeros(30000, 2), x[:2], torch.zeros(2), bandwidth=1.0, device="cpu")
     assert K.check_exact_memory(1000, torch.float32) > 4 * 10**6  # small problems pass
 
 
@@ -245,7 +255,7 @@ def test_resolve_device_and_dtype():
 
 def test_select_bandwidth_uses_only_training_points():
     x, y = _blobs(400, seed=8)
-    ch = K.select_bandwidth(x, y, 3, factors=(0.5, 1.0, 2.0), n_fit=200, n_val=100, dtype="float64")
+    ch = K.select_bandwidth(x, y, 3, factors=(0.5, 1.0, 2.0), n_fit=200, n_val=100, dtype="float64", device="cpu")
     assert ch.n_fit == 200 and ch.n_val == 100 and len(ch.grid) == 3
     assert all(g["eligible"] for g in ch.grid) and not ch.notes
     best = min(g["val_error"] for g in ch.grid)
@@ -257,7 +267,8 @@ def test_select_bandwidth_skips_inaccurate_solves():
     g = _gen(9)
     x = torch.rand(600, 3, generator=g)
     y = (x.sum(1) > 1.5).long()
-    ch = K.select_bandwidth(x, y, 2, factors=(0.05, 0.1, 3.0, 5.0), n_fit=400, n_val=200, dtype="float32")
+    ch = K.select_bandwidth(x, y, 2, factors=(0.05, 0.1, 3.0, 5.0), n_fit=400, n_val=200, dtype="float32",
+                            device="cpu")
     bad = [g for g in ch.grid if not g["eligible"]]
     assert bad and (bad[0]["jitter"] > 0 or bad[0]["rel_residual"] > 1e-3)
     assert len(ch.grid) < 4 and ch.notes  # stopped at the first inaccurate one, and said so
@@ -316,7 +327,7 @@ def test_cli_fit_json_and_store(tmp_path):
 
     store = tmp_path / "results.sqlite"
     res = CliRunner().invoke(kernel_app, ["fit", "--data", "mnist1d", "--n", "600", "--n-test", "200",
-                                          "--bandwidth", "auto", "--json", "--store", str(store)])
+                                          "--device", "cpu", "--bandwidth", "auto", "--json", "--store", str(store)])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout[res.stdout.index("{"):])
     assert out["n_train"] == 600 and out["n_test"] == 200 and out["train_error"] == 0.0
@@ -353,7 +364,7 @@ def test_mnist_small_subset(mnist_dir):
     from rethinkgen.theory.kernel_cli import kernel_experiment
 
     r, cfg = kernel_experiment("mnist", n=2000, n_test=1000, bandwidth="auto", data_dir=mnist_dir, seed=0,
-                               log=lambda s: None)
+                               device="cpu", log=lambda s: None)
     assert r.n_train == 2000 and r.dim == 784 and r.train_error == 0.0 and r.rel_residual < 1e-3
     assert r.test_error < MNIST_SMALL_BOUND, f"test error {r.test_error:.3%} with h = {r.bandwidth:.3g}"
 

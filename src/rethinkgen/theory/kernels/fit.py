@@ -217,7 +217,8 @@ def fit_min_norm(x_train: torch.Tensor, y_onehot: torch.Tensor, x_test: torch.Te
     --------
     >>> g = torch.Generator().manual_seed(0)
     >>> x = torch.rand(200, 5, generator=g); y = (x[:, 0] > 0.5).long()
-    >>> r = fit_min_norm(x[:150], one_hot(y[:150], 2), x[150:], y[150:], bandwidth=0.5, dtype="float64")
+    >>> r = fit_min_norm(x[:150], one_hot(y[:150], 2), x[150:], y[150:], bandwidth=0.5, dtype="float64",
+    ...                  device="cpu")
     >>> r.status, r.train_error, r.rel_residual < 1e-6
     ('ok', 0.0, True)
     """

@@ -49,17 +49,19 @@ trains them one after another with the single trainer):
   else may differ.
 
 GPU path (same as the single trainer): autocast in the model's dtype when ``amp`` (CUDA only,
-``resolve.autocast_dtype``), channels-last storage of shared image tensors and augmented batches
-(``channels_last``; None: CUDA only), optional ``torch.compile`` of the vmapped forward (``compile``,
-CUDA only), the group's step captured as a CUDA graph (``cuda_graphs``; :mod:`~rethinkgen.train.fused.step`),
-and no host synchronisation inside the step loop: the epoch's permutations, learning-rate table and
-augmentation draws go to the device once per epoch, and step losses and evaluated accuracies stay on
-the device until the epoch ends.
+``resolve.autocast_dtype``; under ``vmap`` autocast does not reach convolutions and linear layers, so
+:mod:`~rethinkgen.train.fused.autocast` casts them as it would), channels-last storage of shared image
+tensors and augmented batches (``channels_last``; None: CUDA only), optional ``torch.compile`` of the
+vmapped forward (``compile``, CUDA only), the group's step captured as a CUDA graph (``cuda_graphs``;
+:mod:`~rethinkgen.train.fused.step`), and no host synchronisation inside the step loop: the epoch's
+permutations, learning-rate table and augmentation draws go to the device once per epoch, and step
+losses and evaluated accuracies stay on the device until the epoch ends.
 
 Modules: :mod:`~rethinkgen.train.fused.grouping` (who can fuse, and the split of a sweep into groups),
 :mod:`~rethinkgen.train.fused.inputs` (each distinct input set prepared once),
 :mod:`~rethinkgen.train.fused.mlp` (stacked MLPs as batched matmuls),
 :mod:`~rethinkgen.train.fused.batchnorm` (BatchNorm and global pooling that run under ``vmap`` anywhere),
+:mod:`~rethinkgen.train.fused.autocast` (autocast for the vmapped forward),
 :mod:`~rethinkgen.train.fused.run` (one run's history and checkpoints),
 :mod:`~rethinkgen.train.fused.step` (the static / captured step of a group),
 :mod:`~rethinkgen.train.fused.group` (the group and :func:`train_group`).

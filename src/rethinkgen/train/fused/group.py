@@ -16,6 +16,7 @@ from torch.optim.sgd import sgd
 from rethinkgen.seeding import stream_seed
 from rethinkgen.train.allocator import keep_freed_memory
 from rethinkgen.train.config import TrainConfig
+from rethinkgen.train.fused.autocast import autocast_vmapped, low_precision_parameters
 from rethinkgen.train.fused.batchnorm import vmappable
 from rethinkgen.train.fused.grouping import why_not_fused
 from rethinkgen.train.fused.inputs import Inputs, SharedInputs, intern
@@ -154,6 +155,10 @@ class FusedGroup:
             forward_shared = functools.partial(mlp_forward, plan, shared=True)
         else:  # any other model: vmap (grouped convolutions for the convnets)
             forward_each, forward_shared = vmap(one, in_dims=(0, 0, 0)), vmap(one, in_dims=(0, 0, None))
+            if self.use_amp:  # autocast does not reach convolutions under vmap: cast them as it would
+                low = low_precision_parameters(template)
+                forward_each, forward_shared = (autocast_vmapped(f, low, self.autocast)
+                                                for f in (forward_each, forward_shared))
         if self.numerics.graph == "torch.compile":
             forward_each, forward_shared = torch.compile(forward_each), torch.compile(forward_shared)
         self.forward_each, self.forward_shared = forward_each, forward_shared
