@@ -112,6 +112,24 @@ def test_files_follow_the_epochs(tmp_path):
     assert not folder.checkpoint_path.exists()  # finished: no checkpoint left behind
 
 
+def test_the_last_line_names_the_files_the_run_folder_holds(tmp_path):
+    """The closing `wrote ...` line lists what is there: a run on streamed data (a 4-class ImageNet look-alike,
+    CPU, no DataLoader workers) also has its drawn labels, labels.npy; an in-memory run has none."""
+    import imagenet_files
+
+    tree = imagenet_files.plain_tree(tmp_path / "tree", n_train=2, n_val=1)
+    result = invoke("train", "--data", "imagenet", "--data-dir", tree, "--model", "mlp_1x512", "--crop", "16",
+                    "--epochs", "1", "--batch-size", "4", "--corruption", "random_labels", "--device", "cpu",
+                    "--workers", "0", "--threads", "1", "--out", tmp_path / "streamed")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "streamed" / "labels.npy").is_file()
+    assert "summary.json, metrics.csv, step_losses.csv and labels.npy" in " ".join(result.output.split())
+    result = invoke("train", *TINY, "--epochs", "1", "--out", tmp_path / "memory")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "memory" / "labels.npy").exists()
+    assert "summary.json, metrics.csv and step_losses.csv" in " ".join(result.output.split())
+
+
 # ----------------------------------------------------------------------- interrupt, fail, resume
 def epochs_written(folder: Path) -> int:
     try:

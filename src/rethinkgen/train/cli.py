@@ -478,6 +478,16 @@ def print_summary(summary: dict[str, Any], folder: Path | None = None) -> None:
     for warning in summary.get("warnings") or ():
         say(console, f"[yellow]warning:[/] {escape(warning)}")
     if folder is not None:
-        say(console, f"wrote {folder}/summary.json, metrics.csv and step_losses.csv")
+        say(console, f"wrote {folder}/{_written(Path(folder))}")
+
+
+def _written(folder: Path) -> str:
+    """``summary.json, metrics.csv and step_losses.csv`` (and ``labels.npy``, the drawn labels of a run on
+    streamed data): the files of a finished run that ``folder`` holds, for the line that ends ``train``."""
+    from rethinkgen.data.stream.labels import LABELS_FILE
+
+    run_files = ("summary.json", "metrics.csv", "step_losses.csv", LABELS_FILE)
+    names = [name for name in run_files if (folder / name).is_file()] or list(run_files[:3])
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
