@@ -151,7 +151,8 @@ def list_corruptions_cmd() -> None:
 def data_fetch(
     name: Annotated[str, typer.Argument(help="dataset to download, or to verify where a copy is found (those "
                                               "with `needs files` in `rethinkgen list datasets`: cifar10, mnist, "
-                                              "fashion_mnist)", show_default=False)],
+                                              "fashion_mnist; imagenet is only looked for, never downloaded)",
+                                        show_default=False)],
     data_dir: Annotated[Path | None, typer.Option(help="target folder [default: $RETHINKGEN_DATA or "
                                                        "~/.cache/rethinkgen]")] = None,
 ) -> None:
