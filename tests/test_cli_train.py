@@ -90,7 +90,8 @@ def test_read_only_out_fails_before_any_training(readonly_dir, monkeypatch):
 
 def test_files_follow_the_epochs(tmp_path):
     """With no throttling, metrics.csv and step_losses.csv hold every finished epoch when the next starts."""
-    config = loop.resolve_config(TrainConfig(data="mnist1d", n_train=512, n_test=256, epochs=4, device="cpu"))
+    config = loop.resolve_config(TrainConfig(data="mnist1d", n_train=512, n_test=256, epochs=4, device="cpu",
+                                                   log_every=1))
     folder = RunDir(tmp_path / "run")
     folder.prepare("key")
     writer = RunDirWriter(folder, config, csv_every_s=0.0, checkpoint_every_s=0.0)
@@ -100,6 +101,10 @@ def test_files_follow_the_epochs(tmp_path):
         def on_epoch_end(self, row, step_losses, trainer):
             with open(folder.path / "metrics.csv", newline="") as f:
                 epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+            with open(folder.path / "step_losses.csv", newline="") as f:
+                logged = [int(r["step"]) for r in csv.DictReader(f)]
+            assert logged == [int(s) for s, _ in trainer.history.step_losses]  # this epoch's steps included
+            assert logged == list(range(1, row["step"] + 1))  # every step of the finished epochs
             seen.append(epochs)
             assert json.loads((folder.path / "summary.json").read_text())["status"] == "running"
             assert folder.checkpoint_path.exists()
@@ -179,7 +184,9 @@ def test_an_error_mid_run_is_saved_as_failed_and_resumes(tmp_path, monkeypatch):
     assert again.exit_code == 2 and "--resume" in again.output
     # ... and --resume continues from epoch 3 to the uninterrupted numbers.
     monkeypatch.setattr(loop.Trainer, "train_epoch", original)
-    assert invoke("train", "--resume", out).exit_code == 0
+    resumed = invoke("train", "--resume", out)
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming after epoch 3" in resumed.output  # continued, not started over
     assert numbers(out) == numbers(tmp_path / "reference")
 
 
@@ -240,6 +247,7 @@ def test_resume_with_other_threads_is_refused_before_the_folder_is_touched(tmp_p
     monkeypatch.setattr(loop.Trainer, "train_epoch", original)
     before = (out / "summary.json").read_text()
     assert json.loads(before)["status"] == "interrupted" and json.loads(before)["threads"] == 1
+    assert json.loads(before)["epochs"] == 2 and (out / "checkpoint.pt").exists()
 
     refused = invoke("train", "--resume", out, "--threads", "2")
     assert refused.exit_code == 2, refused.output
@@ -250,6 +258,7 @@ def test_resume_with_other_threads_is_refused_before_the_folder_is_touched(tmp_p
 
     resumed = invoke("train", "--resume", out)
     assert resumed.exit_code == 0, resumed.output
+    assert "resuming after epoch 2" in resumed.output  # continued, not started over
     assert numbers(out) == numbers(tmp_path / "reference")
 
 

@@ -326,6 +326,7 @@ def test_test_accuracy_is_against_the_true_labels_when_training_labels_are_rando
     summary = trainer.fit()
     source = load_dataset("mnist1d", None, n_train=1000, n_test=500, seed=0)
     assert (trainer.data.y_train != source.y_train).float().mean() > 0.8
+    assert torch.equal(trainer.data.y_test, source.y_test)  # the labels the trainer evaluates against
     trainer.model.eval()
     with torch.no_grad():
         predicted = trainer.model(trainer.data.x_test).argmax(dim=1)
