@@ -67,6 +67,17 @@ def test_the_cache_follows_the_tree_and_the_options(tmp_path, tree):
     os.utime(written["train"][3], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     changed = load_dataset("folder", tmp_path, path=root, size=12)
     assert changed.meta["from_cache"] is False and not torch.equal(changed.x_train[3], grown.x_train[3])
+    # another version of a file copied over it with its size and times kept (`cp -p`; BMPs of one
+    # size and mode have one byte count): only its ctime tells, and it must
+    bmp = root / "train" / "dog" / "same-size.bmp"
+    Image.new("RGB", (20, 20), (0, 0, 0)).save(bmp)
+    before = load_dataset("folder", tmp_path, path=root, size=12)
+    st = bmp.stat()
+    Image.new("RGB", (20, 20), (255, 255, 255)).save(bmp)
+    os.utime(bmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (bmp.stat().st_size, bmp.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    copied = load_dataset("folder", tmp_path, path=root, size=12)
+    assert copied.meta["from_cache"] is False and not torch.equal(copied.x_train, before.x_train)
     blocker = tmp_path / "a-file"
     blocker.write_text("x")  # an unwritable cache folder: loading still works
     assert load_dataset("folder", blocker, path=root, size=12).meta["from_cache"] is False

@@ -159,7 +159,9 @@ def _check_classes(train: TreeSplit, test: TreeSplit) -> None:
 
 
 def tree_key(splits: list[TreeSplit], options: dict[str, Any]) -> str:
-    """sha256 of every image's (relative path, size, mtime), the options and the decoder versions."""
+    """sha256 of every image's (relative path, size, mtime, ctime), the options and the decoder versions.
+    The ctime (set by the system on every write, never by ``cp -p`` or ``touch``) sees a file replaced
+    by another version with the same size and modification time."""
     import PIL
     import torchvision
 
@@ -169,7 +171,7 @@ def tree_key(splits: list[TreeSplit], options: dict[str, Any]) -> str:
     for split in splits:
         for path in split.files:
             st = path.stat()
-            h.update(f"{path.relative_to(split.root.parent)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{path.relative_to(split.root.parent)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
     return h.hexdigest()
 
 
