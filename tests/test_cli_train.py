@@ -297,7 +297,10 @@ def test_a_diverged_run_prints_no_accuracy_as_a_result(tmp_path):
     result = invoke("train", *TINY, "--n-train", "500", "--lr", "1000", "--epochs", "5", "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "diverged" and summary["train_acc"] is not None  # the raw record stays
+    assert summary["status"] == "diverged" and summary["train_acc"] is None and summary["test_acc"] is None
+    with open(out / "metrics.csv", newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert last["train_eval_loss"] == "nan" and last["train_acc"] == "" and last["test_acc"] == "", last
     rows = [line for line in result.output.splitlines() if "accuracy" in line]
     assert len(rows) == 2 and all("– (diverged)" in r and "%" not in r for r in rows), rows
     assert "its accuracies are not results" in " ".join(result.output.split())
