@@ -125,7 +125,8 @@ def test_resume_without_the_datasets_files_leaves_the_folder_as_it_was(tmp_path)
 
 def test_files_follow_the_epochs(tmp_path):
     """With no throttling, metrics.csv and step_losses.csv hold every finished epoch when the next starts."""
-    config = loop.resolve_config(TrainConfig(data="mnist1d", n_train=512, n_test=256, epochs=4, device="cpu"))
+    config = loop.resolve_config(TrainConfig(data="mnist1d", n_train=512, n_test=256, epochs=4, device="cpu",
+                                                   log_every=1))
     folder = RunDir(tmp_path / "run")
     folder.prepare("key")
     writer = RunDirWriter(folder, config, csv_every_s=0.0, checkpoint_every_s=0.0)
@@ -135,6 +136,10 @@ def test_files_follow_the_epochs(tmp_path):
         def on_epoch_end(self, row, step_losses, trainer):
             with open(folder.path / "metrics.csv", newline="") as f:
                 epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+            with open(folder.path / "step_losses.csv", newline="") as f:
+                logged = [int(r["step"]) for r in csv.DictReader(f)]
+            assert logged == [int(s) for s, _ in trainer.history.step_losses]  # this epoch's steps included
+            assert logged == list(range(1, row["step"] + 1))  # every step of the finished epochs
             seen.append(epochs)
             assert json.loads((folder.path / "summary.json").read_text())["status"] == "running"
             assert folder.checkpoint_path.exists()
@@ -232,7 +237,9 @@ def test_an_error_mid_run_is_saved_as_failed_and_resumes(tmp_path, monkeypatch):
     assert again.exit_code == 2 and "--resume" in again.output
     # ... and --resume continues from epoch 3 to the uninterrupted numbers.
     monkeypatch.setattr(loop.Trainer, "train_epoch", original)
-    assert invoke("train", "--resume", out).exit_code == 0
+    resumed = invoke("train", "--resume", out)
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming after epoch 3" in resumed.output  # continued, not started over
     assert numbers(out) == numbers(tmp_path / "reference")
 
 
@@ -293,6 +300,7 @@ def test_resume_with_other_threads_is_refused_before_the_folder_is_touched(tmp_p
     monkeypatch.setattr(loop.Trainer, "train_epoch", original)
     before = (out / "summary.json").read_text()
     assert json.loads(before)["status"] == "interrupted" and json.loads(before)["threads"] == 1
+    assert json.loads(before)["epochs"] == 2 and (out / "checkpoint.pt").exists()
 
     refused = invoke("train", "--resume", out, "--threads", "2")
     assert refused.exit_code == 2, refused.output
@@ -303,6 +311,7 @@ def test_resume_with_other_threads_is_refused_before_the_folder_is_touched(tmp_p
 
     resumed = invoke("train", "--resume", out)
     assert resumed.exit_code == 0, resumed.output
+    assert "resuming after epoch 2" in resumed.output  # continued, not started over
     assert numbers(out) == numbers(tmp_path / "reference")
 
 
@@ -341,7 +350,10 @@ def test_a_diverged_run_prints_no_accuracy_as_a_result(tmp_path):
     result = invoke("train", *TINY, "--n-train", "500", "--lr", "1000", "--epochs", "5", "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "diverged" and summary["train_acc"] is not None  # the raw record stays
+    assert summary["status"] == "diverged" and summary["train_acc"] is None and summary["test_acc"] is None
+    with open(out / "metrics.csv", newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert last["train_eval_loss"] == "nan" and last["train_acc"] == "" and last["test_acc"] == "", last
     rows = [line for line in result.output.splitlines() if "accuracy" in line]
     assert len(rows) == 2 and all("– (diverged)" in r and "%" not in r for r in rows), rows
     assert "its accuracies are not results" in " ".join(result.output.split())
