@@ -88,6 +88,41 @@ def test_read_only_out_fails_before_any_training(readonly_dir, monkeypatch):
         assert "--out" in result.output and ("not writable" in result.output or "cannot create" in result.output)
 
 
+def test_missing_dataset_files_fail_before_the_run_folder_exists(tmp_path, monkeypatch):
+    """A dataset whose files are not there is bad input, not a failed run: the error names where it looked and
+    the fetch command, and no folder is left behind with a `--resume` hint that cannot help."""
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("training started"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("train", "--data", "cifar10", "--data-dir", empty, "--device", "cpu", "--out", tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "rethinkgen data fetch cifar10" in text and str(empty) in text and "--resume" not in text
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_without_the_datasets_files_leaves_the_folder_as_it_was(tmp_path):
+    """An interrupted CIFAR-10-format run (20 images per batch, CPU, one thread) whose data folder is gone:
+    --resume refuses with the fetch command and leaves summary.json, metrics.csv and the checkpoint untouched."""
+    import shutil
+
+    import data_files
+
+    data = tmp_path / "data"
+    data_files.write_cifar(data, rows=20)
+    out = tmp_path / "run"
+    result = invoke("train", "--data", "cifar10", "--data-dir", data, "--data-option", "strict=false", "--epochs", "3",
+                    "--stop-after", "1", "--device", "cpu", "--threads", "1", "--quiet", "--out", out)
+    assert result.exit_code == 0, result.output
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    assert json.loads(before["summary.json"])["status"] == "interrupted" and "checkpoint.pt" in before
+    shutil.rmtree(data)
+    result = invoke("train", "--resume", out)
+    assert result.exit_code == 2, result.output
+    assert "rethinkgen data fetch cifar10" in " ".join(result.output.split())
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+
+
 def test_files_follow_the_epochs(tmp_path):
     """With no throttling, metrics.csv and step_losses.csv hold every finished epoch when the next starts."""
     config = loop.resolve_config(TrainConfig(data="mnist1d", n_train=512, n_test=256, epochs=4, device="cpu",
@@ -115,6 +150,24 @@ def test_files_follow_the_epochs(tmp_path):
     assert seen == [list(range(e + 1)) for e in range(5)]
     assert json.loads((folder.path / "summary.json").read_text())["status"] == "max_epochs"
     assert not folder.checkpoint_path.exists()  # finished: no checkpoint left behind
+
+
+def test_the_last_line_names_the_files_the_run_folder_holds(tmp_path):
+    """The closing `wrote ...` line lists what is there: a run on streamed data (a 4-class ImageNet look-alike,
+    CPU, no DataLoader workers) also has its drawn labels, labels.npy; an in-memory run has none."""
+    import imagenet_files
+
+    tree = imagenet_files.plain_tree(tmp_path / "tree", n_train=2, n_val=1)
+    result = invoke("train", "--data", "imagenet", "--data-dir", tree, "--model", "mlp_1x512", "--crop", "16",
+                    "--epochs", "1", "--batch-size", "4", "--corruption", "random_labels", "--device", "cpu",
+                    "--workers", "0", "--threads", "1", "--out", tmp_path / "streamed")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "streamed" / "labels.npy").is_file()
+    assert "summary.json, metrics.csv, step_losses.csv and labels.npy" in " ".join(result.output.split())
+    result = invoke("train", *TINY, "--epochs", "1", "--out", tmp_path / "memory")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "memory" / "labels.npy").exists()
+    assert "summary.json, metrics.csv and step_losses.csv" in " ".join(result.output.split())
 
 
 # ----------------------------------------------------------------------- interrupt, fail, resume

@@ -82,6 +82,28 @@ def test_missing_parts_are_named(tmp_path, archives):
         index(archives)
 
 
+def test_fetch_checks_the_local_copy_and_never_downloads(plain, tmp_path):
+    """`rethinkgen data fetch imagenet` on a complete copy says where it is found (exit 0), and on a folder
+    without one names what it looked for and how to obtain ImageNet (exit 2), downloading nothing."""
+    from typer.testing import CliRunner
+
+    from rethinkgen import cli
+    from rethinkgen.data.sources import fetch_dataset
+
+    said = []
+    assert fetch_dataset("imagenet", plain, log=said.append) == plain
+    assert len(said) == 1 and str(plain) in said[0] and "train/ and val/ class folders" in said[0]
+    result = CliRunner().invoke(cli.app, ["data", "fetch", "imagenet", "--data-dir", str(plain)])
+    assert result.exit_code == 0, result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetNotFoundError, match="no ILSVRC-2012 copy in .*image-net.org"):
+        fetch_dataset("imagenet", empty, log=said.append)
+    result = CliRunner().invoke(cli.app, ["data", "fetch", "imagenet", "--data-dir", str(empty)])
+    assert result.exit_code == 2 and "ILSVRC2012_img_train.tar" in result.output
+    assert list(empty.iterdir()) == []
+
+
 def test_plain_tree_errors(tmp_path):
     tree = files.plain_tree(tmp_path / "t", n_train=2, n_val=1)
     (tree / "val" / "n09999999").mkdir()

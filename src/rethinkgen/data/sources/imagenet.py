@@ -26,6 +26,7 @@ sorted).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,15 @@ def load(data_dir: Path | None, seed: int = 0, *, n_train: int | None = None, n_
                       "trainer reads it with rethinkgen.data.stream)")
 
 
-def fetch(data_dir: Path) -> Path:
-    """Refuses to download (licence); says how to obtain ImageNet and where to put it."""
-    raise DatasetNotFoundError(f"imagenet: nothing is downloaded for you. {HOW_TO_GET} (looked in {data_dir})")
+def fetch(data_dir: Path, *, log: Callable[[str], None] | None = None) -> Path:
+    """Never downloads (the licence asks every user to register): checks the local copy in ``data_dir`` with
+    :func:`locate` (its layout; no image is read) and returns its root, or raises DatasetNotFoundError naming
+    what is missing and how to obtain ImageNet."""
+    from rethinkgen.data.sources.download import stderr_log
+
+    root = locate(data_dir)
+    torchvision = _torchvision_layout(root) or not (root / "train").is_dir()  # as index() decides
+    layout = "torchvision's ImageNet root" if torchvision else "train/ and val/ class folders"
+    (log or stderr_log)(f"imagenet: local copy found in {root} ({layout}); nothing is downloaded. Its images are "
+                        "read when a run starts")
+    return root
