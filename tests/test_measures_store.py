@@ -26,6 +26,7 @@ name = "m"
 {measures}
 [defaults]
 data = "mnist1d"
+device = "cpu"  # the CPU's numbers, also where a GPU is visible
 n_train = 128
 n_test = 100
 batch_size = 32
@@ -104,15 +105,15 @@ def test_measure_command_computes_from_checkpoints_and_resumes(tmp_path):
     path = tmp_path / "s.db"
     sweep(path, spec(), keep_checkpoints=True)  # measured at the end of each run
     at_end = stored(path)
-    first = measure_store(path, ["l2_norm", "path_norm"])  # path_norm is new: only it is computed
+    first = measure_store(path, ["l2_norm", "path_norm"], device="cpu")  # path_norm is new: only it is computed
     assert first.measured == 2 and first.skipped == 0 and not first.no_checkpoint
     after = stored(path)
     for key, values in at_end.items():
         assert after[key]["l2_norm"] == values["l2_norm"]  # untouched
         assert after[key]["path_norm"][0] == values["l2_norm"][0]  # at the final epoch
-    again = measure_store(path, ["l2_norm", "path_norm"])
+    again = measure_store(path, ["l2_norm", "path_norm"], device="cpu")
     assert again.measured == 0 and again.skipped == 2  # resumable: nothing left to do
-    forced = measure_store(path, NAMES, force=True)  # from the checkpoint: the same weights as at the end
+    forced = measure_store(path, NAMES, force=True, device="cpu")  # from the checkpoint: the same weights as at the end
     assert forced.measured == 2
     for key, values in at_end.items():
         for name in NAMES:
@@ -124,7 +125,7 @@ def test_runs_without_a_final_checkpoint_are_named(tmp_path):
     sweep(path, spec(""))  # no measures, checkpoints deleted when runs finish
     with Store.open(path) as s:
         assert len(lacking(s, ["l2_norm"])) == 2
-    result = measure_store(path, ["l2_norm"])
+    result = measure_store(path, ["l2_norm"], device="cpu")
     assert result.measured == 0 and len(result.no_checkpoint) == 2
 
 
