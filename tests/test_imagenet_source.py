@@ -98,6 +98,33 @@ def test_plain_tree_errors(tmp_path):
         index(flat)
 
 
+def test_a_class_folder_without_images_is_refused_in_both_layouts_before_anything_is_read(tmp_path, archives):
+    """An empty class folder was silently skipped (every later class renumbered, 3 classes instead of 4) in a
+    plain tree, and raised torchvision's bare FileNotFoundError in an extracted torchvision root."""
+    import shutil
+
+    from rethinkgen.data.sources.imagenet import locate
+
+    tree = files.plain_tree(tmp_path / "t", n_train=2, n_val=1)
+    shutil.rmtree(tree / "train" / CLASSES[1])
+    (tree / "train" / CLASSES[1]).mkdir()
+    shutil.rmtree(tree / "val" / CLASSES[1])  # the case that trained on 3 classes without a word
+    for check in (index, locate):  # locate: the check a sweep makes before it starts
+        with pytest.raises(ConfigError, match=f"train/{CLASSES[1]} in .* hold no images"):
+            check(tree)
+    (tree / "train" / CLASSES[1] / "a.JPEG").write_bytes(files.image_bytes(1, 0))
+    (tree / "val" / CLASSES[2] / "notes.txt").write_text("not an image")
+    for path in (tree / "val" / CLASSES[2]).glob("*.JPEG"):
+        path.unlink()
+    with pytest.raises(ConfigError, match=f"val/{CLASSES[2]} in .* hold no images"):
+        index(tree)
+    index(archives)  # extracts train/ and val/ with torchvision
+    for path in (archives / "train" / CLASSES[3]).iterdir():
+        path.unlink()
+    with pytest.raises(ConfigError, match=f"train/{CLASSES[3]} in .* hold no images"):
+        index(archives)
+
+
 def test_the_source_is_registered_and_never_loads_into_memory(plain):
     spec = DATASETS.get("imagenet")
     assert spec.index is not None and spec.crop == 299 and spec.standardize == "inception"

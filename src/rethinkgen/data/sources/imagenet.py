@@ -16,7 +16,8 @@ either layout people keep it in, in the folder ``--data-dir`` names (or its ``im
    by the ``folder`` source's :func:`~rethinkgen.data.sources.folder.scan_split`.
 
 Classes are the sorted training class folders (the WordNet ids, ``ImageFolder`` order: 1,000 for
-ILSVRC-2012); a validation class that has no training folder is refused. The images are never loaded
+ILSVRC-2012); a validation class that has no training folder is refused, and so is a class folder
+without images (skipping it would renumber the classes after it). The images are never loaded
 into memory: :func:`index` returns the sorted file lists and labels (:class:`ImageIndex`), which the
 streamed pipeline (:mod:`rethinkgen.data.stream`) decodes batch by batch. ``n_train`` / ``n_test``
 take seeded subsets of the lists, as for every source (stream "data": the first n of a permutation,
@@ -125,6 +126,7 @@ def locate(data_dir: str | os.PathLike | None) -> Path:
     elif not (root / "val").is_dir():
         raise DatasetNotFoundError(f"imagenet: {root} has train/ but no val/ folder: the test set of Table 2 is the "
                                    "ILSVRC-2012 validation set, val/<wnid>/<image>. " + HOW_TO_GET)
+    _check_class_folders(root)
     return root
 
 
@@ -150,6 +152,36 @@ def _flat_val(folder: Path) -> bool:
     return bool(names) and not any(is_dir for _, is_dir in names) and any(is_image_file(n) for n, _ in names)
 
 
+def _has_image(folder: Path) -> bool:
+    """Whether ``folder`` (or a folder below it, links followed) holds an image file; stops at the first."""
+    for _, _, names in os.walk(folder, followlinks=True):
+        if any(is_image_file(n) for n in names):
+            return True
+    return False
+
+
+def _check_class_folders(root: Path) -> None:
+    """ConfigError naming the class folders of ``train/`` and ``val/`` that hold no image.
+
+    Such a folder (an interrupted extraction or copy) is not a class of the data: ImageFolder, and so the
+    torchvision layout, refuses it, and skipping it would renumber every class after it (999 outputs
+    instead of 1,000, and validation images of that class without a training class). Reads folder
+    listings only, up to the first image of each class."""
+    empty = []
+    for split in ("train", "val"):
+        folder = root / split
+        if not folder.is_dir() or _flat_val(folder):
+            continue
+        with os.scandir(folder) as entries:
+            classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+        empty += [f"{split}/{c}" for c in classes if not _has_image(folder / c)]
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise ConfigError(f"imagenet: class folder(s) {shown} in {root} hold no images (an interrupted extraction "
+                          "or copy?); a class without images would shift every class after it: restore their "
+                          "images (from the archives, see docs: ImageNet) or remove the empty folders")
+
+
 def _torchvision_split(root: Path, split: str) -> tuple[list[tuple[str, int]], list[str], dict[str, tuple]]:
     """(samples, wnids, wnid -> class names) from ``torchvision.datasets.ImageNet`` (extracting on first use)."""
     import torchvision.datasets as tvd
@@ -165,6 +197,9 @@ def _torchvision_split(root: Path, split: str) -> tuple[list[tuple[str, int]], l
     except RuntimeError as exc:  # torchvision: archive absent or corrupted (MD5)
         raise DatasetNotFoundError(f"imagenet: {exc} Check the file's size and MD5 "
                                    "(torchvision.datasets.imagenet.ARCHIVE_META). " + HOW_TO_GET) from None
+    except FileNotFoundError as exc:  # ImageFolder: a class folder of the extracted split without images
+        raise ConfigError(f"imagenet: {root / split}: {exc}; restore the images of those classes (from "
+                          f"{ARCHIVES[split]}) or remove their empty folders") from None
     return list(ds.samples), list(ds.wnids), dict(load_meta_file(str(root))[0])
 
 
@@ -233,6 +268,7 @@ def index(data_dir: str | os.PathLike | None, seed: int = 0, *, n_train: int | N
     devkit).
     """
     root = find_root(data_dir)
+    _check_class_folders(root)  # before torchvision reads (or extracts) anything
     layout = "torchvision" if _torchvision_layout(root) or not (root / "train").is_dir() else "folders"
     train, test, wnids, names, unknown = (_read_torchvision if layout == "torchvision" else _read_folders)(root)
     if unknown:
