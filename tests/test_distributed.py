@@ -109,6 +109,45 @@ def test_spawned_ranks_train_like_one_process_for_a_model_without_batchnorm(tmp_
         assert a["test_acc"] == b["test_acc"] and a["samples_seen"] == b["samples_seen"]
 
 
+def test_sigterm_to_the_nproc_per_node_launcher_stops_the_ranks_and_saves_the_run(tmp_path):
+    """`rethinkgen train --nproc-per-node 2` killed with SIGTERM (a batch system's stop, `kill`) used to die
+    alone: torchrun and both ranks trained on, orphaned, and the folder stayed "running". Now the signal
+    reaches the ranks through torchrun and rank 0 saves the run as interrupted. CPU, gloo."""
+    import signal
+    import time
+
+    tree = files.plain_tree(tmp_path / "tree")
+    out = tmp_path / "run"
+    options = [o for o in CLI if o not in ("--json",)]
+    options[options.index("--epochs") + 1] = "300"  # far more than the test waits for
+    options[options.index("--lr") + 1] = "1e-7"  # random labels are not fitted (no "converged" end)
+    options[options.index("--workers") + 1] = "0"
+    with (tmp_path / "err.txt").open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "rethinkgen", "train", "--nproc-per-node", "2", *options,
+                                 "--data-dir", str(tree), "--out", str(out)], env=_env(), stdout=err, stderr=err,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not ((out / "metrics.csv").is_file() and len((out / "metrics.csv").read_text().splitlines()) >= 3):
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "err.txt").read_text()[-3000:]
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=120)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever the launcher left in its session
+            except ProcessLookupError:
+                pass
+    log = (tmp_path / "err.txt").read_text()
+    assert code == 130, log[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and (out / "checkpoint.pt").is_file()
+    assert "interrupted after epoch" in log
+    size = (out / "metrics.csv").stat().st_size
+    time.sleep(3)
+    assert (out / "metrics.csv").stat().st_size == size  # no rank trains on
+
+
 def test_world_size_is_checked_before_any_work(tmp_path):
     tree = files.plain_tree(tmp_path / "tree", n_train=1, n_val=1)
     with pytest.raises(ConfigError, match="streamed from disk"):

@@ -140,7 +140,12 @@ def train(
 
 def _relaunch_under_torchrun(nproc: int, add_world_size: bool) -> None:
     """Run this very command line again as ``torchrun --standalone --nproc-per-node N -m rethinkgen ...``
-    (rethinkgen.train.streaming.distributed) and exit with its status."""
+    (rethinkgen.train.streaming.distributed) and exit with its status.
+
+    torchrun runs in a session of its own and this process forwards SIGINT, SIGTERM and SIGHUP to it, once
+    each time, then waits for it: torchrun hands the signal to the ranks and rank 0 saves the run as
+    interrupted. (A launcher that died of the signal, or killed torchrun, left the ranks training on,
+    orphaned.) Exit status 130 when the run was interrupted so."""
     import subprocess
 
     from rethinkgen.train.streaming.distributed import torchrun_command
@@ -148,7 +153,22 @@ def _relaunch_under_torchrun(nproc: int, add_world_size: bool) -> None:
     argv = _without_option(sys.argv[1:], "--nproc-per-node")
     if add_world_size:
         argv += ["--world-size", str(nproc)]
-    raise typer.Exit(subprocess.call(torchrun_command(nproc, argv)))
+    child = subprocess.Popen(torchrun_command(nproc, argv), start_new_session=True)
+    forwarded: list[int] = []
+
+    def forward(signum, frame):
+        forwarded.append(signum)
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, forward) for s in caught}
+    try:
+        code = child.wait()  # resumed after each forwarded signal (PEP 475)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    raise typer.Exit(130 if forwarded and code != 0 else code)
 
 
 def _without_option(argv: list[str], name: str) -> list[str]:
@@ -304,9 +324,12 @@ def _run_into(folder, config, *, state: dict | None, threads: int | None, tensor
         if threads:
             torch.set_num_threads(threads)
         try:
-            train_run(config, callbacks=stops, resume=state)
+            with _sigterm_as_interrupt():
+                train_run(config, callbacks=stops, resume=state)
         except StopRequested:
             pass
+        except KeyboardInterrupt:  # rank 0 saves the run and says so
+            raise typer.Exit(130) from None
         return
 
     before = torch.get_num_threads()
