@@ -125,6 +125,23 @@ def test_a_class_folder_without_images_is_refused_in_both_layouts_before_anythin
         index(archives)
 
 
+def test_an_image_that_cannot_be_decoded_in_a_worker_is_named_in_one_line(tmp_path):
+    """A truncated JPEG decoded by a DataLoader worker surfaced as the DataLoader's "Caught UnsafeFileError in
+    DataLoader worker process 0. Original Traceback ..." dump; the error is now the worker's own, naming the
+    file. CPU, 1 worker."""
+    from rethinkgen.errors import UnsafeFileError
+    from rethinkgen.train.loop import train
+
+    tree = files.plain_tree(tmp_path / "t", n_train=2, n_val=1)
+    bad = tree / "train" / CLASSES[1] / f"{CLASSES[1]}_0.JPEG"
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated
+    with pytest.raises(UnsafeFileError) as caught:
+        train(data="imagenet", data_dir=str(tree), model="mlp_1x512", crop=16, epochs=1, batch_size=4,
+              device="cpu", workers=1)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}: cannot decode this image") and "\n" not in message, message
+
+
 def test_the_source_is_registered_and_never_loads_into_memory(plain):
     spec = DATASETS.get("imagenet")
     assert spec.index is not None and spec.crop == 299 and spec.standardize == "inception"

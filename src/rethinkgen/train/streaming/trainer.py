@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from rethinkgen.data.stream.labels import labels_sha256
-from rethinkgen.data.stream.loader import EpochOrder, Shard, StreamedImages, default_workers, make_loader
+from rethinkgen.data.stream.loader import EpochOrder, Shard, StreamedImages, batches, default_workers, make_loader
 from rethinkgen.data.stream.transforms import model_input
 from rethinkgen.errors import ConfigError
 from rethinkgen.seeding import stream_seed
@@ -139,7 +139,7 @@ class StreamTrainer(Trainer):
         logged: list[tuple[int, torch.Tensor]] = []
         evaluations: list[tuple[int, float]] = []
         with seeded(stream_seed(c.seed, "dropout", epoch, ctx.rank), self.device):
-            for k, (x, y, _) in enumerate(loader):
+            for k, (x, y, _) in enumerate(batches(loader)):
                 xb = model_input(x, self.device, c.standardize, self.channels_last)
                 yb = y.to(self.device, non_blocking=True)
                 loss = self._sgd_step(xb, yb, lr_at(c.lr, c.lr_decay, self.period, h.samples_seen))
@@ -181,7 +181,7 @@ class StreamTrainer(Trainer):
         was_training = self.model.training
         self.model.eval()
         with torch.inference_mode(), autocast_context(self.device.type, self.autocast):
-            for x, y, idx in loader:
+            for x, y, idx in batches(loader):
                 logits = self.forward(model_input(x, self.device, self.config.standardize, self.channels_last)).float()
                 y = y.to(self.device, non_blocking=True)
                 ok = logits.argmax(dim=1) == y
