@@ -24,7 +24,7 @@ from rethinkgen.train.resolve import resolve_config
 SRC = str(Path(rethinkgen.__file__).resolve().parents[1])
 SCRIPT = str(Path(__file__).with_name("distributed_script.py"))
 # the run of distributed_script.py, as command-line options
-CLI = ["--data", "imagenet", "--model", "mlp_1x512", "--crop", "16", "--epochs", "2", "--batch-size", "8", "--lr",
+CLI = ["--data", "imagenet", "--model", "mlp_1x512", "--crop", "16", "--epochs", "3", "--batch-size", "8", "--lr",
        "0.05", "--corruption", "random_labels", "--device", "cpu", "--workers", "2", "--augment", "--flip", "--seed",
        "5", "--quiet", "--json"]
 
@@ -48,8 +48,12 @@ def torchrun(tmp_path_factory):
     stop = subprocess.run([*cli, *CLI, "--data-dir", str(tree), "--out", str(out / "stopped"), "--stop-after", "1"],
                           env=_env(), capture_output=True, text=True, timeout=600)
     assert stop.returncode == 0, stop.stderr[-3000:]
-    resumed = subprocess.run([*cli, "--resume", str(out / "stopped"), "--json"], env=_env(), capture_output=True,
-                             text=True, timeout=600)
+    again = subprocess.run([*cli, "--resume", str(out / "stopped"), "--stop-after", "1", "--quiet"], env=_env(),
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    # without --nproc-per-node: on the run's own 2 processes (it crashed at its first epoch's end)
+    resumed = subprocess.run([sys.executable, "-m", "rethinkgen", "train", "--resume", str(out / "stopped"), "--json"],
+                             env=_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return tree, out, stop, resumed
 
@@ -72,15 +76,19 @@ def test_a_two_process_run_resumed_from_its_checkpoint_matches_the_straight_run_
     _, out, stop, resumed = torchrun
     straight = json.loads((out / "straight.json").read_text())
     assert "stopped after epoch 1 (--stop-after)" in stop.stderr
-    assert "resuming after epoch 1" in resumed.stderr
+    assert "resuming after epoch 2" in resumed.stderr
     rows = list(csv.DictReader((out / "stopped" / "metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
     for ours, ref in zip(rows, straight["metrics"], strict=True):
         for key in ("train_loss", "train_eval_loss", "train_acc", "test_loss", "test_acc", "samples_seen", "step"):
             value = None if ours[key] == "" else float(ours[key])
             assert value == ref[key], (key, ref["epoch"])  # CPU, gloo: exactly equal
     summary = json.loads(resumed.stdout)
     assert summary["numerics"]["world_size"] == 2 and summary["status"] == "max_epochs"
+    refused = subprocess.run([sys.executable, "-m", "rethinkgen", "train", "--resume", str(out / "stopped"),
+                              "--nproc-per-node", "3"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "trained on 2 process(es); resume it with --nproc-per-node 2" in refused.stderr
+    assert "torch.distributed" not in refused.stderr  # refused before torchrun started
     assert summary["labels_sha256"] == labels_sha256(load_labels(out / "stopped" / "labels.npy"))
 
 
@@ -95,9 +103,12 @@ def test_spawned_ranks_train_like_one_process_for_a_model_without_batchnorm(tmp_
                 corruption="random_labels", device="cpu", workers=0, augment=True, flip=True, seed=2)
     epochs = []
 
-    class Epochs:
+    class Epochs:  # sees what a callback sees of a trainer (RunDirWriter reads summary(), history.status)
         def on_epoch_end(self, row, logged, state):
             epochs.append((row["epoch"], state.checkpoint()["epoch"], state.history.finished))
+            summary = state.summary()
+            assert summary["epochs"] == row["epoch"] and summary["metrics"][-1] == row
+            assert state.history.status == summary["status"] == (None if row["epoch"] < 2 else "max_epochs")
 
     two = train(**base, world_size=2, callbacks=[Epochs()], run_dir=str(tmp_path / "two"))
     one = train(**base)

@@ -115,6 +115,8 @@ def train(
     from rethinkgen.train.validate import check_option
 
     check_option("--stop-after", stop_after, minimum=1, integer=True)
+    if resume is not None and not in_torchrun():
+        nproc_per_node = _resume_processes(resume, nproc_per_node)
     launch = nproc_per_node or (world_size if world_size and world_size > 1 and resume is None else None)
     if launch and not in_torchrun():  # this command again, under torchrun, on N processes of this node
         _relaunch_under_torchrun(launch, add_world_size=world_size is None and resume is None)
@@ -136,6 +138,29 @@ def train(
         world_size=world_size, workers=workers)
     _start_run(config, out=out, overwrite=overwrite, threads=threads, tensorboard=tensorboard, quiet=quiet,
                as_json=as_json, stop_after=stop_after)
+
+
+def _resume_processes(path: Path, nproc_per_node: int | None) -> int | None:
+    """The processes ``--resume PATH`` runs on: the run's own ``world_size`` (from its summary; a run of
+    several processes is resumed under torchrun as it was started, even without ``--nproc-per-node``).
+    ConfigError, before anything starts, when ``--nproc-per-node`` asks for another number: it is part of
+    the run's numerics (each process takes batch_size / W images of a step)."""
+    from rethinkgen.train.run_dir import FINISHED, RunDir
+
+    try:
+        old = RunDir(path).read_summary() or {}
+    except ConfigError:
+        return nproc_per_node  # the resume itself names the problem
+    config = old.get("config") if isinstance(old.get("config"), dict) else {}
+    saved = int(config.get("world_size") or 1)
+    if nproc_per_node is not None and nproc_per_node != saved:
+        raise ConfigError(f"{path} holds a run trained on {saved} process(es); resume it with --nproc-per-node "
+                          f"{saved} (the number of processes is part of the run's numerics: each takes batch_size / "
+                          "W images of every step), or start a new run with --nproc-per-node "
+                          f"{nproc_per_node}")
+    if old.get("status") in FINISHED:
+        return None  # nothing to resume: said by this process
+    return saved if saved > 1 else nproc_per_node
 
 
 def _relaunch_under_torchrun(nproc: int, add_world_size: bool) -> None:
