@@ -142,6 +142,18 @@ def test_an_image_that_cannot_be_decoded_in_a_worker_is_named_in_one_line(tmp_pa
     assert message.startswith(f"{bad}: cannot decode this image") and "\n" not in message, message
 
 
+def test_a_crop_the_model_cannot_take_is_refused_before_the_data_is_indexed(tmp_path):
+    """Inception V3 with --crop 75 used to index the whole tree (minutes for ImageNet's 1.28 million files),
+    create the run folder and then fail in the model builder. Now resolve_config (which the CLI and a sweep
+    call before anything else) refuses it; tmp_path holds no data, so nothing was read. CPU."""
+    from rethinkgen.train.config import TrainConfig
+    from rethinkgen.train.resolve import resolve_config
+
+    with pytest.raises(ConfigError, match="inception_v3' needs images of at least 299×299 pixels, got 75×75"):
+        resolve_config(TrainConfig(data="imagenet", data_dir=str(tmp_path), model="inception_v3", crop=75))
+    resolve_config(TrainConfig(data="imagenet", data_dir=str(tmp_path), model="resnet50", crop=75))  # >= 32: fine
+
+
 def test_the_source_is_registered_and_never_loads_into_memory(plain):
     spec = DATASETS.get("imagenet")
     assert spec.index is not None and spec.crop == 299 and spec.standardize == "inception"
