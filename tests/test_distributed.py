@@ -120,6 +120,34 @@ def test_spawned_ranks_train_like_one_process_for_a_model_without_batchnorm(tmp_
         assert a["test_acc"] == b["test_acc"] and a["samples_seen"] == b["samples_seen"]
 
 
+def test_two_ranks_evaluate_the_model_rank_0_saves_batchnorm_statistics_included(tmp_path):
+    """Each DDP rank updates BatchNorm's running statistics from its own share of the last batch, so rank 1
+    evaluated its shard with other statistics than rank 0 saves: the rows were not those of the saved model
+    (train accuracy 29.2% in the rows, 25.0% for the checkpoint's weights, on this tree). CPU; accuracies
+    exact, losses to 1e-6 (sums in another order)."""
+    from rethinkgen.train.loop import train
+    from rethinkgen.train.streaming.distributed import DistContext
+    from rethinkgen.train.streaming.trainer import StreamTrainer, checkpoint_labels
+
+    tree = files.plain_tree(tmp_path / "tree")
+    base = dict(data="imagenet", data_dir=str(tree), model="inception_small", crop=16, epochs=2, batch_size=8,
+                lr=0.05, corruption="random_labels", device="cpu", workers=0, seed=2)
+    last = {}
+
+    class Last:
+        def on_epoch_end(self, row, logged, state):
+            last.update(row=row, ckpt=state.checkpoint())
+
+    train(**base, world_size=2, callbacks=[Last()])
+    one = StreamTrainer(resolve_config(TrainConfig(**base)), DistContext(), labels=checkpoint_labels(last["ckpt"]))
+    one.restore(last["ckpt"])  # rank 0's weights and BatchNorm statistics, evaluated by one process
+    train_counts, test_counts = one._counts("train"), one._counts("test")
+    row = last["row"]
+    assert (row["train_acc"], row["test_acc"]) == (train_counts["acc"], test_counts["acc"])
+    assert row["train_eval_loss"] == pytest.approx(train_counts["loss"], rel=1e-6)
+    assert row["test_loss"] == pytest.approx(test_counts["loss"], rel=1e-6)
+
+
 def test_sigterm_to_the_nproc_per_node_launcher_stops_the_ranks_and_saves_the_run(tmp_path):
     """`rethinkgen train --nproc-per-node 2` killed with SIGTERM (a batch system's stop, `kill`) used to die
     alone: torchrun and both ranks trained on, orphaned, and the folder stayed "running". Now the signal

@@ -10,9 +10,10 @@ replaces what touches the data.
 With ``world_size`` W > 1 (torchrun), each rank runs this class: the model is wrapped in
 ``DistributedDataParallel`` for the training step (gradients averaged over ranks), each rank takes
 ``batch_size / W`` images of every step (the global batch stays ``batch_size``), evaluations count
-their shard and the counts are summed over ranks, so every rank computes the same rows and stops at
-the same epoch. Dropout draws from (seed, epoch, rank); each image's augmentation from (seed, epoch,
-image), so the numbers do not depend on the DataLoader workers.
+their shard with rank 0's BatchNorm statistics (the model rank 0 saves) and the counts are summed over
+ranks, so every rank computes the same rows and stops at the same epoch. Dropout draws from (seed,
+epoch, rank); each image's augmentation from (seed, epoch, image), so the numbers do not depend on the
+DataLoader workers.
 
 The checkpoint carries the run's training labels (``labels``, int32, and ``labels_sha256``): a
 resumed run trains on exactly the labels it started with, never redrawn.
@@ -178,6 +179,7 @@ class StreamTrainer(Trainer):
         loader = make_loader(data, shard, self.eval_batch_size, self.workers, pin_memory=self.device.type == "cuda")
         changed = torch.from_numpy(self.setup.labels.changed) if split == "train" else None
         sums = torch.zeros(6, dtype=torch.float64, device=self.device)  # loss, top1, top5, n, changed top1, changed n
+        self.ctx.broadcast_buffers(self.model)  # one model on every shard: rank 0's, the one it saves
         was_training = self.model.training
         self.model.eval()
         with torch.inference_mode(), autocast_context(self.device.type, self.autocast):
