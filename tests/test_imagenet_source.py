@@ -3,11 +3,15 @@ ImageNet root with the three archives; a plain train/<wnid>, val/<wnid> tree). C
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 import imagenet_files as files
+import rethinkgen
 from rethinkgen.data.sources import DATASETS, load_dataset
 from rethinkgen.data.sources.folder import scan_split
 from rethinkgen.data.sources.imagenet import index
@@ -17,6 +21,7 @@ from rethinkgen.data.stream.transforms import ImageTransform, eval_resize, model
 from rethinkgen.errors import ConfigError, DatasetNotFoundError
 
 CLASSES = files.WNIDS
+SRC = Path(rethinkgen.__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +157,34 @@ def test_a_crop_the_model_cannot_take_is_refused_before_the_data_is_indexed(tmp_
     with pytest.raises(ConfigError, match="inception_v3' needs images of at least 299×299 pixels, got 75×75"):
         resolve_config(TrainConfig(data="imagenet", data_dir=str(tmp_path), model="inception_v3", crop=75))
     resolve_config(TrainConfig(data="imagenet", data_dir=str(tmp_path), model="resnet50", crop=75))  # >= 32: fine
+
+
+def test_data_fetch_verifies_and_extracts_a_copy_once_so_several_processes_need_not(tmp_path, archives):
+    """`rethinkgen data fetch imagenet` refused even a complete copy ("nothing is downloaded for you"), and a
+    run of several processes let rank 0 extract the archives for hours while the other ranks waited beyond
+    the process group's timeout. Now fetch verifies and extracts; a multi-process run refuses archives that
+    are not extracted, naming that command, before torchrun starts. CPU."""
+    import subprocess
+    import sys
+
+    from rethinkgen.data.sources import fetch_dataset
+    from rethinkgen.data.sources.imagenet import locate
+
+    with pytest.raises(ConfigError, match="not extracted yet.*rethinkgen data fetch imagenet --data-dir"):
+        locate(archives, extracted=True)
+    launch = subprocess.run([sys.executable, "-m", "rethinkgen", "train", "--nproc-per-node", "2", "--data", "imagenet",
+                             "--data-dir", str(archives), "--model", "mlp_1x512", "--crop", "16", "--out",
+                             str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert launch.returncode != 0 and "are not extracted yet" in launch.stderr, launch.stderr[-2000:]
+    assert "torch.distributed" not in launch.stderr and not (tmp_path / "run").exists()  # before torchrun
+    logged = []
+    assert fetch_dataset("imagenet", archives, log=logged.append) == archives
+    assert logged == [f"imagenet: ready in {archives} (torchvision layout): 4 classes, 24 training and 12 "
+                      "validation images"]
+    assert (archives / "train" / CLASSES[0]).is_dir() and locate(archives, extracted=True) == archives
+    with pytest.raises(DatasetNotFoundError, match="nothing is downloaded for you"):
+        fetch_dataset("imagenet", tmp_path / "empty")
 
 
 def test_the_source_is_registered_and_never_loads_into_memory(plain):

@@ -118,7 +118,23 @@ def train(
     if resume is not None and not in_torchrun():
         nproc_per_node = _resume_processes(resume, nproc_per_node)
     launch = nproc_per_node or (world_size if world_size and world_size > 1 and resume is None else None)
+
+    def config_of(processes: int | None) -> TrainConfig:
+        return TrainConfig(
+            data=data, data_dir=str(data_dir) if data_dir else None, data_options=_parse_options(data_option),
+            n_train=n_train, n_test=n_test, corruption=corruption, level=level,
+            exclude_true_class=exclude_true_class, model=model, dropout=dropout, epochs=epochs,
+            batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay,
+            lr_decay_every=lr_decay_every, augment=augment, flip=flip, target_train_acc=target_train_acc,
+            log_every=log_every, eval_every=eval_every, seed=seed, device=device, crop=crop,
+            standardize=standardize, world_size=processes, workers=workers)
+
     if launch and not in_torchrun():  # this command again, under torchrun, on N processes of this node
+        if resume is None and launch > 1:  # the run's checks here, once, before torchrun starts N processes
+            from rethinkgen.train.resolve import resolve_config
+            from rethinkgen.train.streaming.data import check_ready
+
+            check_ready(resolve_config(config_of(world_size or launch)))
         _relaunch_under_torchrun(launch, add_world_size=world_size is None and resume is None)
     if in_torchrun() and world_size is None and resume is None:
         world_size = int(os.environ["WORLD_SIZE"])
@@ -128,14 +144,7 @@ def train(
         return _resume_run(resume, threads=threads, device=device if _given(ctx, "device") else None,
                            data_dir=data_dir, tensorboard=tensorboard, quiet=quiet, as_json=as_json,
                            stop_after=stop_after, workers=workers)
-    config = TrainConfig(
-        data=data, data_dir=str(data_dir) if data_dir else None, data_options=_parse_options(data_option),
-        n_train=n_train, n_test=n_test, corruption=corruption, level=level,
-        exclude_true_class=exclude_true_class, model=model, dropout=dropout, epochs=epochs,
-        batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay,
-        lr_decay_every=lr_decay_every, augment=augment, flip=flip, target_train_acc=target_train_acc,
-        log_every=log_every, eval_every=eval_every, seed=seed, device=device, crop=crop, standardize=standardize,
-        world_size=world_size, workers=workers)
+    config = config_of(world_size)
     _start_run(config, out=out, overwrite=overwrite, threads=threads, tensorboard=tensorboard, quiet=quiet,
                as_json=as_json, stop_after=stop_after)
 

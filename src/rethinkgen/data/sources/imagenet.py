@@ -114,10 +114,21 @@ def find_root(data_dir: str | os.PathLike | None) -> Path:
                                f"{', '.join(ARCHIVES.values())}, {META_FILE} or a train/ folder). {HOW_TO_GET}")
 
 
-def locate(data_dir: str | os.PathLike | None) -> Path:
+def locate(data_dir: str | os.PathLike | None, *, extracted: bool = False) -> Path:
     """The ImageNet root under ``data_dir`` after the checks that read no image (a sweep makes them before
-    it starts): DatasetNotFoundError naming what is missing, else the root."""
+    it starts): DatasetNotFoundError naming what is missing, else the root.
+
+    ``extracted``: also refuse (ConfigError naming the command that does it) a torchvision root whose
+    archives are not extracted yet. A run of several processes asks for it: rank 0 would extract for
+    hours while the others wait for it far beyond the process group's timeout."""
     root = find_root(data_dir)
+    if extracted:
+        pending = [ARCHIVES[s] for s in ("train", "val") if not (root / s).is_dir() and (root / ARCHIVES[s]).is_file()]
+        if pending:
+            raise ConfigError(f"imagenet: {' and '.join(pending)} in {root} are not extracted yet; torchvision "
+                              "extracts them on first use (hours for the training archive), longer than the "
+                              "processes of a run wait for each other. Extract them once, in one process: "
+                              f"rethinkgen data fetch imagenet --data-dir {root}")
     if _torchvision_layout(root) or not (root / "train").is_dir():
         missing = _missing(root)
         if missing:
@@ -300,6 +311,17 @@ def load(data_dir: Path | None, seed: int = 0, *, n_train: int | None = None, n_
                       "trainer reads it with rethinkgen.data.stream)")
 
 
-def fetch(data_dir: Path) -> Path:
-    """Refuses to download (licence); says how to obtain ImageNet and where to put it."""
-    raise DatasetNotFoundError(f"imagenet: nothing is downloaded for you. {HOW_TO_GET} (looked in {data_dir})")
+def fetch(data_dir: Path, log=None) -> Path:
+    """Never downloads (licence): without a copy in ``data_dir``, DatasetNotFoundError saying how to obtain
+    ImageNet and where to put it. With one, verifies it as a run would read it (:func:`index`: torchvision
+    checks the archives' MD5 sums and extracts them, once, in this process) and logs what it found; returns
+    the root. Doing this once before a run of several processes spares the ranks the extraction."""
+    try:
+        root = find_root(data_dir)
+    except DatasetNotFoundError:
+        raise DatasetNotFoundError(f"imagenet: nothing is downloaded for you. {HOW_TO_GET} (looked in "
+                                   f"{data_dir})") from None
+    splits = index(root)
+    (log or print)(f"imagenet: ready in {root} ({splits.layout} layout): {splits.num_classes} classes, "
+                   f"{len(splits.train):,} training and {len(splits.test):,} validation images")
+    return root
