@@ -178,6 +178,25 @@ def test_data_fetch_verifies_and_extracts_a_copy_once_so_several_processes_need_
                             env={**os.environ, "PYTHONPATH": str(SRC)})
     assert launch.returncode != 0 and "are not extracted yet" in launch.stderr, launch.stderr[-2000:]
     assert "torch.distributed" not in launch.stderr and not (tmp_path / "run").exists()  # before torchrun
+    from rethinkgen.sweep.runner import run_sweep
+    from rethinkgen.sweep.spec import parse_spec
+    from rethinkgen.sweep.store import Store
+
+    spec = parse_spec(f"""
+name = "two-ranks"
+[defaults]
+data = "imagenet"
+data_dir = "{archives}"
+model = "mlp_1x512"
+crop = 16
+batch_size = 8
+device = "cpu"
+world_size = 2
+""")
+    with pytest.raises(DatasetNotFoundError, match="nothing was started(.|\\n)*are not extracted yet"):
+        run_sweep(spec, tmp_path / "s.db")
+    with Store.open(tmp_path / "s.db") as store:
+        assert store.runs() == []
     logged = []
     assert fetch_dataset("imagenet", archives, log=logged.append) == archives
     assert logged == [f"imagenet: ready in {archives} (torchvision layout): 4 classes, 24 training and 12 "

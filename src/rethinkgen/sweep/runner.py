@@ -318,11 +318,16 @@ def missing_data(runs: list[PlannedRun], executor: Executor) -> list[str]:
         return []
     problems: dict[tuple, str] = {}
     for run in runs:
-        where = (run.config.data, run.config.data_dir)
+        several = (run.config.world_size or 1) > 1
+        where = (run.config.data, run.config.data_dir, several)
         if where in problems:
             continue
         try:
-            check_available(*where)
+            check_available(run.config.data, run.config.data_dir)
+            if several:  # data rank 0 would prepare for longer than the other ranks wait (imagenet archives)
+                from rethinkgen.train.streaming.data import check_ready
+
+                check_ready(run.config)
         except RethinkgenError as exc:
             problems[where] = f"{str(exc)} (needed by {run.name})"
         else:
