@@ -206,6 +206,26 @@ world_size = 2
         fetch_dataset("imagenet", tmp_path / "empty")
 
 
+def test_data_inspect_describes_imagenet_from_its_file_lists(plain):
+    """`rethinkgen data inspect imagenet` refused ("cannot be loaded into memory"), though it is the command
+    that shows the layout found, the classes and their counts before a week of training. CPU."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rethinkgen import cli
+
+    result = CliRunner().invoke(cli.app, ["data", "inspect", "imagenet", "--data-dir", str(plain), "--json",
+                                          "--n-train", "20"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert (info["num_classes"], info["n_train"], info["n_test"]) == (4, 20, 12)
+    assert info["classes"] == list(CLASSES) and info["layout_found"] == "folders layout"
+    assert sum(info["class_counts_train"]) == 20 and info["class_counts_test"] == [3, 3, 3, 3]
+    assert info["input_shape"] == [3, 299, 299] and info["subset"]["n_train_available"] == 24
+    assert "299x299 = 89,401 pixel positions" in info["effects"]["shuffled_pixels"]
+
+
 def test_the_source_is_registered_and_never_loads_into_memory(plain):
     spec = DATASETS.get("imagenet")
     assert spec.index is not None and spec.crop == 299 and spec.standardize == "inception"
