@@ -186,6 +186,21 @@ def test_table2_puts_every_paper_row_beside_ours():
     assert "59.80 (63.16)" in markdown and "83.6" in markdown
 
 
+def test_table2_keeps_runs_with_crops_or_flips_alone_out_of_every_row():
+    """"data aug" is crops and flips together; a run with flips alone sat in the no-augmentation row (and
+    crops alone in the augmentation one), averaged with the paper's setting as another seed."""
+    from rethinkgen.report.table2 import table2
+
+    plain = _imagenet_run("true", False, 0.0, 0.0, seed=0, train_acc=0.99, test_acc=0.60)
+    flips = _imagenet_run("true", False, 0.0, 0.0, seed=1, train_acc=0.90, test_acc=0.70)
+    flips["config"]["flip"] = True
+    crops = _imagenet_run("true", True, 0.0, 0.0, seed=0, train_acc=0.90, test_acc=0.70)
+    crops["config"]["flip"] = False
+    rows = table2([plain, flips, crops]).rows
+    assert (rows[3]["seeds"], rows[3]["top1_test"]) == (1, "60.00")  # true labels, no regularizer: plain only
+    assert rows[1]["seeds"] == 0  # true labels, data aug only: crops without flips are not it
+
+
 def test_the_report_of_an_imagenet_store_has_table2(tmp_path):
     from rethinkgen.report.build import build_from_data
 
