@@ -130,6 +130,17 @@ def test_a_class_folder_without_images_is_refused_in_both_layouts_before_anythin
         index(archives)
 
 
+def test_images_beside_the_class_folders_are_refused_not_left_out(tmp_path):
+    """A validation folder half sorted into val/<wnid>/ (a sort script that did not finish): the images still
+    lying in val/ were silently left out of the test set (ImageFolder reads class folders only). CPU."""
+    tree = files.plain_tree(tmp_path / "t", n_train=2, n_val=2)
+    for path in (tree / "val" / CLASSES[3]).iterdir():
+        path.rename(tree / "val" / path.name)
+    (tree / "val" / CLASSES[3]).rmdir()
+    with pytest.raises(ConfigError, match=r"val holds 2 image\(s\) beside its class folders"):
+        index(tree)
+
+
 def test_an_image_that_cannot_be_decoded_in_a_worker_is_named_in_one_line(tmp_path):
     """A truncated JPEG decoded by a DataLoader worker surfaced as the DataLoader's "Caught UnsafeFileError in
     DataLoader worker process 0. Original Traceback ..." dump; the error is now the worker's own, naming the

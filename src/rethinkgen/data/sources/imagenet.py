@@ -172,7 +172,8 @@ def _has_image(folder: Path) -> bool:
 
 
 def _check_class_folders(root: Path) -> None:
-    """ConfigError naming the class folders of ``train/`` and ``val/`` that hold no image.
+    """ConfigError naming the class folders of ``train/`` and ``val/`` that hold no image, and images lying
+    beside the class folders (in no class: ImageFolder would leave them out without a word).
 
     Such a folder (an interrupted extraction or copy) is not a class of the data: ImageFolder, and so the
     torchvision layout, refuses it, and skipping it would renumber every class after it (999 outputs
@@ -184,7 +185,14 @@ def _check_class_folders(root: Path) -> None:
         if not folder.is_dir() or _flat_val(folder):
             continue
         with os.scandir(folder) as entries:
-            classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+            listed = [(e.name, e.is_dir()) for e in entries if not e.name.startswith(".")]
+        classes = sorted(name for name, is_dir in listed if is_dir)
+        loose = sorted(name for name, is_dir in listed if not is_dir and is_image_file(name))
+        if classes and loose:
+            raise ConfigError(f"imagenet: {folder} holds {len(loose)} image(s) beside its class folders (e.g. "
+                              f"{loose[0]}; a sort into {split}/<wnid>/ that did not finish?): they belong to no "
+                              f"class and would be left out. Sort them into their class folders (for val/, delete "
+                              f"the folder and let torchvision sort {ARCHIVES['val']} with the devkit) or remove them")
         empty += [f"{split}/{c}" for c in classes if not _has_image(folder / c)]
     if empty:
         shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
