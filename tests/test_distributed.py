@@ -109,6 +109,7 @@ def test_spawned_ranks_train_like_one_process_for_a_model_without_batchnorm(tmp_
             summary = state.summary()
             assert summary["epochs"] == row["epoch"] and summary["metrics"][-1] == row
             assert state.history.status == summary["status"] == (None if row["epoch"] < 2 else "max_epochs")
+            assert state.numerics.world_size == 2  # what a sweep records for the run while it trains
 
     two = train(**base, world_size=2, callbacks=[Epochs()], run_dir=str(tmp_path / "two"))
     one = train(**base)

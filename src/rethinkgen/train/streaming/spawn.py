@@ -64,15 +64,19 @@ def _rank_main(rank: int, config: TrainConfig, resume: dict | None, channel: Any
 
 class _State:
     """What a callback sees of the run in this process, as it would see the trainer: its checkpoint, its
-    summary and ``history`` (``finished``, ``status``, ``epoch``, ``step``) at the end of the epoch."""
+    summary, ``history`` (``finished``, ``status``, ``epoch``, ``step``) and ``numerics`` (which a sweep
+    records for the run) at the end of the epoch."""
 
     def __init__(self, ckpt: dict[str, Any], summary: dict[str, Any]) -> None:
         from types import SimpleNamespace
+
+        from rethinkgen.train.numerics import Numerics
 
         self._ckpt, self._summary = ckpt, summary
         status = summary.get("status")  # None until the run has finished (RunHistory.status)
         self.history = SimpleNamespace(finished=status is not None, status=status, epoch=summary.get("epochs"),
                                        step=summary.get("steps"))
+        self.numerics = Numerics.from_dict(summary["numerics"]) if summary.get("numerics") else None
 
     def checkpoint(self) -> dict[str, Any]:
         return self._ckpt
