@@ -237,6 +237,24 @@ def test_data_inspect_describes_imagenet_from_its_file_lists(plain):
     assert "299x299 = 89,401 pixel positions" in info["effects"]["shuffled_pixels"]
 
 
+def test_train_names_missing_data_before_it_makes_the_run_folder(tmp_path):
+    """`rethinkgen train` on a tree without val/ made the run folder, wrote a "failed" summary and said "what
+    was done is saved ... --resume retries from there" (nothing was done; a resume fails again). CPU."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from rethinkgen import cli
+
+    tree = files.plain_tree(tmp_path / "t", n_train=1, n_val=1)
+    shutil.rmtree(tree / "val")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli.app, ["train", "--data", "imagenet", "--data-dir", str(tree), "--model",
+                                          "mlp_1x512", "--crop", "16", "--out", str(out), "--quiet"])
+    assert result.exit_code != 0 and "has train/ but no val/ folder" in result.output
+    assert "--resume" not in result.output and not out.exists()
+
+
 def test_the_source_is_registered_and_never_loads_into_memory(plain):
     spec = DATASETS.get("imagenet")
     assert spec.index is not None and spec.crop == 299 and spec.standardize == "inception"

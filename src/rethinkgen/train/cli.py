@@ -250,6 +250,9 @@ def _start_run(config, *, out: Path | None, overwrite: bool, threads: int | None
     _check_threads(threads)
     _check_tensorboard(tensorboard)
     resolved = resolve_config(config)
+    from rethinkgen.data.sources import check_available
+
+    check_available(resolved.data, resolved.data_dir)  # files found, none read: before the run folder is made
     key = run_key(resolved)
     folder = RunDir(out or Path("runs") / key[:12])
     if _rank() != 0:  # another rank of a torchrun run: rank 0 checks and locks the folder, and writes it
