@@ -35,6 +35,7 @@ from rethinkgen.errors import ConfigError
 from rethinkgen.seeding import stream_seed
 from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.history import RunHistory, run_summary
+from rethinkgen.train.last_batch import check_last_batch
 from rethinkgen.train.loop import Trainer, make_optimizer
 from rethinkgen.train.losses import training_loss
 from rethinkgen.train.metrics import TOPK, autocast_context, topk_correct
@@ -61,6 +62,8 @@ class StreamTrainer(Trainer):
                               f"multiple of {ctx.world_size}")
         self.workers = config.workers if config.workers is not None else default_workers(ctx.local_world_size)
         self.setup: StreamSetup = prepare_stream(config, ctx, self.workers, labels)
+        check_last_batch(config.model, self.setup.input_shape, self.setup.num_classes, config.dropout, "image",
+                         self.setup.n_train, config.batch_size, ctx.world_size)
         self.numerics = plan_numerics(config, self.device, "image")  # eager steps (resolve.step_mode)
         self.autocast = self.numerics.autocast_dtype  # None: float32 (always on the CPU)
         self.use_amp = self.autocast is not None
