@@ -442,6 +442,29 @@ def test_a_streamed_run_resumed_from_an_epoch_checkpoint_gives_the_same_rows(pla
     assert resumed["step_losses"] == straight["step_losses"] and resumed["labels_sha256"] == straight["labels_sha256"]
 
 
+def test_a_resume_on_changed_training_images_is_refused(tmp_path):
+    """The stored labels are matched to the training images by position; a resume only checked their count,
+    so a copy with one image renamed into another class (same count) trained on labels of other images. CPU."""
+    from rethinkgen.train.loop import train
+
+    tree = files.plain_tree(tmp_path / "t", n_train=3, n_val=1)
+    base = dict(data="imagenet", data_dir=str(tree), model="mlp_1x512", crop=8, epochs=2, batch_size=4,
+                corruption="random_labels", device="cpu", workers=0)
+    saved = {}
+
+    class Grab:
+        def on_epoch_end(self, row, logged, trainer):
+            if row["epoch"] == 1:
+                saved["ckpt"] = trainer.checkpoint()
+
+    train(**base, callbacks=[Grab()])
+    assert train(**base, resume=saved["ckpt"])["status"] == "max_epochs"  # the same images: resumes
+    moved = tree / "train" / CLASSES[0] / f"{CLASSES[0]}_0.JPEG"
+    moved.rename(tree / "train" / CLASSES[1] / "moved.JPEG")
+    with pytest.raises(ConfigError, match="not the ones the run started on"):
+        train(**base, resume=saved["ckpt"])
+
+
 def test_a_sweep_is_told_before_it_starts_what_of_imagenet_is_missing(tmp_path, archives):
     from rethinkgen.data.sources import check_available
 

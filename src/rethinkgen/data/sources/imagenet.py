@@ -69,6 +69,16 @@ class ImageIndex:
     def __len__(self) -> int:
         return int(self.files.shape[0])
 
+    def sha256(self) -> str:
+        """sha256 of the relative paths in order, with their class indices: what a run's labels are matched to."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name in self.files:
+            digest.update(name + b"\n")
+        digest.update(np.ascontiguousarray(self.targets, dtype="<i8").tobytes())
+        return digest.hexdigest()
+
     def path(self, i: int) -> str:
         """The absolute path of image ``i``."""
         return os.path.join(self.root, self.files[i].decode())

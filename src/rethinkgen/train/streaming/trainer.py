@@ -62,6 +62,7 @@ class StreamTrainer(Trainer):
                               f"multiple of {ctx.world_size}")
         self.workers = config.workers if config.workers is not None else default_workers(ctx.local_world_size)
         self.setup: StreamSetup = prepare_stream(config, ctx, self.workers, labels)
+        self.train_files_sha256 = self.setup.splits.train.sha256()
         check_last_batch(config.model, self.setup.input_shape, self.setup.num_classes, config.dropout, "image",
                          self.setup.n_train, config.batch_size, ctx.world_size)
         self.numerics = plan_numerics(config, self.device, "image")  # eager steps (resolve.step_mode)
@@ -118,6 +119,7 @@ class StreamTrainer(Trainer):
         ckpt = super().checkpoint()
         ckpt["labels"] = torch.from_numpy(self.labels.astype(np.int32))
         ckpt["labels_sha256"] = self.setup.labels.sha256
+        ckpt["train_files_sha256"] = self.train_files_sha256  # the images those labels belong to, in order
         return ckpt
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -127,6 +129,12 @@ class StreamTrainer(Trainer):
             raise ConfigError("the checkpoint's training labels differ from the run's (sha256 "
                               f"{ckpt['labels_sha256'][:12]} vs {self.setup.labels.sha256[:12]}); build the "
                               "trainer with the checkpoint's labels")
+        saved = ckpt.get("train_files_sha256")
+        if saved is not None and saved != self.train_files_sha256:
+            raise ConfigError(f"the training images in {self.setup.splits.meta.get('root')} are not the ones the run "
+                              "started on (their list or classes changed: files added, removed or renamed), so its "
+                              "stored labels would go to other images; restore the copy the run started from "
+                              "(--data-dir) or start the run over")
         super().restore(ckpt)
 
     # ---------------------------------------------------------------- one epoch
