@@ -374,6 +374,8 @@ def test_a_streamed_run_trains_and_records_its_labels(plain, tmp_path):
 
 
 def test_a_sweep_trains_a_streamed_run_and_stores_its_label_checksum(plain, tmp_path):
+    """The sweep kept only the labels' sha256: the label file went with the deleted checkpoints."""
+    from rethinkgen.data.stream.labels import load_labels
     from rethinkgen.sweep.runner import run_sweep
     from rethinkgen.sweep.spec import parse_spec
     from rethinkgen.sweep.store import Store
@@ -401,6 +403,9 @@ corruption = ["random_labels", "shuffled_pixels"]
         expected = draw_labels(index(plain).train.targets, 4, "random_labels", None, 0)
         assert summary["labels_sha256"] == expected.sha256 and summary["data"]["layout"] == "folders"
         assert len(store.epoch_rows(runs["shuffled_pixels"]["run_key"])) == 3
+        # the label file stays with the run (a sweep's checkpoints are deleted when it finishes)
+        label_file = store.labels_dir / runs["random_labels"]["run_key"] / "labels.npy"
+        assert np.array_equal(load_labels(label_file, summary["labels_sha256"]), expected.labels)
     from rethinkgen.sweep.checkpoint import decode, load_checkpoint
 
     loaded, _ = load_checkpoint(tmp_path / "s.db.ckpt" / f"{runs['random_labels']['run_key']}.pt")
