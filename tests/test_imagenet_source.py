@@ -255,7 +255,7 @@ def test_train_names_missing_data_before_it_makes_the_run_folder(tmp_path):
     assert "--resume" not in result.output and not out.exists()
 
 
-def test_a_last_batch_of_one_image_the_model_cannot_train_on_is_refused_before_training(plain):
+def test_a_last_batch_of_one_image_the_model_cannot_train_on_is_refused_before_training(plain, tmp_path):
     """9 images in batches of 4 leave a last batch of 1; ResNet-18 on 8-pixel crops normalises a 1x1 map
     there (Inception V3's auxiliary head does at 299), and the run failed with BatchNorm's "Expected more
     than 1 value per channel" after the epoch's work. CPU; shapes checked on the meta device."""
@@ -266,6 +266,15 @@ def test_a_last_batch_of_one_image_the_model_cannot_train_on_is_refused_before_t
                workers=0)
     with pytest.raises(ConfigError, match=r"last minibatch .* 1 sample \(9 samples in batches of 4\).*--batch-size 5"):
         train(**run, n_train=9, batch_size=4)
+    from typer.testing import CliRunner
+
+    from rethinkgen import cli
+
+    result = CliRunner().invoke(cli.app, ["train", "--data", "imagenet", "--data-dir", str(plain), "--model",
+                                          "resnet18", "--crop", "8", "--n-train", "9", "--batch-size", "4",
+                                          "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "nothing was trained; fix what the error below names" in result.output
+    assert "--resume" not in result.output  # a resume would fail the same way
     assert train(**run, n_train=10, batch_size=4)["status"] == "max_epochs"  # last batch of 2: trains
     check_last_batch("mlp_1x512", (3, 8, 8), 4, 0.0, "image", 9, 4)  # no BatchNorm: one sample is fine
     # 2 processes: ceil(9 / 2) = 5 images each in batches of 8 / 2 = 4 -> 1 left on each

@@ -406,8 +406,14 @@ def _run_into(folder, config, *, state: dict | None, threads: int | None, tensor
     except Exception as exc:
         with _signals_ignored():
             writer.stop("failed", exc)
-        say(err_console, f"[red]failed[/] {_when(writer)}; what was done is saved in "
-            f"{folder.path} (rethinkgen train --resume {folder.path} retries from there)")
+        from rethinkgen.errors import RethinkgenError
+
+        if writer.state is None and isinstance(exc, RethinkgenError):  # refused before training: nothing to keep
+            say(err_console, "[red]failed[/] before its first epoch: nothing was trained; fix what the error below "
+                "names and run the same command again")
+        else:
+            say(err_console, f"[red]failed[/] {_when(writer)}; what was done is saved in "
+                f"{folder.path} (rethinkgen train --resume {folder.path} retries from there)")
         raise
     finally:
         torch.set_num_threads(before)
