@@ -14,8 +14,12 @@
 # fails alone; tests are listed one per line as they end (-v), so a part stopped at its cap still says
 # which passed. The caps end the script by DEADLINE (585 s), inside the tool's 600 s per command; the
 # last part gets what is left. Expected on an H200: about 60 s, 265 s and 60-90 s (docs/performance.md).
-# PART=tests (2 and 4) or PART=bench (3), or the first argument, reruns a part alone.
-# GPU_BENCH_ARGS=--smoke PY=python tries it on a machine without a GPU.
+# PART=tests (2 and 4) or PART=bench (3), or the first argument, reruns a part alone. PART=extra (not in
+# `all`: a second device call, when the first left time) runs the step table and the ImageNet pipeline:
+#   5. benchmarks/gpu_steps.py: eager vs static vs captured steps, fp32 vs bf16  -> gpu_steps.json/.txt
+#   6. benchmarks/imagenet_pipeline.py --device cuda (Inception V3 at 299, issue 13's target) -> imagenet.txt
+# GPU_BENCH_ARGS=--smoke PY=python tries it on a machine without a GPU (PART=extra: EXTRA_DEVICE=cpu and
+# small STEPS_ARGS / PIPELINE_ARGS).
 set -u -o pipefail
 PART="${1:-${PART:-all}}"
 OUT="${OUT:-/tmp/rethinkgen-gpu-session}"
@@ -90,5 +94,11 @@ fi
 if [ "$PART" = all ] || [ "$PART" = tests ]; then
   run_part "default suite (CUDA visible)" 180 bash -o pipefail -c \
     "$PYTEST $TIMEOUT_ALL $XDIST_ALL tests/ 2>&1 | tee '$OUT/pytest_default.txt'"
+fi
+if [ "$PART" = extra ]; then
+  run_part "benchmarks/gpu_steps.py" 300 bash -o pipefail -c \
+    "'$PY' benchmarks/gpu_steps.py --device ${EXTRA_DEVICE:-cuda} ${STEPS_ARGS:-} --json '$OUT/gpu_steps.json' 2>&1 | tee '$OUT/gpu_steps.txt'"
+  run_part "benchmarks/imagenet_pipeline.py" 240 bash -o pipefail -c \
+    "'$PY' benchmarks/imagenet_pipeline.py --device ${EXTRA_DEVICE:-cuda} ${PIPELINE_ARGS:-} 2>&1 | tee '$OUT/imagenet.txt'"
 fi
 echo "== done at ${SECONDS} s: ${status[*]}"

@@ -1,4 +1,4 @@
-"""Shared fixtures: the repo root, the shared real MNIST (skipped with a reason when absent)."""
+"""Shared fixtures: the repo root, the shared real MNIST (skipped with a reason when absent), one thread."""
 
 from __future__ import annotations
 
@@ -24,3 +24,15 @@ def mnist_dir() -> Path:
     if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"real MNIST not found at {SHARED_MNIST} (only present on the project's machines)")
     return SHARED_MNIST
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, restored after. For small problems that gain nothing from two:
+    on a shared 2-core machine two spinning OpenMP threads slow every step many times over, and numbers
+    compared within one process must be computed at one thread count. Modules use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -88,9 +88,45 @@ def test_read_only_out_fails_before_any_training(readonly_dir, monkeypatch):
         assert "--out" in result.output and ("not writable" in result.output or "cannot create" in result.output)
 
 
+def test_missing_dataset_files_fail_before_the_run_folder_exists(tmp_path, monkeypatch):
+    """A dataset whose files are not there is bad input, not a failed run: the error names where it looked and
+    the fetch command, and no folder is left behind with a `--resume` hint that cannot help."""
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("training started"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("train", "--data", "cifar10", "--data-dir", empty, "--device", "cpu", "--out", tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "rethinkgen data fetch cifar10" in text and str(empty) in text and "--resume" not in text
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_without_the_datasets_files_leaves_the_folder_as_it_was(tmp_path):
+    """An interrupted CIFAR-10-format run (20 images per batch, CPU, one thread) whose data folder is gone:
+    --resume refuses with the fetch command and leaves summary.json, metrics.csv and the checkpoint untouched."""
+    import shutil
+
+    import data_files
+
+    data = tmp_path / "data"
+    data_files.write_cifar(data, rows=20)
+    out = tmp_path / "run"
+    result = invoke("train", "--data", "cifar10", "--data-dir", data, "--data-option", "strict=false", "--epochs", "3",
+                    "--stop-after", "1", "--device", "cpu", "--threads", "1", "--quiet", "--out", out)
+    assert result.exit_code == 0, result.output
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    assert json.loads(before["summary.json"])["status"] == "interrupted" and "checkpoint.pt" in before
+    shutil.rmtree(data)
+    result = invoke("train", "--resume", out)
+    assert result.exit_code == 2, result.output
+    assert "rethinkgen data fetch cifar10" in " ".join(result.output.split())
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+
+
 def test_files_follow_the_epochs(tmp_path):
     """With no throttling, metrics.csv and step_losses.csv hold every finished epoch when the next starts."""
-    config = loop.resolve_config(TrainConfig(data="mnist1d", n_train=512, n_test=256, epochs=4, device="cpu"))
+    config = loop.resolve_config(TrainConfig(data="mnist1d", n_train=512, n_test=256, epochs=4, device="cpu",
+                                                   log_every=1))
     folder = RunDir(tmp_path / "run")
     folder.prepare("key")
     writer = RunDirWriter(folder, config, csv_every_s=0.0, checkpoint_every_s=0.0)
@@ -100,6 +136,10 @@ def test_files_follow_the_epochs(tmp_path):
         def on_epoch_end(self, row, step_losses, trainer):
             with open(folder.path / "metrics.csv", newline="") as f:
                 epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+            with open(folder.path / "step_losses.csv", newline="") as f:
+                logged = [int(r["step"]) for r in csv.DictReader(f)]
+            assert logged == [int(s) for s, _ in trainer.history.step_losses]  # this epoch's steps included
+            assert logged == list(range(1, row["step"] + 1))  # every step of the finished epochs
             seen.append(epochs)
             assert json.loads((folder.path / "summary.json").read_text())["status"] == "running"
             assert folder.checkpoint_path.exists()
@@ -110,6 +150,24 @@ def test_files_follow_the_epochs(tmp_path):
     assert seen == [list(range(e + 1)) for e in range(5)]
     assert json.loads((folder.path / "summary.json").read_text())["status"] == "max_epochs"
     assert not folder.checkpoint_path.exists()  # finished: no checkpoint left behind
+
+
+def test_the_last_line_names_the_files_the_run_folder_holds(tmp_path):
+    """The closing `wrote ...` line lists what is there: a run on streamed data (a 4-class ImageNet look-alike,
+    CPU, no DataLoader workers) also has its drawn labels, labels.npy; an in-memory run has none."""
+    import imagenet_files
+
+    tree = imagenet_files.plain_tree(tmp_path / "tree", n_train=2, n_val=1)
+    result = invoke("train", "--data", "imagenet", "--data-dir", tree, "--model", "mlp_1x512", "--crop", "16",
+                    "--epochs", "1", "--batch-size", "4", "--corruption", "random_labels", "--device", "cpu",
+                    "--workers", "0", "--threads", "1", "--out", tmp_path / "streamed")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "streamed" / "labels.npy").is_file()
+    assert "summary.json, metrics.csv, step_losses.csv and labels.npy" in " ".join(result.output.split())
+    result = invoke("train", *TINY, "--epochs", "1", "--out", tmp_path / "memory")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "memory" / "labels.npy").exists()
+    assert "summary.json, metrics.csv and step_losses.csv" in " ".join(result.output.split())
 
 
 # ----------------------------------------------------------------------- interrupt, fail, resume
@@ -179,7 +237,9 @@ def test_an_error_mid_run_is_saved_as_failed_and_resumes(tmp_path, monkeypatch):
     assert again.exit_code == 2 and "--resume" in again.output
     # ... and --resume continues from epoch 3 to the uninterrupted numbers.
     monkeypatch.setattr(loop.Trainer, "train_epoch", original)
-    assert invoke("train", "--resume", out).exit_code == 0
+    resumed = invoke("train", "--resume", out)
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming after epoch 3" in resumed.output  # continued, not started over
     assert numbers(out) == numbers(tmp_path / "reference")
 
 
@@ -240,6 +300,7 @@ def test_resume_with_other_threads_is_refused_before_the_folder_is_touched(tmp_p
     monkeypatch.setattr(loop.Trainer, "train_epoch", original)
     before = (out / "summary.json").read_text()
     assert json.loads(before)["status"] == "interrupted" and json.loads(before)["threads"] == 1
+    assert json.loads(before)["epochs"] == 2 and (out / "checkpoint.pt").exists()
 
     refused = invoke("train", "--resume", out, "--threads", "2")
     assert refused.exit_code == 2, refused.output
@@ -250,6 +311,7 @@ def test_resume_with_other_threads_is_refused_before_the_folder_is_touched(tmp_p
 
     resumed = invoke("train", "--resume", out)
     assert resumed.exit_code == 0, resumed.output
+    assert "resuming after epoch 2" in resumed.output  # continued, not started over
     assert numbers(out) == numbers(tmp_path / "reference")
 
 
@@ -288,7 +350,10 @@ def test_a_diverged_run_prints_no_accuracy_as_a_result(tmp_path):
     result = invoke("train", *TINY, "--n-train", "500", "--lr", "1000", "--epochs", "5", "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "diverged" and summary["train_acc"] is not None  # the raw record stays
+    assert summary["status"] == "diverged" and summary["train_acc"] is None and summary["test_acc"] is None
+    with open(out / "metrics.csv", newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert last["train_eval_loss"] == "nan" and last["train_acc"] == "" and last["test_acc"] == "", last
     rows = [line for line in result.output.splitlines() if "accuracy" in line]
     assert len(rows) == 2 and all("– (diverged)" in r and "%" not in r for r in rows), rows
     assert "its accuracies are not results" in " ".join(result.output.split())

@@ -32,14 +32,7 @@ REL, ABS = 2e-3, 1e-6
 ACC = 1e-9
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these small problems gain nothing from two, and on a shared 2-core machine
-    two spinning OpenMP threads slow every step down many times over. The numbers do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def assert_same_run(fused: dict, alone: dict) -> None:

@@ -27,14 +27,7 @@ from rethinkgen.train.fused import can_fuse, train_group
 from rethinkgen.train.loop import train
 from test_fused import ABS, IMG, REL
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread, as tests/test_fused.py (small problems; a shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 ACC = 0.04  # accuracies: a sample or two (see the module docstring)

@@ -87,6 +87,28 @@ def test_missing_parts_are_named(tmp_path, archives):
         index(archives)
 
 
+def test_fetch_checks_the_local_copy_and_never_downloads(plain, tmp_path):
+    """`rethinkgen data fetch imagenet` on a complete copy says where it is found (exit 0), and on a folder
+    without one names what it looked for and how to obtain ImageNet (exit 2), downloading nothing."""
+    from typer.testing import CliRunner
+
+    from rethinkgen import cli
+    from rethinkgen.data.sources import fetch_dataset
+
+    said = []
+    assert fetch_dataset("imagenet", plain, log=said.append) == plain
+    assert len(said) == 1 and str(plain) in said[0] and "train/ and val/ class folders" in said[0]
+    result = CliRunner().invoke(cli.app, ["data", "fetch", "imagenet", "--data-dir", str(plain)])
+    assert result.exit_code == 0, result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetNotFoundError, match="no ILSVRC-2012 copy in .*image-net.org"):
+        fetch_dataset("imagenet", empty, log=said.append)
+    result = CliRunner().invoke(cli.app, ["data", "fetch", "imagenet", "--data-dir", str(empty)])
+    assert result.exit_code == 2 and "ILSVRC2012_img_train.tar" in result.output
+    assert list(empty.iterdir()) == []
+
+
 def test_plain_tree_errors(tmp_path):
     tree = files.plain_tree(tmp_path / "t", n_train=2, n_val=1)
     (tree / "val" / "n09999999").mkdir()
@@ -171,10 +193,10 @@ def test_a_crop_the_model_cannot_take_is_refused_before_the_data_is_indexed(tmp_
 
 
 def test_data_fetch_verifies_and_extracts_a_copy_once_so_several_processes_need_not(tmp_path, archives):
-    """`rethinkgen data fetch imagenet` refused even a complete copy ("nothing is downloaded for you"), and a
-    run of several processes let rank 0 extract the archives for hours while the other ranks waited beyond
-    the process group's timeout. Now fetch verifies and extracts; a multi-process run refuses archives that
-    are not extracted, naming that command, before torchrun starts. CPU."""
+    """A run of several processes let rank 0 extract the archives for hours while the other ranks waited
+    beyond the process group's timeout. Now `rethinkgen data fetch imagenet` verifies and extracts (it only
+    looked at the layout), and a multi-process run refuses archives that are not extracted, naming that
+    command, before torchrun (or a sweep) starts. CPU."""
     import subprocess
     import sys
 
@@ -210,11 +232,9 @@ world_size = 2
         assert store.runs() == []
     logged = []
     assert fetch_dataset("imagenet", archives, log=logged.append) == archives
-    assert logged == [f"imagenet: ready in {archives} (torchvision layout): 4 classes, 24 training and 12 "
-                      "validation images"]
+    assert logged == [f"imagenet: local copy found in {archives} (torchvision's ImageNet root): 4 classes, 24 "
+                      "training and 12 validation images; nothing is downloaded"]
     assert (archives / "train" / CLASSES[0]).is_dir() and locate(archives, extracted=True) == archives
-    with pytest.raises(DatasetNotFoundError, match="nothing is downloaded for you"):
-        fetch_dataset("imagenet", tmp_path / "empty")
 
 
 def test_data_inspect_describes_imagenet_from_its_file_lists(plain):

@@ -85,6 +85,19 @@ def test_npy_folder_and_keras_names_give_the_same_dataset(tmp_path):
     assert from_npy.meta["arrays"] == {"x": "X_train", "y": "y_train", "x_test": "X_test", "y_test": "y_test"}
 
 
+def test_a_validation_split_is_the_test_set_only_when_there_is_no_test_split(tmp_path):
+    """x_val/y_val (a common name for the held-out split) are the test set of a file without test arrays,
+    and say so in the data record; beside test arrays they are ignored."""
+    x = IMAGES.transpose(0, 2, 3, 1)
+    reference = load_dataset("npz", path=_save(tmp_path / "ref.npz", x))
+    val = load_dataset("npz", path=_save(tmp_path / "val.npz", x, names={"x_test": "x_val", "y_test": "y_val"}))
+    assert torch.equal(val.x_test, reference.x_test) and torch.equal(val.y_test, reference.y_test)
+    assert val.meta["arrays"]["x_test"] == "x_val" and val.meta["test_split"] == "x_val, y_val"
+    both = tmp_path / "both.npz"
+    np.savez(both, x=x[:N], y=LABELS[:N], x_test=x[N:], y_test=LABELS[N:], x_val=x[:3], y_val=LABELS[:3])
+    assert load_dataset("npz", path=both).meta["test_split"] == "x_test, y_test"
+
+
 @pytest.mark.parametrize("stored, layout, shape, found", [
     (np.random.default_rng(1).random((N + M, 2, 40)), None, (2, 40), "NCL"),
     (np.random.default_rng(1).random((N + M, 1, 7)), None, (1, 7), "NCL"),
@@ -212,7 +225,7 @@ def test_bad_labels_are_refused_with_the_fix(tmp_path, y, y_test, match):
 
 
 @pytest.mark.parametrize("case, error, match", [
-    ("missing_key", ConfigError, r"missing arrays y_test \(or test_y, test_labels\)"),
+    ("missing_key", ConfigError, r"missing arrays y_test \(or test_y, test_labels; or a validation split y_val, "),
     ("length", ConfigError, "5 rows but y has 4"),
     ("object", UnsafeFileError, "pickle"),
     ("one_hot", ConfigError, "argmax"),

@@ -67,6 +67,17 @@ def test_the_cache_follows_the_tree_and_the_options(tmp_path, tree):
     os.utime(written["train"][3], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     changed = load_dataset("folder", tmp_path, path=root, size=12)
     assert changed.meta["from_cache"] is False and not torch.equal(changed.x_train[3], grown.x_train[3])
+    # another version of a file copied over it with its size and times kept (`cp -p`; BMPs of one
+    # size and mode have one byte count): only its ctime tells, and it must
+    bmp = root / "train" / "dog" / "same-size.bmp"
+    Image.new("RGB", (20, 20), (0, 0, 0)).save(bmp)
+    before = load_dataset("folder", tmp_path, path=root, size=12)
+    st = bmp.stat()
+    Image.new("RGB", (20, 20), (255, 255, 255)).save(bmp)
+    os.utime(bmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (bmp.stat().st_size, bmp.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    copied = load_dataset("folder", tmp_path, path=root, size=12)
+    assert copied.meta["from_cache"] is False and not torch.equal(copied.x_train, before.x_train)
     blocker = tmp_path / "a-file"
     blocker.write_text("x")  # an unwritable cache folder: loading still works
     assert load_dataset("folder", blocker, path=root, size=12).meta["from_cache"] is False
@@ -116,6 +127,43 @@ def test_grayscale_trees_give_one_channel_and_16_bit_files_keep_their_range(tmp_
     assert float(ds.x_train[6].mean()) == pytest.approx((51400 >> 8) / 255)  # 16-bit: the high byte, not clipped
     rgb = load_dataset("folder", tmp_path, path=root, channels="rgb", cache=False)
     assert rgb.input_shape == (3, 12, 10) and torch.equal(rgb.x_train[:, 1], ds.x_train[:, 0])
+
+
+def _gray_tree(root, deep_files):
+    """Two classes of 8-bit grey PNGs in train/ and test/, plus ``deep_files``: (split, class, name, uint16
+    array) saved as 16-bit PNGs."""
+    for split, n in (("train", 2), ("test", 1)):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("L", (10, 12), 40 if c == "a" else 200).save(root / split / c / f"{i}.png")
+    for split, c, name, values in deep_files:
+        Image.fromarray(values).save(root / split / c / name)
+    return root
+
+
+def test_8_bit_values_saved_in_16_bit_files_are_read_as_8_bit(tmp_path):
+    """A 16-bit PNG whose values are 0..255 (8-bit data in a 16-bit container, as some pipelines save
+    it) decodes to the same pixels as the 8-bit PNG of those values; its high byte would be all zeros."""
+    ramp = np.arange(120, dtype=np.uint16).reshape(12, 10) * 2  # 0 .. 238
+    root = _gray_tree(tmp_path / "g", [("train", "b", "x16.png", ramp), ("test", "b", "y16.png", ramp)])
+    Image.fromarray(ramp.astype(np.uint8)).save(root / "train" / "a" / "x8.png")
+    ds = load_dataset("folder", tmp_path, path=root, cache=False)
+    in_a = sorted(p.name for p in (root / "train" / "a").iterdir())  # files in class order, sorted by name
+    in_b = sorted(p.name for p in (root / "train" / "b").iterdir())
+    eight, sixteen = ds.x_train[in_a.index("x8.png")], ds.x_train[len(in_a) + in_b.index("x16.png")]
+    assert float(sixteen.max()) == pytest.approx(238 / 255) and torch.equal(sixteen, eight)
+
+
+def test_a_set_mixing_16_bit_range_and_8_bit_values_in_16_bit_files_is_refused(tmp_path):
+    """No one rule reads both kinds right (the train split has a 16-bit-range file, the test split one
+    with 8-bit values): refused naming one file of each and the fix."""
+    deep = np.full((12, 10), 51400, dtype=np.uint16)
+    shallow = np.full((12, 10), 200, dtype=np.uint16)
+    root = _gray_tree(tmp_path / "g", [("train", "a", "deep.png", deep), ("test", "b", "shallow.png", shallow)])
+    with pytest.raises(ConfigError, match=r"deep\.png uses the 16-bit range.*shallow\.png holds no value above "
+                                          r"255.*one bit depth"):
+        load_dataset("folder", tmp_path, path=root, cache=False)
 
 
 @pytest.mark.parametrize("fit, size, shape", [("resize", "9x13", (3, 9, 13)), ("crop", 64, (3, 64, 64)),

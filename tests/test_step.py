@@ -29,13 +29,7 @@ IMG = dict(data="synthetic", data_options={"shape": "3x12x12"}, n_train=80, n_te
            batch_size=32, crop=10, log_every=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread (the numbers are compared within one process, at one thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def numbers(summary: dict) -> tuple:

@@ -11,6 +11,7 @@ import torch
 import rethinkgen
 from rethinkgen.errors import ConfigError, UnknownNameError
 from rethinkgen.train.config import TrainConfig, canonical_json, run_key
+from rethinkgen.train.fused import train_group
 from rethinkgen.train.loop import resolve_config, train
 
 ROW_KEYS = {"epoch", "step", "samples_seen", "lr", "train_loss", "train_eval_loss", "train_acc",
@@ -133,6 +134,14 @@ def test_huge_learning_rate_diverges_and_stops_at_the_first_non_finite_loss():
     finite = [all(math.isfinite(r[k]) for k in ("train_loss", "train_eval_loss") if r[k] is not None) for r in rows]
     assert finite[-1] is False and all(finite[:-1])  # the last row is the first non-finite one
     assert summary["epochs"] == rows[-1]["epoch"] < 5  # it stopped there instead of running to epochs=5
+    # NaN outputs have no accuracy (their argmax is class 0): none in the last row nor the summary
+    assert math.isnan(rows[-1]["train_eval_loss"]) and math.isnan(rows[-1]["test_loss"])
+    assert rows[-1]["train_acc"] is None and rows[-1]["test_acc"] is None and rows[-1]["train_acc_clean"] is None
+    assert summary["train_acc"] is None and summary["test_acc"] is None
+    assert all(r["train_acc"] is not None for r in rows[:-1])
+    fused = train_group([TrainConfig(**{**SMALL, "lr": 1e6}, epochs=5), TrainConfig(**SMALL, epochs=1)])
+    assert fused[0]["status"] == "diverged" and fused[0]["train_acc"] is None and fused[0]["test_acc"] is None
+    assert fused[1]["train_acc"] is not None
 
 
 def test_lr_decays_per_samples_seen():
@@ -326,6 +335,7 @@ def test_test_accuracy_is_against_the_true_labels_when_training_labels_are_rando
     summary = trainer.fit()
     source = load_dataset("mnist1d", None, n_train=1000, n_test=500, seed=0)
     assert (trainer.data.y_train != source.y_train).float().mean() > 0.8
+    assert torch.equal(trainer.data.y_test, source.y_test)  # the labels the trainer evaluates against
     trainer.model.eval()
     with torch.no_grad():
         predicted = trainer.model(trainer.data.x_test).argmax(dim=1)

@@ -121,7 +121,8 @@ def list_datasets_cmd() -> None:
 
 @list_app.command("models")
 def list_models_cmd(pattern: Annotated[str, typer.Argument(help="shell pattern, e.g. 'mlp*'")] = "*") -> None:
-    """Models with their parameter counts (Table 1 counting: no BatchNorm affine parameters)."""
+    """Models with their parameter counts (without BatchNorm's affine parameters, as Table 1 counts; inception_v3
+    and resnet50 with them, as torchvision counts)."""
     from rethinkgen.models import MODELS, describe_models
 
     rows = [[info.name, ", ".join(info.layouts), f"{info.params:,}",
@@ -150,7 +151,8 @@ def list_corruptions_cmd() -> None:
 def data_fetch(
     name: Annotated[str, typer.Argument(help="dataset to download, or to verify where a copy is found (those "
                                               "with `needs files` in `rethinkgen list datasets`: cifar10, mnist, "
-                                              "fashion_mnist)", show_default=False)],
+                                              "fashion_mnist; imagenet is only looked for, never downloaded)",
+                                        show_default=False)],
     data_dir: Annotated[Path | None, typer.Option(help="target folder [default: $RETHINKGEN_DATA or "
                                                        "~/.cache/rethinkgen]")] = None,
 ) -> None:

@@ -73,7 +73,7 @@ def _writable_fix(exc: OSError) -> str:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file renamed into place."""
-    _write_atomic(Path(path), text.encode("utf-8"))
+    write_bytes_atomic(Path(path), text.encode("utf-8"))
 
 
 def write_csv_atomic(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -82,7 +82,7 @@ def write_csv_atomic(path: str | Path, header: Sequence[str], rows: Iterable[Seq
     writer = csv.writer(buffer)
     writer.writerow(header)
     writer.writerows(rows)
-    _write_atomic(Path(path), buffer.getvalue().encode("utf-8"))
+    write_bytes_atomic(Path(path), buffer.getvalue().encode("utf-8"))
 
 
 def _umask() -> int:
@@ -94,7 +94,10 @@ def _umask() -> int:
 _MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp's own files are 0600)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsynced and renamed over
+    ``path`` (readers see the old file or the new one, never a part); mode as ``open()`` would give."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, _MODE)

@@ -129,7 +129,8 @@ def inspection_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("scaling", info["scaling"]))
     if info.get("conversion"):
         rows.append(("channels", info["conversion"]))
-    sizes = f"{info['n_train']:,} train, {info['n_test']:,} test ({info['dtype']})"
+    test = f" ({info['test_split']})" if info.get("test_split") else ""
+    sizes = f"{info['n_train']:,} train, {info['n_test']:,} test{test} ({info['dtype']})"
     if "subset" in info:
         sub = info["subset"]
         sizes += (f"; a seeded subset (seed {sub['seed']}) of {sub['n_train_available']:,} / "

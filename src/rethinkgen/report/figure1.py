@@ -153,7 +153,7 @@ def _only_left_out(ax, styler: Styler, name: str, sname: str, levels: dict, left
 def _layered(kw: dict, rank: int) -> dict:
     """Line style for the ``rank``-th line of a figure: the first on top, thin, small markers; each later
     one drawn below it, wider, with bigger half-transparent markers, so lines that coincide all show."""
-    return {**kw, "linewidth": 1.6 + 0.6 * rank, "markersize": 5.5 + 2.0 * rank, "alpha": 1.0 if rank == 0 else 0.8}
+    return {**kw, "linewidth": 1.6 + 1.6 * rank, "markersize": 5.5 + 3.0 * rank, "alpha": 1.0 if rank == 0 else 0.6}
 
 
 def _resolution_text(values: Sequence[int]) -> str:

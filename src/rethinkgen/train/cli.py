@@ -250,9 +250,7 @@ def _start_run(config, *, out: Path | None, overwrite: bool, threads: int | None
     _check_threads(threads)
     _check_tensorboard(tensorboard)
     resolved = resolve_config(config)
-    from rethinkgen.data.sources import check_available
-
-    check_available(resolved.data, resolved.data_dir)  # files found, none read: before the run folder is made
+    _check_data(resolved)
     key = run_key(resolved)
     folder = RunDir(out or Path("runs") / key[:12])
     if _rank() != 0:  # another rank of a torchrun run: rank 0 checks and locks the folder, and writes it
@@ -265,6 +263,14 @@ def _start_run(config, *, out: Path | None, overwrite: bool, threads: int | None
                   as_json=as_json, stop_after=stop_after)
     finally:
         folder.unlock()
+
+
+def _check_data(config) -> None:
+    """Raise DatasetNotFoundError (where it looked, the command that fetches it) when the files of
+    ``config.data`` are missing; cheap (found, not read), so it runs before the run folder is touched."""
+    from rethinkgen.data.sources import check_available
+
+    check_available(config.data, config.data_dir)
 
 
 def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir: Path | None,
@@ -301,6 +307,7 @@ def _resume_locked(folder, path: Path, *, threads: int | None, device: str | Non
     changes = {k: v for k, v in (("device", device), ("data_dir", str(data_dir) if data_dir else None),
                                  ("workers", workers)) if v is not None}
     config = config.replace(**changes) if changes else config
+    _check_data(config)  # before the folder is written: a missing dataset is not a failed run
     saved = (state or {}).get("numerics") or {}
     threads = threads or saved.get("threads") or old.get("threads")  # the checkpoint's count first
     if state is not None:  # numerics refused here, before the folder is touched (train.numerics)
@@ -544,6 +551,16 @@ def print_summary(summary: dict[str, Any], folder: Path | None = None) -> None:
     for warning in summary.get("warnings") or ():
         say(console, f"[yellow]warning:[/] {escape(warning)}")
     if folder is not None:
-        say(console, f"wrote {folder}/summary.json, metrics.csv and step_losses.csv")
+        say(console, f"wrote {folder}/{_written(Path(folder))}")
+
+
+def _written(folder: Path) -> str:
+    """``summary.json, metrics.csv and step_losses.csv`` (and ``labels.npy``, the drawn labels of a run on
+    streamed data): the files of a finished run that ``folder`` holds, for the line that ends ``train``."""
+    from rethinkgen.data.stream.labels import LABELS_FILE
+
+    run_files = ("summary.json", "metrics.csv", "step_losses.csv", LABELS_FILE)
+    names = [name for name in run_files if (folder / name).is_file()] or list(run_files[:3])
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 

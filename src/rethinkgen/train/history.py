@@ -82,6 +82,7 @@ class RunHistory:
         losses = [row["train_loss"], row["train_eval_loss"]]
         if any(v is not None and not math.isfinite(v) for v in losses):
             self.status = "diverged"
+            blank_non_finite_accuracies(row)
             return
         looks = [*evaluations, (self.step, row["train_acc"])]
         reached = next(((s, a) for s, a in looks if a >= config.target_train_acc - TARGET_SLACK), None)
@@ -91,6 +92,22 @@ class RunHistory:
             self.converged_epoch = self.epoch
         elif self.epoch >= config.epochs:
             self.status = "max_epochs"
+
+
+TRAIN_ACCURACIES = ("train_acc", "train_acc_corrupted", "train_acc_clean", "train_acc_top5")
+TEST_ACCURACIES = ("test_acc", "test_acc_top5")
+
+
+def blank_non_finite_accuracies(row: dict[str, Any]) -> None:
+    """Set a diverged row's accuracies to None (in place) where they were measured on non-finite outputs:
+    the training ones when ``train_eval_loss`` is not finite, the test ones when ``test_loss`` is not.
+    An argmax of NaN logits picks class 0, so those "accuracies" are the share of class 0 (design §2:
+    a diverged run's numbers are not results), and would otherwise reach metrics.csv, the store and
+    every export."""
+    for loss, keys in (("train_eval_loss", TRAIN_ACCURACIES), ("test_loss", TEST_ACCURACIES)):
+        value = row.get(loss)
+        if value is not None and not math.isfinite(value):
+            row.update({k: None for k in keys if k in row})
 
 
 def convergence_resolution(eval_every: int | None, steps_per_epoch: int) -> int:

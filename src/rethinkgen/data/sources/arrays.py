@@ -9,6 +9,10 @@ Four arrays, found by name (case-insensitive; the first column is what messages 
 ``y_test``  y_test, test_y, test_labels: test labels (M,)
 ==========  ===========================================================
 
+A held-out split named ``x_val``/``y_val`` (or ``val_x``, ``x_valid``, ...) is the test set when the
+file has no test arrays — the paper's ImageNet test set is the validation set too; the names used are
+recorded (``meta["arrays"]``).
+
 (Keras' ``mnist.npz`` — ``x_train``, ``y_train``, ``x_test``, ``y_test`` — loads as it is.) A folder
 holds the same names as ``.npy`` files (``x_train.npy``, ...). Files are read with
 ``allow_pickle=False``: they can never run code.
@@ -47,6 +51,10 @@ ALIASES = {  # role -> accepted array names, lower case
     "y": ("y", "y_train", "train_y", "train_labels", "labels"),
     "x_test": ("x_test", "test_x", "test_images"),
     "y_test": ("y_test", "test_y", "test_labels"),
+}
+HELD_OUT = {  # role -> names of a validation split, used as the test set when no test arrays exist
+    "x_test": ("x_val", "val_x", "x_valid", "valid_x", "val_images"),
+    "y_test": ("y_val", "val_y", "y_valid", "valid_y", "val_labels"),
 }
 ZIP_MAGIC = b"PK\x03\x04"  # np.savez writes a zip archive
 NPY_MAGIC = b"\x93NUMPY"
@@ -107,10 +115,13 @@ class ArrayStore:
         names, missing = {}, []
         for role, aliases in ALIASES.items():
             found = [n for a in aliases for n in by_lower.get(a, [])]
+            if not found and role in HELD_OUT:
+                found = [n for a in HELD_OUT[role] for n in by_lower.get(a, [])]
             if len(found) > 1:
                 raise ConfigError(f"{self.where}: both {' and '.join(found)} could be {role}; keep one of them")
             if not found:
-                missing.append(f"{role} (or {', '.join(a for a in aliases if a != role)})")
+                held_out = f"; or a validation split {', '.join(HELD_OUT[role])}" if role in HELD_OUT else ""
+                missing.append(f"{role} (or {', '.join(a for a in aliases if a != role)}{held_out})")
             else:
                 names[role] = found[0]
         if missing:
@@ -285,7 +296,8 @@ def load(data_dir: Path | None, seed: int = 0, *, path: str | Path | None = None
     scaling = scalings["x"] if scalings["x"] == scalings["x_test"] else \
         f"{store.names['x']}: {scalings['x']}; {store.names['x_test']}: {scalings['x_test']}"
     meta = {"source": "npz", "path": str(store.path.resolve()), "sha256": store.sha256(),
-            "arrays": dict(store.names), "stored_shape": list(shape), "stored_dtype": str(store.header("x")[1]),
+            "arrays": dict(store.names), "test_split": f"{store.names['x_test']}, {store.names['y_test']}",
+            "stored_shape": list(shape), "stored_dtype": str(store.header("x")[1]),
             "layout_found": decision.found, "layout_reason": decision.reason, "scaling": scaling,
             **classes.as_meta()}
     return Dataset(

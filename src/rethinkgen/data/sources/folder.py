@@ -43,7 +43,7 @@ __all__ = ["CACHE_SUBDIR", "TEST_SPLITS", "TreeSplit", "find_splits", "layout", 
 TRAIN_SPLIT = "train"
 TEST_SPLITS = ("val", "test")
 CACHE_SUBDIR = "folder-cache"
-CACHE_FORMAT = 1  # bump when what the cache holds changes
+CACHE_FORMAT = 2  # bump when what the cache holds changes (2: 8-bit values in 16-bit files kept)
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,9 @@ def _check_classes(train: TreeSplit, test: TreeSplit) -> None:
 
 
 def tree_key(splits: list[TreeSplit], options: dict[str, Any]) -> str:
-    """sha256 of every image's (relative path, size, mtime), the options and the decoder versions."""
+    """sha256 of every image's (relative path, size, mtime, ctime), the options and the decoder versions.
+    The ctime (set by the system on every write, never by ``cp -p`` or ``touch``) sees a file replaced
+    by another version with the same size and modification time."""
     import PIL
     import torchvision
 
@@ -169,7 +171,7 @@ def tree_key(splits: list[TreeSplit], options: dict[str, Any]) -> str:
     for split in splits:
         for path in split.files:
             st = path.stat()
-            h.update(f"{path.relative_to(split.root.parent)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{path.relative_to(split.root.parent)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -260,11 +262,12 @@ def _decode(train: TreeSplit, test: TreeSplit, size: Any, fit: str, channels: An
     how = ImageFit(_size(size, sizes, fit), fit, _channels(channels, modes))
     index = {c: i for i, c in enumerate(train.classes)}
     (w, h), _ = sizes.most_common(1)[0]
+    sixteen_bit: dict[str, Path] = {}  # one rule for 16-bit files across both splits
     return {
         "format": CACHE_FORMAT,
-        "x_train": torch.from_numpy(decode_many(train.files, how, workers)),
+        "x_train": torch.from_numpy(decode_many(train.files, how, workers, sixteen_bit)),
         "y_train": torch.tensor([index[c] for c in train.class_of], dtype=torch.int64),
-        "x_test": torch.from_numpy(decode_many(test.files, how, workers)),
+        "x_test": torch.from_numpy(decode_many(test.files, how, workers, sixteen_bit)),
         "y_test": torch.tensor([index[c] for c in test.class_of], dtype=torch.int64),
         "info": {"image_modes": dict(modes), "conversion": _conversions(modes, how.channels),
                  "distinct_sizes": len(sizes), "most_common_size": [h, w],

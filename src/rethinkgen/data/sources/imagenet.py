@@ -27,6 +27,7 @@ sorted).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,17 +330,18 @@ def load(data_dir: Path | None, seed: int = 0, *, n_train: int | None = None, n_
                       "trainer reads it with rethinkgen.data.stream)")
 
 
-def fetch(data_dir: Path, log=None) -> Path:
-    """Never downloads (licence): without a copy in ``data_dir``, DatasetNotFoundError saying how to obtain
-    ImageNet and where to put it. With one, verifies it as a run would read it (:func:`index`: torchvision
-    checks the archives' MD5 sums and extracts them, once, in this process) and logs what it found; returns
-    the root. Doing this once before a run of several processes spares the ranks the extraction."""
-    try:
-        root = find_root(data_dir)
-    except DatasetNotFoundError:
-        raise DatasetNotFoundError(f"imagenet: nothing is downloaded for you. {HOW_TO_GET} (looked in "
-                                   f"{data_dir})") from None
+def fetch(data_dir: Path, *, log: Callable[[str], None] | None = None) -> Path:
+    """Never downloads (the licence asks every user to register): checks the local copy in ``data_dir`` with
+    :func:`locate` (its layout; DatasetNotFoundError naming what is missing and how to obtain ImageNet), then
+    reads it as a run would (:func:`index`: torchvision checks the archives' MD5 sums and extracts them, once,
+    in this process; the class folders are listed) and logs what it found; returns the root. Doing this
+    once before a run of several processes spares its ranks the extraction."""
+    from rethinkgen.data.sources.download import stderr_log
+
+    root = locate(data_dir)
     splits = index(root)
-    (log or print)(f"imagenet: ready in {root} ({splits.layout} layout): {splits.num_classes} classes, "
-                   f"{len(splits.train):,} training and {len(splits.test):,} validation images")
+    layout = "torchvision's ImageNet root" if splits.layout == "torchvision" else "train/ and val/ class folders"
+    (log or stderr_log)(f"imagenet: local copy found in {root} ({layout}): {splits.num_classes:,} classes, "
+                        f"{len(splits.train):,} training and {len(splits.test):,} validation images; nothing is "
+                        "downloaded")
     return root

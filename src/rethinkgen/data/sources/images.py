@@ -7,7 +7,10 @@ streams, e.g. for ImageNet) or for a whole list of files in parallel (:func:`dec
    ``IMG_EXTENSIONS``), refusing undecodable files by name;
 2. :func:`convert_channels` — to 3-channel RGB or 1-channel grayscale. As torchvision's
    ``pil_loader`` does, alpha is dropped (``convert("RGB")``), grayscale is replicated to RGB and a
-   palette is expanded; 16-bit grayscale is reduced to 8 bits (value // 256) instead of clipped;
+   palette is expanded. 16-bit grayscale is reduced to 8 bits by its high byte (value // 256) instead
+   of clipped — unless no pixel exceeds 255: such a file holds 8-bit values saved in a 16-bit container
+   (its high byte would be an all-black image), and its values are kept. One decoded set must not mix
+   the two rules (:func:`decode_many` refuses, naming a file of each);
 3. :func:`fit_image` — to the stated (H, W): ``"resize_crop"`` resizes so the image covers H×W
    keeping its aspect ratio, then takes the centre H×W (torchvision's ``Resize`` + ``CenterCrop``, the
    usual evaluation transform); ``"resize"`` stretches to H×W; ``"crop"`` takes the centre H×W without
@@ -21,6 +24,7 @@ image). Pillow releases the GIL while decoding and resizing, so :func:`decode_ma
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +36,7 @@ from rethinkgen.data.sources.messages import option
 from rethinkgen.errors import ConfigError, UnsafeFileError
 
 __all__ = ["FITS", "IMG_EXTENSIONS", "ImageFit", "convert_channels", "decode_many", "fit_image",
-           "is_image_file", "open_image", "parse_size", "to_array"]
+           "is_image_file", "open_image", "parse_size", "sixteen_bit_rule", "to_array"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 FITS = ("resize_crop", "resize", "crop")
@@ -94,13 +98,27 @@ def open_image(path: Path | str):
                               "the file") from e
 
 
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def sixteen_bit_rule(img) -> str | None:
+    """How a 16-bit grayscale image becomes 8 bits: ``"high_byte"`` (value // 256, values above 255
+    present), ``"8bit_values"`` (no value above 255: 8-bit data in a 16-bit file, kept as is), or None
+    for any other mode."""
+    if img.mode not in SIXTEEN_BIT_MODES:
+        return None
+    lo, hi = img.getextrema()
+    return "high_byte" if hi > 255 else "8bit_values"
+
+
 def convert_channels(img, channels: int):
     """``img`` as mode "RGB" (channels=3) or "L" (channels=1); see the module docstring for the rules."""
     from PIL import Image
 
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey: keep the high byte, do not clip
-        values = np.asarray(img, dtype=np.int64)
-        img = Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), mode="L")
+    rule = sixteen_bit_rule(img)
+    if rule is not None:  # 16-bit grey: the high byte, or 8-bit values kept; never clipped
+        values = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)
+        img = Image.fromarray((values >> 8 if rule == "high_byte" else values).astype(np.uint8), mode="L")
     elif img.mode == "F":
         raise UnsafeFileError("32-bit float images are not supported: save 8-bit (or 16-bit) images")
     want = "RGB" if channels == 3 else "L"
@@ -137,33 +155,63 @@ def to_array(img) -> np.ndarray:
     return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
-def load_image(path: Path | str, how: ImageFit) -> np.ndarray:
-    """One file decoded, converted and fitted: uint8 (C, H, W); errors name the file."""
+def _load(path: Path | str, how: ImageFit) -> tuple[np.ndarray, str | None]:
+    """:func:`load_image` and the file's :func:`sixteen_bit_rule`."""
     try:
-        img = convert_channels(open_image(path), how.channels)
+        img = open_image(path)
+        rule = sixteen_bit_rule(img)
+        img = convert_channels(img, how.channels)
     except UnsafeFileError as e:
         raise UnsafeFileError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
-    return to_array(fit_image(img, how.size, how.fit))
+    return to_array(fit_image(img, how.size, how.fit)), rule
 
 
-def decode_many(paths: Sequence[Path], how: ImageFit, workers: int | None = None) -> np.ndarray:
+def load_image(path: Path | str, how: ImageFit) -> np.ndarray:
+    """One file decoded, converted and fitted: uint8 (C, H, W); errors name the file."""
+    return _load(path, how)[0]
+
+
+def _check_sixteen_bit(rules: dict[str, Path], rule: str | None, path: Path) -> None:
+    """Record ``path``'s 16-bit rule in ``rules`` (rule -> first file); refuse a set that mixes both."""
+    if rule is None:
+        return
+    rules.setdefault(rule, path)
+    if len(rules) > 1:
+        raise ConfigError(f"16-bit images of two kinds: {rules['high_byte']} uses the 16-bit range (values "
+                          f"above 255) but {rules['8bit_values']} holds no value above 255 (8-bit values in a "
+                          "16-bit file), and no one rule reads both right: save the images with one bit depth "
+                          "(e.g. all as 8-bit PNG)")
+
+
+def decode_many(paths: Sequence[Path], how: ImageFit, workers: int | None = None,
+                sixteen_bit: dict[str, Path] | None = None) -> np.ndarray:
     """All ``paths`` decoded with :func:`load_image` into one uint8 (N, C, H, W) array (threads: ``workers``,
-    default min(8, CPUs)). Every image must come out at one shape (guaranteed when ``how.size`` is set)."""
+    default min(8, CPUs)). Every image must come out at one shape (guaranteed when ``how.size`` is set).
+
+    ``sixteen_bit`` (rule -> first file; pass one dict for every split of a dataset) records how 16-bit
+    grayscale files were read; ConfigError when they mix 16-bit-range files with 8-bit values in 16-bit
+    files (see the module docstring)."""
     n = len(paths)
     if n == 0:
         raise ConfigError("no images to decode")
-    first = load_image(paths[0], how)
+    rules: dict[str, Path] = {} if sixteen_bit is None else sixteen_bit
+    first, rule = _load(paths[0], how)
+    _check_sixteen_bit(rules, rule, Path(paths[0]))
     out = np.empty((n, *first.shape), dtype=np.uint8)
     out[0] = first
 
     def one(i: int) -> None:
-        a = load_image(paths[i], how)
+        a, rule = _load(paths[i], how)
+        if rule is not None:
+            with lock:
+                _check_sixteen_bit(rules, rule, Path(paths[i]))
         if a.shape != first.shape:
             raise ConfigError(f"{paths[i]} is {a.shape[1]}x{a.shape[2]} but {paths[0]} is "
                               f"{first.shape[1]}x{first.shape[2]}: state one size for all images "
                               f"({option('size', 'S', placeholder=True)})")
         out[i] = a
 
+    lock = threading.Lock()
     workers = workers or min(8, os.cpu_count() or 1)
     if workers <= 1 or n < 16:
         for i in range(1, n):

@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rethinkgen.errors import ConfigError
+from rethinkgen.files import write_bytes_atomic
 
 __all__ = ["LABELS_FILE", "RunLabels", "draw_labels", "labels_sha256", "load_labels", "save_labels"]
 
@@ -88,16 +88,7 @@ def save_labels(folder: str | os.PathLike, labels: np.ndarray) -> tuple[Path, st
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LABELS_FILE
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{LABELS_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
     return path, hashlib.sha256(data).hexdigest()
 
 
