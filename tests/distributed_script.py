@@ -23,7 +23,7 @@ from rethinkgen.train.streaming.trainer import StreamTrainer
 
 
 def config(tree: str) -> TrainConfig:
-    return resolve_config(TrainConfig(data="imagenet", data_dir=tree, model="mlp_1x512", crop=16, epochs=2,
+    return resolve_config(TrainConfig(data="imagenet", data_dir=tree, model="mlp_1x512", crop=16, epochs=3,
                                       batch_size=8, lr=0.05, corruption="random_labels", device="cpu", workers=2,
                                       world_size=2, augment=True, flip=True, seed=5))
 

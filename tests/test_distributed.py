@@ -24,7 +24,7 @@ from rethinkgen.train.resolve import resolve_config
 SRC = str(Path(rethinkgen.__file__).resolve().parents[1])
 SCRIPT = str(Path(__file__).with_name("distributed_script.py"))
 # the run of distributed_script.py, as command-line options
-CLI = ["--data", "imagenet", "--model", "mlp_1x512", "--crop", "16", "--epochs", "2", "--batch-size", "8", "--lr",
+CLI = ["--data", "imagenet", "--model", "mlp_1x512", "--crop", "16", "--epochs", "3", "--batch-size", "8", "--lr",
        "0.05", "--corruption", "random_labels", "--device", "cpu", "--workers", "2", "--augment", "--flip", "--seed",
        "5", "--quiet", "--json"]
 
@@ -48,8 +48,12 @@ def torchrun(tmp_path_factory):
     stop = subprocess.run([*cli, *CLI, "--data-dir", str(tree), "--out", str(out / "stopped"), "--stop-after", "1"],
                           env=_env(), capture_output=True, text=True, timeout=600)
     assert stop.returncode == 0, stop.stderr[-3000:]
-    resumed = subprocess.run([*cli, "--resume", str(out / "stopped"), "--json"], env=_env(), capture_output=True,
-                             text=True, timeout=600)
+    again = subprocess.run([*cli, "--resume", str(out / "stopped"), "--stop-after", "1", "--quiet"], env=_env(),
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    # without --nproc-per-node: on the run's own 2 processes (it crashed at its first epoch's end)
+    resumed = subprocess.run([sys.executable, "-m", "rethinkgen", "train", "--resume", str(out / "stopped"), "--json"],
+                             env=_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return tree, out, stop, resumed
 
@@ -72,15 +76,19 @@ def test_a_two_process_run_resumed_from_its_checkpoint_matches_the_straight_run_
     _, out, stop, resumed = torchrun
     straight = json.loads((out / "straight.json").read_text())
     assert "stopped after epoch 1 (--stop-after)" in stop.stderr
-    assert "resuming after epoch 1" in resumed.stderr
+    assert "resuming after epoch 2" in resumed.stderr
     rows = list(csv.DictReader((out / "stopped" / "metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
     for ours, ref in zip(rows, straight["metrics"], strict=True):
         for key in ("train_loss", "train_eval_loss", "train_acc", "test_loss", "test_acc", "samples_seen", "step"):
             value = None if ours[key] == "" else float(ours[key])
             assert value == ref[key], (key, ref["epoch"])  # CPU, gloo: exactly equal
     summary = json.loads(resumed.stdout)
     assert summary["numerics"]["world_size"] == 2 and summary["status"] == "max_epochs"
+    refused = subprocess.run([sys.executable, "-m", "rethinkgen", "train", "--resume", str(out / "stopped"),
+                              "--nproc-per-node", "3"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "trained on 2 process(es); resume it with --nproc-per-node 2" in refused.stderr
+    assert "torch.distributed" not in refused.stderr  # refused before torchrun started
     assert summary["labels_sha256"] == labels_sha256(load_labels(out / "stopped" / "labels.npy"))
 
 
@@ -95,9 +103,13 @@ def test_spawned_ranks_train_like_one_process_for_a_model_without_batchnorm(tmp_
                 corruption="random_labels", device="cpu", workers=0, augment=True, flip=True, seed=2)
     epochs = []
 
-    class Epochs:
+    class Epochs:  # sees what a callback sees of a trainer (RunDirWriter reads summary(), history.status)
         def on_epoch_end(self, row, logged, state):
             epochs.append((row["epoch"], state.checkpoint()["epoch"], state.history.finished))
+            summary = state.summary()
+            assert summary["epochs"] == row["epoch"] and summary["metrics"][-1] == row
+            assert state.history.status == summary["status"] == (None if row["epoch"] < 2 else "max_epochs")
+            assert state.numerics.world_size == 2  # what a sweep records for the run while it trains
 
     two = train(**base, world_size=2, callbacks=[Epochs()], run_dir=str(tmp_path / "two"))
     one = train(**base)
@@ -107,6 +119,73 @@ def test_spawned_ranks_train_like_one_process_for_a_model_without_batchnorm(tmp_
     for a, b in zip(two["metrics"], one["metrics"], strict=True):
         assert a["train_eval_loss"] == pytest.approx(b["train_eval_loss"], rel=1e-5)
         assert a["test_acc"] == b["test_acc"] and a["samples_seen"] == b["samples_seen"]
+
+
+def test_two_ranks_evaluate_the_model_rank_0_saves_batchnorm_statistics_included(tmp_path):
+    """Each DDP rank updates BatchNorm's running statistics from its own share of the last batch, so rank 1
+    evaluated its shard with other statistics than rank 0 saves: the rows were not those of the saved model
+    (train accuracy 29.2% in the rows, 25.0% for the checkpoint's weights, on this tree). CPU; accuracies
+    exact, losses to 1e-6 (sums in another order)."""
+    from rethinkgen.train.loop import train
+    from rethinkgen.train.streaming.distributed import DistContext
+    from rethinkgen.train.streaming.trainer import StreamTrainer, checkpoint_labels
+
+    tree = files.plain_tree(tmp_path / "tree")
+    base = dict(data="imagenet", data_dir=str(tree), model="inception_small", crop=16, epochs=2, batch_size=8,
+                lr=0.05, corruption="random_labels", device="cpu", workers=0, seed=2)
+    last = {}
+
+    class Last:
+        def on_epoch_end(self, row, logged, state):
+            last.update(row=row, ckpt=state.checkpoint())
+
+    train(**base, world_size=2, callbacks=[Last()])
+    one = StreamTrainer(resolve_config(TrainConfig(**base)), DistContext(), labels=checkpoint_labels(last["ckpt"]))
+    one.restore(last["ckpt"])  # rank 0's weights and BatchNorm statistics, evaluated by one process
+    train_counts, test_counts = one._counts("train"), one._counts("test")
+    row = last["row"]
+    assert (row["train_acc"], row["test_acc"]) == (train_counts["acc"], test_counts["acc"])
+    assert row["train_eval_loss"] == pytest.approx(train_counts["loss"], rel=1e-6)
+    assert row["test_loss"] == pytest.approx(test_counts["loss"], rel=1e-6)
+
+
+def test_sigterm_to_the_nproc_per_node_launcher_stops_the_ranks_and_saves_the_run(tmp_path):
+    """`rethinkgen train --nproc-per-node 2` killed with SIGTERM (a batch system's stop, `kill`) used to die
+    alone: torchrun and both ranks trained on, orphaned, and the folder stayed "running". Now the signal
+    reaches the ranks through torchrun and rank 0 saves the run as interrupted. CPU, gloo."""
+    import signal
+    import time
+
+    tree = files.plain_tree(tmp_path / "tree")
+    out = tmp_path / "run"
+    options = [o for o in CLI if o not in ("--json",)]
+    options[options.index("--epochs") + 1] = "300"  # far more than the test waits for
+    options[options.index("--lr") + 1] = "1e-7"  # random labels are not fitted (no "converged" end)
+    options[options.index("--workers") + 1] = "0"
+    with (tmp_path / "err.txt").open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "rethinkgen", "train", "--nproc-per-node", "2", *options,
+                                 "--data-dir", str(tree), "--out", str(out)], env=_env(), stdout=err, stderr=err,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not ((out / "metrics.csv").is_file() and len((out / "metrics.csv").read_text().splitlines()) >= 3):
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "err.txt").read_text()[-3000:]
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=120)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever the launcher left in its session
+            except ProcessLookupError:
+                pass
+    log = (tmp_path / "err.txt").read_text()
+    assert code == 130, log[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and (out / "checkpoint.pt").is_file()
+    assert "interrupted after epoch" in log
+    size = (out / "metrics.csv").stat().st_size
+    time.sleep(3)
+    assert (out / "metrics.csv").stat().st_size == size  # no rank trains on
 
 
 def test_world_size_is_checked_before_any_work(tmp_path):

@@ -3,11 +3,15 @@ ImageNet root with the three archives; a plain train/<wnid>, val/<wnid> tree). C
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 import imagenet_files as files
+import rethinkgen
 from rethinkgen.data.sources import DATASETS, load_dataset
 from rethinkgen.data.sources.folder import scan_split
 from rethinkgen.data.sources.imagenet import index
@@ -17,6 +21,7 @@ from rethinkgen.data.stream.transforms import ImageTransform, eval_resize, model
 from rethinkgen.errors import ConfigError, DatasetNotFoundError
 
 CLASSES = files.WNIDS
+SRC = Path(rethinkgen.__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +125,183 @@ def test_plain_tree_errors(tmp_path):
         index(flat)
 
 
+def test_a_class_folder_without_images_is_refused_in_both_layouts_before_anything_is_read(tmp_path, archives):
+    """An empty class folder was silently skipped (every later class renumbered, 3 classes instead of 4) in a
+    plain tree, and raised torchvision's bare FileNotFoundError in an extracted torchvision root."""
+    import shutil
+
+    from rethinkgen.data.sources.imagenet import locate
+
+    tree = files.plain_tree(tmp_path / "t", n_train=2, n_val=1)
+    shutil.rmtree(tree / "train" / CLASSES[1])
+    (tree / "train" / CLASSES[1]).mkdir()
+    shutil.rmtree(tree / "val" / CLASSES[1])  # the case that trained on 3 classes without a word
+    for check in (index, locate):  # locate: the check a sweep makes before it starts
+        with pytest.raises(ConfigError, match=f"train/{CLASSES[1]} in .* hold no images"):
+            check(tree)
+    (tree / "train" / CLASSES[1] / "a.JPEG").write_bytes(files.image_bytes(1, 0))
+    (tree / "val" / CLASSES[2] / "notes.txt").write_text("not an image")
+    for path in (tree / "val" / CLASSES[2]).glob("*.JPEG"):
+        path.unlink()
+    with pytest.raises(ConfigError, match=f"val/{CLASSES[2]} in .* hold no images"):
+        index(tree)
+    index(archives)  # extracts train/ and val/ with torchvision
+    for path in (archives / "train" / CLASSES[3]).iterdir():
+        path.unlink()
+    with pytest.raises(ConfigError, match=f"train/{CLASSES[3]} in .* hold no images"):
+        index(archives)
+
+
+def test_images_beside_the_class_folders_are_refused_not_left_out(tmp_path):
+    """A validation folder half sorted into val/<wnid>/ (a sort script that did not finish): the images still
+    lying in val/ were silently left out of the test set (ImageFolder reads class folders only). CPU."""
+    tree = files.plain_tree(tmp_path / "t", n_train=2, n_val=2)
+    for path in (tree / "val" / CLASSES[3]).iterdir():
+        path.rename(tree / "val" / path.name)
+    (tree / "val" / CLASSES[3]).rmdir()
+    with pytest.raises(ConfigError, match=r"val holds 2 image\(s\) beside its class folders"):
+        index(tree)
+
+
+def test_an_image_that_cannot_be_decoded_in_a_worker_is_named_in_one_line(tmp_path):
+    """A truncated JPEG decoded by a DataLoader worker surfaced as the DataLoader's "Caught UnsafeFileError in
+    DataLoader worker process 0. Original Traceback ..." dump; the error is now the worker's own, naming the
+    file. CPU, 1 worker."""
+    from rethinkgen.errors import UnsafeFileError
+    from rethinkgen.train.loop import train
+
+    tree = files.plain_tree(tmp_path / "t", n_train=2, n_val=1)
+    bad = tree / "train" / CLASSES[1] / f"{CLASSES[1]}_0.JPEG"
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated
+    with pytest.raises(UnsafeFileError) as caught:
+        train(data="imagenet", data_dir=str(tree), model="mlp_1x512", crop=16, epochs=1, batch_size=4,
+              device="cpu", workers=1)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}: cannot decode this image") and "\n" not in message, message
+
+
+def test_a_crop_the_model_cannot_take_is_refused_before_the_data_is_indexed(tmp_path):
+    """Inception V3 with --crop 75 used to index the whole tree (minutes for ImageNet's 1.28 million files),
+    create the run folder and then fail in the model builder. Now resolve_config (which the CLI and a sweep
+    call before anything else) refuses it; tmp_path holds no data, so nothing was read. CPU."""
+    from rethinkgen.train.config import TrainConfig
+    from rethinkgen.train.resolve import resolve_config
+
+    with pytest.raises(ConfigError, match="inception_v3' needs images of at least 299×299 pixels, got 75×75"):
+        resolve_config(TrainConfig(data="imagenet", data_dir=str(tmp_path), model="inception_v3", crop=75))
+    resolve_config(TrainConfig(data="imagenet", data_dir=str(tmp_path), model="resnet50", crop=75))  # >= 32: fine
+
+
+def test_data_fetch_verifies_and_extracts_a_copy_once_so_several_processes_need_not(tmp_path, archives):
+    """A run of several processes let rank 0 extract the archives for hours while the other ranks waited
+    beyond the process group's timeout. Now `rethinkgen data fetch imagenet` verifies and extracts (it only
+    looked at the layout), and a multi-process run refuses archives that are not extracted, naming that
+    command, before torchrun (or a sweep) starts. CPU."""
+    import subprocess
+    import sys
+
+    from rethinkgen.data.sources import fetch_dataset
+    from rethinkgen.data.sources.imagenet import locate
+
+    with pytest.raises(ConfigError, match="not extracted yet.*rethinkgen data fetch imagenet --data-dir"):
+        locate(archives, extracted=True)
+    launch = subprocess.run([sys.executable, "-m", "rethinkgen", "train", "--nproc-per-node", "2", "--data", "imagenet",
+                             "--data-dir", str(archives), "--model", "mlp_1x512", "--crop", "16", "--out",
+                             str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert launch.returncode != 0 and "are not extracted yet" in launch.stderr, launch.stderr[-2000:]
+    assert "torch.distributed" not in launch.stderr and not (tmp_path / "run").exists()  # before torchrun
+    from rethinkgen.sweep.runner import run_sweep
+    from rethinkgen.sweep.spec import parse_spec
+    from rethinkgen.sweep.store import Store
+
+    spec = parse_spec(f"""
+name = "two-ranks"
+[defaults]
+data = "imagenet"
+data_dir = "{archives}"
+model = "mlp_1x512"
+crop = 16
+batch_size = 8
+device = "cpu"
+world_size = 2
+""")
+    with pytest.raises(DatasetNotFoundError, match="nothing was started(.|\\n)*are not extracted yet"):
+        run_sweep(spec, tmp_path / "s.db")
+    with Store.open(tmp_path / "s.db") as store:
+        assert store.runs() == []
+    logged = []
+    assert fetch_dataset("imagenet", archives, log=logged.append) == archives
+    assert logged == [f"imagenet: local copy found in {archives} (torchvision's ImageNet root): 4 classes, 24 "
+                      "training and 12 validation images; nothing is downloaded"]
+    assert (archives / "train" / CLASSES[0]).is_dir() and locate(archives, extracted=True) == archives
+
+
+def test_data_inspect_describes_imagenet_from_its_file_lists(plain):
+    """`rethinkgen data inspect imagenet` refused ("cannot be loaded into memory"), though it is the command
+    that shows the layout found, the classes and their counts before a week of training. CPU."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rethinkgen import cli
+
+    result = CliRunner().invoke(cli.app, ["data", "inspect", "imagenet", "--data-dir", str(plain), "--json",
+                                          "--n-train", "20"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert (info["num_classes"], info["n_train"], info["n_test"]) == (4, 20, 12)
+    assert info["classes"] == list(CLASSES) and info["layout_found"] == "folders layout"
+    assert sum(info["class_counts_train"]) == 20 and info["class_counts_test"] == [3, 3, 3, 3]
+    assert info["input_shape"] == [3, 299, 299] and info["subset"]["n_train_available"] == 24
+    assert "299x299 = 89,401 pixel positions" in info["effects"]["shuffled_pixels"]
+
+
+def test_train_names_missing_data_before_it_makes_the_run_folder(tmp_path):
+    """`rethinkgen train` on a tree without val/ made the run folder, wrote a "failed" summary and said "what
+    was done is saved ... --resume retries from there" (nothing was done; a resume fails again). CPU."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from rethinkgen import cli
+
+    tree = files.plain_tree(tmp_path / "t", n_train=1, n_val=1)
+    shutil.rmtree(tree / "val")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli.app, ["train", "--data", "imagenet", "--data-dir", str(tree), "--model",
+                                          "mlp_1x512", "--crop", "16", "--out", str(out), "--quiet"])
+    assert result.exit_code != 0 and "has train/ but no val/ folder" in result.output
+    assert "--resume" not in result.output and not out.exists()
+
+
+def test_a_last_batch_of_one_image_the_model_cannot_train_on_is_refused_before_training(plain, tmp_path):
+    """9 images in batches of 4 leave a last batch of 1; ResNet-18 on 8-pixel crops normalises a 1x1 map
+    there (Inception V3's auxiliary head does at 299), and the run failed with BatchNorm's "Expected more
+    than 1 value per channel" after the epoch's work. CPU; shapes checked on the meta device."""
+    from rethinkgen.train.last_batch import check_last_batch
+    from rethinkgen.train.loop import train
+
+    run = dict(data="imagenet", data_dir=str(plain), model="resnet18", crop=8, n_test=4, epochs=1, device="cpu",
+               workers=0)
+    with pytest.raises(ConfigError, match=r"last minibatch .* 1 sample \(9 samples in batches of 4\).*--batch-size 5"):
+        train(**run, n_train=9, batch_size=4)
+    from typer.testing import CliRunner
+
+    from rethinkgen import cli
+
+    result = CliRunner().invoke(cli.app, ["train", "--data", "imagenet", "--data-dir", str(plain), "--model",
+                                          "resnet18", "--crop", "8", "--n-train", "9", "--batch-size", "4",
+                                          "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "nothing was trained; fix what the error below names" in result.output
+    assert "--resume" not in result.output  # a resume would fail the same way
+    assert train(**run, n_train=10, batch_size=4)["status"] == "max_epochs"  # last batch of 2: trains
+    check_last_batch("mlp_1x512", (3, 8, 8), 4, 0.0, "image", 9, 4)  # no BatchNorm: one sample is fine
+    # 2 processes: ceil(9 / 2) = 5 images each in batches of 8 / 2 = 4 -> 1 left on each
+    with pytest.raises(ConfigError, match="on each of the 2 processes .*--batch-size 10"):
+        check_last_batch("resnet18", (3, 8, 8), 4, 0.0, "image", 9, 8, processes=2)
+
+
 def test_the_source_is_registered_and_never_loads_into_memory(plain):
     spec = DATASETS.get("imagenet")
     assert spec.index is not None and spec.crop == 299 and spec.standardize == "inception"
@@ -221,6 +403,8 @@ def test_a_streamed_run_trains_and_records_its_labels(plain, tmp_path):
 
 
 def test_a_sweep_trains_a_streamed_run_and_stores_its_label_checksum(plain, tmp_path):
+    """The sweep kept only the labels' sha256: the label file went with the deleted checkpoints."""
+    from rethinkgen.data.stream.labels import load_labels
     from rethinkgen.sweep.runner import run_sweep
     from rethinkgen.sweep.spec import parse_spec
     from rethinkgen.sweep.store import Store
@@ -248,6 +432,9 @@ corruption = ["random_labels", "shuffled_pixels"]
         expected = draw_labels(index(plain).train.targets, 4, "random_labels", None, 0)
         assert summary["labels_sha256"] == expected.sha256 and summary["data"]["layout"] == "folders"
         assert len(store.epoch_rows(runs["shuffled_pixels"]["run_key"])) == 3
+        # the label file stays with the run (a sweep's checkpoints are deleted when it finishes)
+        label_file = store.labels_dir / runs["random_labels"]["run_key"] / "labels.npy"
+        assert np.array_equal(load_labels(label_file, summary["labels_sha256"]), expected.labels)
     from rethinkgen.sweep.checkpoint import decode, load_checkpoint
 
     loaded, _ = load_checkpoint(tmp_path / "s.db.ckpt" / f"{runs['random_labels']['run_key']}.pt")
@@ -287,6 +474,29 @@ def test_a_streamed_run_resumed_from_an_epoch_checkpoint_gives_the_same_rows(pla
 
     assert numbers(resumed["metrics"]) == numbers(straight["metrics"])  # CPU, one process: bit for bit
     assert resumed["step_losses"] == straight["step_losses"] and resumed["labels_sha256"] == straight["labels_sha256"]
+
+
+def test_a_resume_on_changed_training_images_is_refused(tmp_path):
+    """The stored labels are matched to the training images by position; a resume only checked their count,
+    so a copy with one image renamed into another class (same count) trained on labels of other images. CPU."""
+    from rethinkgen.train.loop import train
+
+    tree = files.plain_tree(tmp_path / "t", n_train=3, n_val=1)
+    base = dict(data="imagenet", data_dir=str(tree), model="mlp_1x512", crop=8, epochs=2, batch_size=4,
+                corruption="random_labels", device="cpu", workers=0)
+    saved = {}
+
+    class Grab:
+        def on_epoch_end(self, row, logged, trainer):
+            if row["epoch"] == 1:
+                saved["ckpt"] = trainer.checkpoint()
+
+    train(**base, callbacks=[Grab()])
+    assert train(**base, resume=saved["ckpt"])["status"] == "max_epochs"  # the same images: resumes
+    moved = tree / "train" / CLASSES[0] / f"{CLASSES[0]}_0.JPEG"
+    moved.rename(tree / "train" / CLASSES[1] / "moved.JPEG")
+    with pytest.raises(ConfigError, match="not the ones the run started on"):
+        train(**base, resume=saved["ckpt"])
 
 
 def test_a_sweep_is_told_before_it_starts_what_of_imagenet_is_missing(tmp_path, archives):

@@ -36,6 +36,30 @@ def test_topk_correct_by_hand():
     assert topk_correct(LOGITS[:, :3], torch.tensor([0, 1, 2, 0]), k=5).all()  # k > K: every label
 
 
+# Ties, ranked by hand: equal logits rank by class index, as argmax (the first maximal index) ranks them.
+TIED = torch.tensor([
+    [0.0] * 8,  # all equal: ranks are the indices 0..7
+    [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0],  # the five 1.0 are classes 0,2,4,6,7 (ranks 0-4); class 1 is 5th
+    [0.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 0.0],  # six tied maxima 1..6: class 6 is ranked 5th (rank 5)
+])
+TIED_TARGETS = torch.tensor([0, 7, 6])
+TIED_TOP1 = [True, False, False]
+TIED_TOP5 = [True, True, False]
+
+
+def test_topk_correct_breaks_ties_as_argmax_so_top5_never_falls_below_top1():
+    """torch.topk orders equal values as it likes (on the CPU, topk(5) of 8 zeros omits index 0, the
+    argmax): top-5 below top-1. Hand-ranked ties, CPU, exact."""
+    assert topk_correct(TIED, TIED_TARGETS, k=1).tolist() == TIED_TOP1
+    assert topk_correct(TIED, TIED_TARGETS).tolist() == TIED_TOP5
+    assert topk_correct(TIED, TIED_TARGETS, k=1).tolist() == (TIED.argmax(dim=1) == TIED_TARGETS).tolist()
+    assert topk_correct(TIED, torch.tensor([5, 1, 5]), k=5).tolist() == [False, False, True]
+    assert topk_correct(TIED, torch.tensor([4, 1, 0]), k=8).all()  # k = K: every label
+    assert topk_correct(TIED, torch.tensor([4, 1, 0]), k=100).all()  # k > K
+    ev = evaluate(nn.Identity(), TIED, TIED_TARGETS, batch_size=2, num_classes=8)
+    assert ev.acc == pytest.approx(1 / 3) and ev.acc_top5 == pytest.approx(2 / 3)
+
+
 def test_evaluate_reports_top1_and_top5_by_hand():
     ev = evaluate(nn.Identity(), LOGITS, TARGETS, batch_size=3, num_classes=7)  # two batches: 3 + 1
     assert ev.acc == pytest.approx(1 / 4) and ev.acc_top5 == pytest.approx(3 / 4)
@@ -160,6 +184,21 @@ def test_table2_puts_every_paper_row_beside_ours():
     assert "diverged" in diverged["status"] and table.rows[0]["status"] == "not run"
     markdown = table.to_markdown()
     assert "59.80 (63.16)" in markdown and "83.6" in markdown
+
+
+def test_table2_keeps_runs_with_crops_or_flips_alone_out_of_every_row():
+    """"data aug" is crops and flips together; a run with flips alone sat in the no-augmentation row (and
+    crops alone in the augmentation one), averaged with the paper's setting as another seed."""
+    from rethinkgen.report.table2 import table2
+
+    plain = _imagenet_run("true", False, 0.0, 0.0, seed=0, train_acc=0.99, test_acc=0.60)
+    flips = _imagenet_run("true", False, 0.0, 0.0, seed=1, train_acc=0.90, test_acc=0.70)
+    flips["config"]["flip"] = True
+    crops = _imagenet_run("true", True, 0.0, 0.0, seed=0, train_acc=0.90, test_acc=0.70)
+    crops["config"]["flip"] = False
+    rows = table2([plain, flips, crops]).rows
+    assert (rows[3]["seeds"], rows[3]["top1_test"]) == (1, "60.00")  # true labels, no regularizer: plain only
+    assert rows[1]["seeds"] == 0  # true labels, data aug only: crops without flips are not it
 
 
 def test_the_report_of_an_imagenet_store_has_table2(tmp_path):

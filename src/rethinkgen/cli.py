@@ -175,12 +175,16 @@ def data_inspect(
 ) -> None:
     """How rethinkgen reads a dataset: layout found, scaling, shapes, value range, classes and their
     counts, and what each corruption will change on it."""
-    from rethinkgen.data.describe import inspect_dataset, inspection_rows
-    from rethinkgen.data.sources import load_dataset
+    from rethinkgen.data.describe import inspect_dataset, inspect_streamed, inspection_rows
+    from rethinkgen.data.sources import DATASETS, load_dataset
 
-    ds = load_dataset(name, data_dir, n_train=n_train, n_test=n_test, seed=seed,
-                      **(_parse_options(data_option) or {}))
-    info = inspect_dataset(ds)
+    spec = DATASETS.get(name)
+    if spec.index is not None:  # streamed from disk (imagenet): described from its file lists
+        info = inspect_streamed(name, spec.index(data_dir, seed, n_train=n_train, n_test=n_test), spec.crop)
+    else:
+        ds = load_dataset(name, data_dir, n_train=n_train, n_test=n_test, seed=seed,
+                          **(_parse_options(data_option) or {}))
+        info = inspect_dataset(ds)
     if as_json:
         print(json.dumps(info, indent=2, default=str))
         return

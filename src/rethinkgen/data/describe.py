@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from rethinkgen.data.dataset import Dataset
 
-__all__ = ["data_info", "inspect_dataset", "inspection_rows"]
+__all__ = ["data_info", "inspect_dataset", "inspect_streamed", "inspection_rows"]
 
 PAPER_ORDER = ("true_labels", "partial_labels", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")
 
@@ -75,6 +76,33 @@ def inspect_dataset(ds: Dataset) -> dict[str, Any]:
     info["values_test"] = _moments(ds.x_test, ds.layout) if ds.n_test else []
     names = [n for n in PAPER_ORDER if n in CORRUPTIONS] + [n for n in CORRUPTIONS.names() if n not in PAPER_ORDER]
     info["effects"] = {name: corruption_effect(name, ds.layout, ds.input_shape, ds.num_classes) for name in names}
+    return info
+
+
+def inspect_streamed(name: str, splits: Any, crop: int) -> dict[str, Any]:
+    """The :func:`inspect_dataset` record of a dataset streamed from disk (``splits``: the source's index,
+    e.g. :class:`~rethinkgen.data.sources.imagenet.ImagenetSplits`), from its file lists alone: no image is
+    decoded, so there are no value ranges. ``crop``: the side of the network's input (the run's default)."""
+    from rethinkgen.data.corruptions import CORRUPTIONS, corruption_effect
+
+    k = splits.num_classes
+    shape = (3, int(crop), int(crop))
+    classes = [f"{w} {n}".strip() for w, n in zip(splits.classes, splits.class_names, strict=True)]
+    meta = splits.meta
+    info: dict[str, Any] = {
+        "dataset": name, "layout": "image", "input_shape": list(shape), "n_train": len(splits.train),
+        "n_test": len(splits.test), "num_classes": k, "classes": classes, "path": meta.get("root"),
+        "class_counts_train": np.bincount(splits.train.targets, minlength=k)[:k].tolist(),
+        "class_counts_test": np.bincount(splits.test.targets[splits.test.targets >= 0], minlength=k)[:k].tolist(),
+        "layout_found": f"{meta.get('layout')} layout", "dtype": "image files, decoded as they are streamed",
+        "values_train": [], "values_test": [],
+    }
+    if meta.get("n_train_available", info["n_train"]) > info["n_train"] or \
+            meta.get("n_test_available", info["n_test"]) > info["n_test"]:
+        info["subset"] = {"n_train_available": meta["n_train_available"],
+                          "n_test_available": meta["n_test_available"], "seed": meta["subset_seed"]}
+    names = [n for n in PAPER_ORDER if n in CORRUPTIONS] + [n for n in CORRUPTIONS.names() if n not in PAPER_ORDER]
+    info["effects"] = {n: corruption_effect(n, "image", shape, k) for n in names}
     return info
 
 

@@ -3,8 +3,9 @@
 Every row of the paper's Table 2 appears — (labels, data augmentation, dropout, weight decay) — with the
 paper's top-1/top-5 train and test accuracy and, in parentheses, its best test accuracy along training
 ("potential early stopping", §3.1), each with its certainty mark (``paper_reference.json``). Our runs
-on ``imagenet`` fill the rows they match: true or random labels, ``augment`` (random resized crop),
-``dropout > 0`` and ``weight_decay > 0`` (the paper's yes/no; it states no coefficient). Only runs that
+on ``imagenet`` fill the rows they match: true or random labels, data augmentation (random resized crop
+*and* flip; a run with only one of them matches no row), ``dropout > 0`` and ``weight_decay > 0`` (the
+paper's yes/no; it states no coefficient). Only runs that
 are evidence (finished as intended, :mod:`rethinkgen.report.evidence`) enter a cell, as the mean over
 seeds; the best test accuracy along training is each run's ``best_test_acc`` / ``best_test_acc_top5``.
 Runs that match no paper row (another model, partial labels) are left to the other tables.
@@ -34,6 +35,8 @@ BEST = {"top1_test": "best_test_acc", "top5_test": "best_test_acc_top5"}
 def _setting(run: dict) -> tuple[str, bool, bool, bool] | None:
     kind = labels_kind(run)
     if kind is None or cfg(run, "model") != TABLE2_MODEL:
+        return None
+    if bool(cfg(run, "augment")) != bool(cfg(run, "flip")):  # crops without flips, or flips alone: no paper row
         return None
     return (kind, bool(cfg(run, "augment")), (cfg(run, "dropout") or 0) > 0, (cfg(run, "weight_decay") or 0) > 0)
 

@@ -72,8 +72,22 @@ class _Driver:
         self.active: dict[str, PlannedRun] = {}
         self.last_epoch: dict[str, int | None] = {}  # last recorded epoch of each active run
         self.numerics: dict[str, dict | None] = {}  # last numerics recorded per run in this call
+        self.labels_saved: set[str] = set()  # runs whose label file was written in this call
         self.result = SweepResult(total=len(spec.runs))
         self.env = environment()
+
+    def _save_labels(self, key: str, blob: bytes) -> None:
+        """The training labels a streamed run's checkpoint carries, written once per run and call to
+        ``store.labels_dir/<run_key>/labels.npy`` (rethinkgen.data.stream.labels): the checkpoints are
+        deleted when the run finishes, the labels stay with its summary's ``labels_sha256``."""
+        from rethinkgen.data.stream.labels import save_labels
+        from rethinkgen.sweep.checkpoint import decode
+
+        self.labels_saved.add(key)  # once: the labels never change during a run
+        state = decode(blob).get("state") or {}
+        if "labels" in state:
+            labels = state["labels"]
+            save_labels(self.store.labels_dir / key, labels.numpy() if hasattr(labels, "numpy") else labels)
 
     def ckpt_path(self, run_key: str) -> Path:
         return self.store.checkpoint_dir / f"{run_key}.pt"
@@ -167,6 +181,8 @@ class _Driver:
                     raise RethinkgenError(f"cannot write checkpoint {path}: {exc.strerror}; free disk space or "
                                           "fix the folder's permissions, then run the same command to "
                                           "resume") from None
+            if blob is not None and key not in self.labels_saved and _streams(run.config):
+                self._save_labels(key, blob)
             numerics = event.data.get("numerics")
             if numerics is not None and numerics != self.numerics.get(key):
                 self.store.set_numerics(key, numerics)  # once per attempt (train.numerics)
@@ -318,11 +334,16 @@ def missing_data(runs: list[PlannedRun], executor: Executor) -> list[str]:
         return []
     problems: dict[tuple, str] = {}
     for run in runs:
-        where = (run.config.data, run.config.data_dir)
+        several = (run.config.world_size or 1) > 1
+        where = (run.config.data, run.config.data_dir, several)
         if where in problems:
             continue
         try:
-            check_available(*where)
+            check_available(run.config.data, run.config.data_dir)
+            if several:  # data rank 0 would prepare for longer than the other ranks wait (imagenet archives)
+                from rethinkgen.train.streaming.data import check_ready
+
+                check_ready(run.config)
         except RethinkgenError as exc:
             problems[where] = f"{str(exc)} (needed by {run.name})"
         else:
@@ -430,3 +451,9 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, *, executor: Executor | N
             lock.release()
             result.wall_s = time.perf_counter() - t0
     return result
+
+
+def _streams(config: Any) -> bool:
+    from rethinkgen.train.streaming.select import streams
+
+    return streams(config)

@@ -244,6 +244,12 @@ class Store:
         """Where a sweep keeps its runs' checkpoints: ``PATH.ckpt/<run_key>.pt``."""
         return self.path.with_name(self.path.name + ".ckpt")
 
+    @property
+    def labels_dir(self) -> Path:
+        """Where a sweep keeps the training labels of its streamed runs: ``PATH.labels/<run_key>/labels.npy``
+        (their sha256 is the summary's ``labels_sha256``); they stay when the checkpoints go."""
+        return self.path.with_name(self.path.name + ".labels")
+
     # ------------------------------------------------------------------- writes
     def add_runs(self, sweep: str, runs: Iterable[Any]) -> int:
         """Register planned runs (``spec.PlannedRun``) as pending unless known; returns how many are new."""

@@ -115,8 +115,26 @@ def train(
     from rethinkgen.train.validate import check_option
 
     check_option("--stop-after", stop_after, minimum=1, integer=True)
+    if resume is not None and not in_torchrun():
+        nproc_per_node = _resume_processes(resume, nproc_per_node)
     launch = nproc_per_node or (world_size if world_size and world_size > 1 and resume is None else None)
+
+    def config_of(processes: int | None) -> TrainConfig:
+        return TrainConfig(
+            data=data, data_dir=str(data_dir) if data_dir else None, data_options=_parse_options(data_option),
+            n_train=n_train, n_test=n_test, corruption=corruption, level=level,
+            exclude_true_class=exclude_true_class, model=model, dropout=dropout, epochs=epochs,
+            batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay,
+            lr_decay_every=lr_decay_every, augment=augment, flip=flip, target_train_acc=target_train_acc,
+            log_every=log_every, eval_every=eval_every, seed=seed, device=device, crop=crop,
+            standardize=standardize, world_size=processes, workers=workers)
+
     if launch and not in_torchrun():  # this command again, under torchrun, on N processes of this node
+        if resume is None and launch > 1:  # the run's checks here, once, before torchrun starts N processes
+            from rethinkgen.train.resolve import resolve_config
+            from rethinkgen.train.streaming.data import check_ready
+
+            check_ready(resolve_config(config_of(world_size or launch)))
         _relaunch_under_torchrun(launch, add_world_size=world_size is None and resume is None)
     if in_torchrun() and world_size is None and resume is None:
         world_size = int(os.environ["WORLD_SIZE"])
@@ -126,21 +144,42 @@ def train(
         return _resume_run(resume, threads=threads, device=device if _given(ctx, "device") else None,
                            data_dir=data_dir, tensorboard=tensorboard, quiet=quiet, as_json=as_json,
                            stop_after=stop_after, workers=workers)
-    config = TrainConfig(
-        data=data, data_dir=str(data_dir) if data_dir else None, data_options=_parse_options(data_option),
-        n_train=n_train, n_test=n_test, corruption=corruption, level=level,
-        exclude_true_class=exclude_true_class, model=model, dropout=dropout, epochs=epochs,
-        batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay,
-        lr_decay_every=lr_decay_every, augment=augment, flip=flip, target_train_acc=target_train_acc,
-        log_every=log_every, eval_every=eval_every, seed=seed, device=device, crop=crop, standardize=standardize,
-        world_size=world_size, workers=workers)
+    config = config_of(world_size)
     _start_run(config, out=out, overwrite=overwrite, threads=threads, tensorboard=tensorboard, quiet=quiet,
                as_json=as_json, stop_after=stop_after)
 
 
+def _resume_processes(path: Path, nproc_per_node: int | None) -> int | None:
+    """The processes ``--resume PATH`` runs on: the run's own ``world_size`` (from its summary; a run of
+    several processes is resumed under torchrun as it was started, even without ``--nproc-per-node``).
+    ConfigError, before anything starts, when ``--nproc-per-node`` asks for another number: it is part of
+    the run's numerics (each process takes batch_size / W images of a step)."""
+    from rethinkgen.train.run_dir import FINISHED, RunDir
+
+    try:
+        old = RunDir(path).read_summary() or {}
+    except ConfigError:
+        return nproc_per_node  # the resume itself names the problem
+    config = old.get("config") if isinstance(old.get("config"), dict) else {}
+    saved = int(config.get("world_size") or 1)
+    if nproc_per_node is not None and nproc_per_node != saved:
+        raise ConfigError(f"{path} holds a run trained on {saved} process(es); resume it with --nproc-per-node "
+                          f"{saved} (the number of processes is part of the run's numerics: each takes batch_size / "
+                          "W images of every step), or start a new run with --nproc-per-node "
+                          f"{nproc_per_node}")
+    if old.get("status") in FINISHED:
+        return None  # nothing to resume: said by this process
+    return saved if saved > 1 else nproc_per_node
+
+
 def _relaunch_under_torchrun(nproc: int, add_world_size: bool) -> None:
     """Run this very command line again as ``torchrun --standalone --nproc-per-node N -m rethinkgen ...``
-    (rethinkgen.train.streaming.distributed) and exit with its status."""
+    (rethinkgen.train.streaming.distributed) and exit with its status.
+
+    torchrun runs in a session of its own and this process forwards SIGINT, SIGTERM and SIGHUP to it, once
+    each time, then waits for it: torchrun hands the signal to the ranks and rank 0 saves the run as
+    interrupted. (A launcher that died of the signal, or killed torchrun, left the ranks training on,
+    orphaned.) Exit status 130 when the run was interrupted so."""
     import subprocess
 
     from rethinkgen.train.streaming.distributed import torchrun_command
@@ -148,7 +187,22 @@ def _relaunch_under_torchrun(nproc: int, add_world_size: bool) -> None:
     argv = _without_option(sys.argv[1:], "--nproc-per-node")
     if add_world_size:
         argv += ["--world-size", str(nproc)]
-    raise typer.Exit(subprocess.call(torchrun_command(nproc, argv)))
+    child = subprocess.Popen(torchrun_command(nproc, argv), start_new_session=True)
+    forwarded: list[int] = []
+
+    def forward(signum, frame):
+        forwarded.append(signum)
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, forward) for s in caught}
+    try:
+        code = child.wait()  # resumed after each forwarded signal (PEP 475)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    raise typer.Exit(130 if forwarded and code != 0 else code)
 
 
 def _without_option(argv: list[str], name: str) -> list[str]:
@@ -314,9 +368,12 @@ def _run_into(folder, config, *, state: dict | None, threads: int | None, tensor
         if threads:
             torch.set_num_threads(threads)
         try:
-            train_run(config, callbacks=stops, resume=state)
+            with _sigterm_as_interrupt():
+                train_run(config, callbacks=stops, resume=state)
         except StopRequested:
             pass
+        except KeyboardInterrupt:  # rank 0 saves the run and says so
+            raise typer.Exit(130) from None
         return
 
     before = torch.get_num_threads()
@@ -356,8 +413,14 @@ def _run_into(folder, config, *, state: dict | None, threads: int | None, tensor
     except Exception as exc:
         with _signals_ignored():
             writer.stop("failed", exc)
-        say(err_console, f"[red]failed[/] {_when(writer)}; what was done is saved in "
-            f"{folder.path} (rethinkgen train --resume {folder.path} retries from there)")
+        from rethinkgen.errors import RethinkgenError
+
+        if writer.state is None and isinstance(exc, RethinkgenError):  # refused before training: nothing to keep
+            say(err_console, "[red]failed[/] before its first epoch: nothing was trained; fix what the error below "
+                "names and run the same command again")
+        else:
+            say(err_console, f"[red]failed[/] {_when(writer)}; what was done is saved in "
+                f"{folder.path} (rethinkgen train --resume {folder.path} retries from there)")
         raise
     finally:
         torch.set_num_threads(before)

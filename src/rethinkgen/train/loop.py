@@ -97,6 +97,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, device: torch.device, step: str | None = None) -> None:
         from rethinkgen.models import count_params, create_model
+        from rethinkgen.train.last_batch import check_last_batch
 
         self.config = config
         self.device = device
@@ -111,6 +112,8 @@ class Trainer:
         self.use_amp = self.autocast is not None
         self.eval_batch_size = eval_batch_size(config, self.data.layout, device.type)
         self.channels_last = self.numerics.channels_last
+        check_last_batch(config.model, self.data.input_shape, self.data.num_classes, config.dropout,
+                         self.data.layout, self.data.n_train, config.batch_size)
         with seeded(stream_seed(config.seed, "init"), torch.device("cpu")):  # built on the CPU, then moved
             model = create_model(config.model, self.data.input_shape, self.data.num_classes,
                                  dropout=config.dropout, layout=self.data.layout)

@@ -30,17 +30,27 @@ TOPK = 5  # Table 2's top-5
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, k: int = TOPK) -> torch.Tensor:
     """(N,) bool: whether ``target[i]`` is among the ``k`` largest of ``logits[i]`` (N, K).
 
-    Ties at the k-th value are broken as ``torch.topk`` breaks them. ``k`` larger than K counts every
-    sample as correct.
+    The label's rank is the number of logits larger than its own plus the number of equal ones at a
+    smaller class index; it is correct when that rank is below ``k``. Ties are thus broken towards the
+    smaller index, as ``argmax`` breaks them (torch returns the first maximal index), so ``k=1`` is
+    exactly ``argmax == target`` and top-k never falls below top-1, on every device (``torch.topk``'s
+    order among equal values is unspecified and differs between CPU and CUDA). ``k`` larger than K
+    counts every sample as correct.
 
     Examples
     --------
     >>> logits = torch.tensor([[0.0, 3.0, 2.0, 1.0], [3.0, 2.0, 1.0, 0.0]])
     >>> topk_correct(logits, torch.tensor([3, 3]), k=3).tolist()
     [True, False]
+    >>> topk_correct(torch.zeros(2, 4), torch.tensor([0, 3]), k=2).tolist()  # all tied: indices 0, 1 first
+    [True, False]
     """
-    k = min(k, logits.shape[-1])
-    return (logits.topk(k, dim=-1).indices == target[:, None]).any(dim=-1)
+    if k >= logits.shape[-1]:
+        return torch.ones(target.shape, dtype=torch.bool, device=target.device)
+    own = logits.gather(-1, target[:, None])  # (N, 1)
+    before = torch.arange(logits.shape[-1], device=logits.device) < target[:, None]  # (N, K): smaller index
+    rank = (logits > own).sum(dim=-1) + ((logits == own) & before).sum(dim=-1)  # (N,)
+    return rank < k
 
 
 def autocast_context(device_type: str, dtype: torch.dtype | None, cache: bool = True):

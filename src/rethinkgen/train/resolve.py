@@ -44,7 +44,21 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     )
     layout = dataset_layout(config.data, config.data_options, config.data_dir)
     validate(resolved, dataset_layout=layout, model_layouts=model.layouts)
+    if dataset.index is not None and resolved.crop:  # streamed: the input shape is known before any file is read
+        _check_model_input(resolved)
     return resolved
+
+
+def _check_model_input(config: TrainConfig) -> None:
+    """The model's own checks of a streamed run's input, (3, crop, crop), before the data is indexed (1.28
+    million files for ImageNet): the model is built on the ``meta`` device (no memory, no weights drawn)
+    and its ConfigError (e.g. Inception V3 below 299×299) raised as it is."""
+    import torch
+
+    from rethinkgen.models import create_model
+
+    with torch.device("meta"):
+        create_model(config.model, (3, config.crop, config.crop), 2, dropout=config.dropout, layout="image")
 
 
 def eval_batch_size(config: TrainConfig, layout: str, device_type: str) -> int:

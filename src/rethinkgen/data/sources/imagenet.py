@@ -16,7 +16,8 @@ either layout people keep it in, in the folder ``--data-dir`` names (or its ``im
    by the ``folder`` source's :func:`~rethinkgen.data.sources.folder.scan_split`.
 
 Classes are the sorted training class folders (the WordNet ids, ``ImageFolder`` order: 1,000 for
-ILSVRC-2012); a validation class that has no training folder is refused. The images are never loaded
+ILSVRC-2012); a validation class that has no training folder is refused, and so is a class folder
+without images (skipping it would renumber the classes after it). The images are never loaded
 into memory: :func:`index` returns the sorted file lists and labels (:class:`ImageIndex`), which the
 streamed pipeline (:mod:`rethinkgen.data.stream`) decodes batch by batch. ``n_train`` / ``n_test``
 take seeded subsets of the lists, as for every source (stream "data": the first n of a permutation,
@@ -69,6 +70,16 @@ class ImageIndex:
     def __len__(self) -> int:
         return int(self.files.shape[0])
 
+    def sha256(self) -> str:
+        """sha256 of the relative paths in order, with their class indices: what a run's labels are matched to."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name in self.files:
+            digest.update(name + b"\n")
+        digest.update(np.ascontiguousarray(self.targets, dtype="<i8").tobytes())
+        return digest.hexdigest()
+
     def path(self, i: int) -> str:
         """The absolute path of image ``i``."""
         return os.path.join(self.root, self.files[i].decode())
@@ -114,10 +125,21 @@ def find_root(data_dir: str | os.PathLike | None) -> Path:
                                f"{', '.join(ARCHIVES.values())}, {META_FILE} or a train/ folder). {HOW_TO_GET}")
 
 
-def locate(data_dir: str | os.PathLike | None) -> Path:
+def locate(data_dir: str | os.PathLike | None, *, extracted: bool = False) -> Path:
     """The ImageNet root under ``data_dir`` after the checks that read no image (a sweep makes them before
-    it starts): DatasetNotFoundError naming what is missing, else the root."""
+    it starts): DatasetNotFoundError naming what is missing, else the root.
+
+    ``extracted``: also refuse (ConfigError naming the command that does it) a torchvision root whose
+    archives are not extracted yet. A run of several processes asks for it: rank 0 would extract for
+    hours while the others wait for it far beyond the process group's timeout."""
     root = find_root(data_dir)
+    if extracted:
+        pending = [ARCHIVES[s] for s in ("train", "val") if not (root / s).is_dir() and (root / ARCHIVES[s]).is_file()]
+        if pending:
+            raise ConfigError(f"imagenet: {' and '.join(pending)} in {root} are not extracted yet; torchvision "
+                              "extracts them on first use (hours for the training archive), longer than the "
+                              "processes of a run wait for each other. Extract them once, in one process: "
+                              f"rethinkgen data fetch imagenet --data-dir {root}")
     if _torchvision_layout(root) or not (root / "train").is_dir():
         missing = _missing(root)
         if missing:
@@ -126,6 +148,7 @@ def locate(data_dir: str | os.PathLike | None) -> Path:
     elif not (root / "val").is_dir():
         raise DatasetNotFoundError(f"imagenet: {root} has train/ but no val/ folder: the test set of Table 2 is the "
                                    "ILSVRC-2012 validation set, val/<wnid>/<image>. " + HOW_TO_GET)
+    _check_class_folders(root)
     return root
 
 
@@ -151,6 +174,44 @@ def _flat_val(folder: Path) -> bool:
     return bool(names) and not any(is_dir for _, is_dir in names) and any(is_image_file(n) for n, _ in names)
 
 
+def _has_image(folder: Path) -> bool:
+    """Whether ``folder`` (or a folder below it, links followed) holds an image file; stops at the first."""
+    for _, _, names in os.walk(folder, followlinks=True):
+        if any(is_image_file(n) for n in names):
+            return True
+    return False
+
+
+def _check_class_folders(root: Path) -> None:
+    """ConfigError naming the class folders of ``train/`` and ``val/`` that hold no image, and images lying
+    beside the class folders (in no class: ImageFolder would leave them out without a word).
+
+    Such a folder (an interrupted extraction or copy) is not a class of the data: ImageFolder, and so the
+    torchvision layout, refuses it, and skipping it would renumber every class after it (999 outputs
+    instead of 1,000, and validation images of that class without a training class). Reads folder
+    listings only, up to the first image of each class."""
+    empty = []
+    for split in ("train", "val"):
+        folder = root / split
+        if not folder.is_dir() or _flat_val(folder):
+            continue
+        with os.scandir(folder) as entries:
+            listed = [(e.name, e.is_dir()) for e in entries if not e.name.startswith(".")]
+        classes = sorted(name for name, is_dir in listed if is_dir)
+        loose = sorted(name for name, is_dir in listed if not is_dir and is_image_file(name))
+        if classes and loose:
+            raise ConfigError(f"imagenet: {folder} holds {len(loose)} image(s) beside its class folders (e.g. "
+                              f"{loose[0]}; a sort into {split}/<wnid>/ that did not finish?): they belong to no "
+                              f"class and would be left out. Sort them into their class folders (for val/, delete "
+                              f"the folder and let torchvision sort {ARCHIVES['val']} with the devkit) or remove them")
+        empty += [f"{split}/{c}" for c in classes if not _has_image(folder / c)]
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise ConfigError(f"imagenet: class folder(s) {shown} in {root} hold no images (an interrupted extraction "
+                          "or copy?); a class without images would shift every class after it: restore their "
+                          "images (from the archives, see docs: ImageNet) or remove the empty folders")
+
+
 def _torchvision_split(root: Path, split: str) -> tuple[list[tuple[str, int]], list[str], dict[str, tuple]]:
     """(samples, wnids, wnid -> class names) from ``torchvision.datasets.ImageNet`` (extracting on first use)."""
     import torchvision.datasets as tvd
@@ -166,6 +227,9 @@ def _torchvision_split(root: Path, split: str) -> tuple[list[tuple[str, int]], l
     except RuntimeError as exc:  # torchvision: archive absent or corrupted (MD5)
         raise DatasetNotFoundError(f"imagenet: {exc} Check the file's size and MD5 "
                                    "(torchvision.datasets.imagenet.ARCHIVE_META). " + HOW_TO_GET) from None
+    except FileNotFoundError as exc:  # ImageFolder: a class folder of the extracted split without images
+        raise ConfigError(f"imagenet: {root / split}: {exc}; restore the images of those classes (from "
+                          f"{ARCHIVES[split]}) or remove their empty folders") from None
     return list(ds.samples), list(ds.wnids), dict(load_meta_file(str(root))[0])
 
 
@@ -234,6 +298,7 @@ def index(data_dir: str | os.PathLike | None, seed: int = 0, *, n_train: int | N
     devkit).
     """
     root = find_root(data_dir)
+    _check_class_folders(root)  # before torchvision reads (or extracts) anything
     layout = "torchvision" if _torchvision_layout(root) or not (root / "train").is_dir() else "folders"
     train, test, wnids, names, unknown = (_read_torchvision if layout == "torchvision" else _read_folders)(root)
     if unknown:
@@ -267,13 +332,16 @@ def load(data_dir: Path | None, seed: int = 0, *, n_train: int | None = None, n_
 
 def fetch(data_dir: Path, *, log: Callable[[str], None] | None = None) -> Path:
     """Never downloads (the licence asks every user to register): checks the local copy in ``data_dir`` with
-    :func:`locate` (its layout; no image is read) and returns its root, or raises DatasetNotFoundError naming
-    what is missing and how to obtain ImageNet."""
+    :func:`locate` (its layout; DatasetNotFoundError naming what is missing and how to obtain ImageNet), then
+    reads it as a run would (:func:`index`: torchvision checks the archives' MD5 sums and extracts them, once,
+    in this process; the class folders are listed) and logs what it found; returns the root. Doing this
+    once before a run of several processes spares its ranks the extraction."""
     from rethinkgen.data.sources.download import stderr_log
 
     root = locate(data_dir)
-    torchvision = _torchvision_layout(root) or not (root / "train").is_dir()  # as index() decides
-    layout = "torchvision's ImageNet root" if torchvision else "train/ and val/ class folders"
-    (log or stderr_log)(f"imagenet: local copy found in {root} ({layout}); nothing is downloaded. Its images are "
-                        "read when a run starts")
+    splits = index(root)
+    layout = "torchvision's ImageNet root" if splits.layout == "torchvision" else "train/ and val/ class folders"
+    (log or stderr_log)(f"imagenet: local copy found in {root} ({layout}): {splits.num_classes:,} classes, "
+                        f"{len(splits.train):,} training and {len(splits.test):,} validation images; nothing is "
+                        "downloaded")
     return root

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +30,9 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from rethinkgen.data.sources.imagenet import ImageIndex
 from rethinkgen.data.stream.pixels import PixelCorruption
 from rethinkgen.data.stream.transforms import ImageTransform
+from rethinkgen.errors import RethinkgenError
 
-__all__ = ["EpochOrder", "Shard", "StreamedImages", "channel_moments", "decode_rgb", "default_workers",
+__all__ = ["EpochOrder", "Shard", "StreamedImages", "batches", "channel_moments", "decode_rgb", "default_workers",
            "make_loader"]
 
 MOMENT_SAMPLE = 10_000  # training images on which the Gaussian corruption's mean and variance are estimated
@@ -126,6 +128,31 @@ def make_loader(dataset: StreamedImages, sampler: Sampler, batch_size: int, work
                       persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None, drop_last=False)
 
 
+def batches(loader: DataLoader) -> Iterator[Any]:
+    """The batches of ``loader``. A RethinkgenError raised in a worker process (an image that cannot be
+    decoded, named) is raised here as itself, with its own message: the ``DataLoader`` re-raises it as
+    "Caught UnsafeFileError in DataLoader worker process 0. Original Traceback ..." with the worker's
+    whole traceback in the message, which the command line would print instead of the one line that
+    names the file."""
+    try:
+        yield from loader
+    except RethinkgenError as exc:
+        raise _unwrapped(exc) from None
+
+
+def _unwrapped(exc: RethinkgenError) -> RethinkgenError:
+    """``exc`` with the message it had in the worker (the last ``module.Name: message`` of the traceback
+    torch put in its message), or ``exc`` itself when it did not come from a worker."""
+    text = str(exc)
+    marker = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    if not text.startswith("Caught ") or marker not in text:
+        return exc
+    try:
+        return type(exc)(text.rsplit(marker, 1)[1].rstrip())
+    except Exception:  # an error class that does not take one message
+        return exc
+
+
 def channel_moments(index: ImageIndex, transform: ImageTransform, seed: int, workers: int = 0,
                     sample: int = MOMENT_SAMPLE) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and (population) variance, float64 (3,) each, in [0, 1] pixel units, of the training
@@ -140,7 +167,7 @@ def channel_moments(index: ImageIndex, transform: ImageTransform, seed: int, wor
     total = torch.zeros(3, dtype=torch.float64)
     squares = torch.zeros(3, dtype=torch.float64)
     count = 0
-    for x, _, _ in loader:
+    for x, _, _ in batches(loader):
         v = x.to(torch.float64).div_(255.0).transpose(0, 1).reshape(3, -1)  # (3, B*S*S)
         total += v.sum(dim=1)
         squares += v.square().sum(dim=1)

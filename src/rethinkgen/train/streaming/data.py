@@ -22,7 +22,7 @@ from rethinkgen.seeding import stream_seed
 from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.streaming.distributed import DistContext
 
-__all__ = ["StreamSetup", "on_main", "prepare_stream"]
+__all__ = ["StreamSetup", "check_ready", "on_main", "prepare_stream"]
 
 
 @dataclass
@@ -94,6 +94,18 @@ def _index(config: TrainConfig) -> Any:
     return DATASETS.get(config.data).index(config.data_dir, config.seed, n_train=config.n_train, n_test=config.n_test)
 
 
+def check_ready(config: TrainConfig) -> None:
+    """For a run of several processes: the streamed data's own check (``locate(..., extracted=True)``) that it
+    needs no long preparation, which rank 0 alone would make while the others time out waiting."""
+    import inspect
+
+    from rethinkgen.data.sources import DATASETS, _resolve_dir
+
+    spec = DATASETS.get(config.data)
+    if spec.locate is not None and "extracted" in inspect.signature(spec.locate).parameters:
+        spec.locate(_resolve_dir(config.data_dir), extracted=True)
+
+
 def _moments(splits: Any, transform: ImageTransform, seed: int, workers: int) -> tuple[list[float], list[float]]:
     from rethinkgen.data.stream.loader import channel_moments
 
@@ -106,6 +118,8 @@ def prepare_stream(config: TrainConfig, ctx: DistContext, workers: int = 0,
     """The :class:`StreamSetup` of a resolved config (module docstring). ``labels``: the run's stored
     training labels (from its checkpoint) instead of drawing them."""
     options = _check_options(config)
+    if ctx.distributed:  # every rank refuses data that rank 0 would prepare for longer than the others wait
+        check_ready(config)
     splits = on_main(ctx, _index, config)
     transform = ImageTransform(size=config.crop, resize=eval_resize(config.crop, options.get("resize")),
                                augment=config.augment, flip=config.flip,

@@ -73,6 +73,16 @@ class DistContext:
             dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values
 
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """Rank 0's buffers of ``module`` (BatchNorm's running statistics) copied into every rank's, in place.
+
+        In training, DDP broadcasts them at the start of each forward, after which each rank updates its
+        own from its share of the batch: after an epoch the ranks hold different running statistics.
+        An evaluation in eval mode on every rank's shard must use one model, the one rank 0 saves."""
+        if self.distributed:
+            for buffer in module.buffers():
+                dist.broadcast(buffer.data, src=0)
+
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order (on every rank)."""
         if not self.distributed:

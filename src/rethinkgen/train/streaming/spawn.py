@@ -43,7 +43,7 @@ class _Relay:
 
         # bytes, not tensors: shared-memory tensors of a process that may exit before they are read are lost
         self.channel.put(("epoch", dict(row), [list(p) for p in step_losses], encode(state.checkpoint()),
-                          state.history.finished))
+                          state.summary()))
 
 
 def _rank_main(rank: int, config: TrainConfig, resume: dict | None, channel: Any, port: int, threads: int,
@@ -63,14 +63,26 @@ def _rank_main(rank: int, config: TrainConfig, resume: dict | None, channel: Any
 
 
 class _State:
-    """What a callback sees of the run in this process: its checkpoint and whether it has finished."""
+    """What a callback sees of the run in this process, as it would see the trainer: its checkpoint, its
+    summary, ``history`` (``finished``, ``status``, ``epoch``, ``step``) and ``numerics`` (which a sweep
+    records for the run) at the end of the epoch."""
 
-    def __init__(self, ckpt: dict[str, Any], finished: bool) -> None:
-        self._ckpt = ckpt
-        self.history = type("History", (), {"finished": finished})()
+    def __init__(self, ckpt: dict[str, Any], summary: dict[str, Any]) -> None:
+        from types import SimpleNamespace
+
+        from rethinkgen.train.numerics import Numerics
+
+        self._ckpt, self._summary = ckpt, summary
+        status = summary.get("status")  # None until the run has finished (RunHistory.status)
+        self.history = SimpleNamespace(finished=status is not None, status=status, epoch=summary.get("epochs"),
+                                       step=summary.get("steps"))
+        self.numerics = Numerics.from_dict(summary["numerics"]) if summary.get("numerics") else None
 
     def checkpoint(self) -> dict[str, Any]:
         return self._ckpt
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self._summary)
 
 
 def train_spawned(config: TrainConfig, *, callbacks: Iterable[Any] = (), resume: dict | None = None,
@@ -104,10 +116,10 @@ def train_spawned(config: TrainConfig, *, callbacks: Iterable[Any] = (), resume:
             if message[0] == "summary":
                 summary = message[1]
             else:
-                _, row, losses, ckpt, finished = message
+                _, row, losses, ckpt, epoch_summary = message
                 for cb in callbacks:
                     if hasattr(cb, "on_epoch_end"):
-                        cb.on_epoch_end(row, losses, _State(decode(ckpt), finished))
+                        cb.on_epoch_end(row, losses, _State(decode(ckpt), epoch_summary))
     except BaseException:
         for p in procs.processes:
             if p.is_alive():

@@ -10,9 +10,10 @@ replaces what touches the data.
 With ``world_size`` W > 1 (torchrun), each rank runs this class: the model is wrapped in
 ``DistributedDataParallel`` for the training step (gradients averaged over ranks), each rank takes
 ``batch_size / W`` images of every step (the global batch stays ``batch_size``), evaluations count
-their shard and the counts are summed over ranks, so every rank computes the same rows and stops at
-the same epoch. Dropout draws from (seed, epoch, rank); each image's augmentation from (seed, epoch,
-image), so the numbers do not depend on the DataLoader workers.
+their shard with rank 0's BatchNorm statistics (the model rank 0 saves) and the counts are summed over
+ranks, so every rank computes the same rows and stops at the same epoch. Dropout draws from (seed,
+epoch, rank); each image's augmentation from (seed, epoch, image), so the numbers do not depend on the
+DataLoader workers.
 
 The checkpoint carries the run's training labels (``labels``, int32, and ``labels_sha256``): a
 resumed run trains on exactly the labels it started with, never redrawn.
@@ -28,12 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from rethinkgen.data.stream.labels import labels_sha256
-from rethinkgen.data.stream.loader import EpochOrder, Shard, StreamedImages, default_workers, make_loader
+from rethinkgen.data.stream.loader import EpochOrder, Shard, StreamedImages, batches, default_workers, make_loader
 from rethinkgen.data.stream.transforms import model_input
 from rethinkgen.errors import ConfigError
 from rethinkgen.seeding import stream_seed
 from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.history import RunHistory, run_summary
+from rethinkgen.train.last_batch import check_last_batch
 from rethinkgen.train.loop import Trainer, make_optimizer
 from rethinkgen.train.losses import training_loss
 from rethinkgen.train.metrics import TOPK, autocast_context, topk_correct
@@ -60,6 +62,9 @@ class StreamTrainer(Trainer):
                               f"multiple of {ctx.world_size}")
         self.workers = config.workers if config.workers is not None else default_workers(ctx.local_world_size)
         self.setup: StreamSetup = prepare_stream(config, ctx, self.workers, labels)
+        self.train_files_sha256 = self.setup.splits.train.sha256()
+        check_last_batch(config.model, self.setup.input_shape, self.setup.num_classes, config.dropout, "image",
+                         self.setup.n_train, config.batch_size, ctx.world_size)
         self.numerics = plan_numerics(config, self.device, "image")  # eager steps (resolve.step_mode)
         self.autocast = self.numerics.autocast_dtype  # None: float32 (always on the CPU)
         self.use_amp = self.autocast is not None
@@ -114,6 +119,7 @@ class StreamTrainer(Trainer):
         ckpt = super().checkpoint()
         ckpt["labels"] = torch.from_numpy(self.labels.astype(np.int32))
         ckpt["labels_sha256"] = self.setup.labels.sha256
+        ckpt["train_files_sha256"] = self.train_files_sha256  # the images those labels belong to, in order
         return ckpt
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -123,6 +129,12 @@ class StreamTrainer(Trainer):
             raise ConfigError("the checkpoint's training labels differ from the run's (sha256 "
                               f"{ckpt['labels_sha256'][:12]} vs {self.setup.labels.sha256[:12]}); build the "
                               "trainer with the checkpoint's labels")
+        saved = ckpt.get("train_files_sha256")
+        if saved is not None and saved != self.train_files_sha256:
+            raise ConfigError(f"the training images in {self.setup.splits.meta.get('root')} are not the ones the run "
+                              "started on (their list or classes changed: files added, removed or renamed), so its "
+                              "stored labels would go to other images; restore the copy the run started from "
+                              "(--data-dir) or start the run over")
         super().restore(ckpt)
 
     # ---------------------------------------------------------------- one epoch
@@ -139,7 +151,7 @@ class StreamTrainer(Trainer):
         logged: list[tuple[int, torch.Tensor]] = []
         evaluations: list[tuple[int, float]] = []
         with seeded(stream_seed(c.seed, "dropout", epoch, ctx.rank), self.device):
-            for k, (x, y, _) in enumerate(loader):
+            for k, (x, y, _) in enumerate(batches(loader)):
                 xb = model_input(x, self.device, c.standardize, self.channels_last)
                 yb = y.to(self.device, non_blocking=True)
                 loss = self._sgd_step(xb, yb, lr_at(c.lr, c.lr_decay, self.period, h.samples_seen))
@@ -178,10 +190,11 @@ class StreamTrainer(Trainer):
         loader = make_loader(data, shard, self.eval_batch_size, self.workers, pin_memory=self.device.type == "cuda")
         changed = torch.from_numpy(self.setup.labels.changed) if split == "train" else None
         sums = torch.zeros(6, dtype=torch.float64, device=self.device)  # loss, top1, top5, n, changed top1, changed n
+        self.ctx.broadcast_buffers(self.model)  # one model on every shard: rank 0's, the one it saves
         was_training = self.model.training
         self.model.eval()
         with torch.inference_mode(), autocast_context(self.device.type, self.autocast):
-            for x, y, idx in loader:
+            for x, y, idx in batches(loader):
                 logits = self.forward(model_input(x, self.device, self.config.standardize, self.channels_last)).float()
                 y = y.to(self.device, non_blocking=True)
                 ok = logits.argmax(dim=1) == y
