@@ -201,6 +201,26 @@ def test_table2_keeps_runs_with_crops_or_flips_alone_out_of_every_row():
     assert rows[1]["seeds"] == 0  # true labels, data aug only: crops without flips are not it
 
 
+def test_table2_never_averages_runs_of_other_settings_as_seeds():
+    """Two sweeps of one paper row at two learning rates (same seed) are two rows, each beside the
+    paper's numbers and named by its setting; they were averaged as two "seeds" of one row."""
+    from rethinkgen.report import paper
+    from rethinkgen.report.table2 import table2
+
+    slow = _imagenet_run("true", False, 0.0, 0.0, seed=0, train_acc=0.99, test_acc=0.60)
+    fast = _imagenet_run("true", False, 0.0, 0.0, seed=0, train_acc=0.90, test_acc=0.50)
+    slow["config"]["lr"], fast["config"]["lr"] = 0.1, 0.4
+    again = _imagenet_run("true", False, 0.0, 0.0, seed=1, train_acc=0.99, test_acc=0.62)
+    again["config"]["lr"] = 0.1
+    table = table2([slow, fast, again])
+    rows = [r for r in table.rows if (r["labels"], r["data_aug"], r["dropout"], r["weight_decay"])
+            == ("true", False, False, False)]
+    got = [(r["variant"], r["seeds"], r["top1_test"]) for r in rows]
+    assert got == [("lr=0.1", 2, "61.00"), ("lr=0.4", 1, "50.00")]
+    assert all(r["paper_top1_test"] == "59.80 (63.16)" for r in rows)
+    assert len(table.rows) == len(paper.table2_rows()) + 1 and "other settings" in table.to_markdown()
+
+
 def test_the_report_of_an_imagenet_store_has_table2(tmp_path):
     from rethinkgen.report.build import build_from_data
 

@@ -5,10 +5,13 @@ paper's top-1/top-5 train and test accuracy and, in parentheses, its best test a
 ("potential early stopping", §3.1), each with its certainty mark (``paper_reference.json``). Our runs
 on ``imagenet`` fill the rows they match: true or random labels, data augmentation (random resized crop
 *and* flip; a run with only one of them matches no row), ``dropout > 0`` and ``weight_decay > 0`` (the
-paper's yes/no; it states no coefficient). Only runs that
-are evidence (finished as intended, :mod:`rethinkgen.report.evidence`) enter a cell, as the mean over
-seeds; the best test accuracy along training is each run's ``best_test_acc`` / ``best_test_acc_top5``.
-Runs that match no paper row (another model, partial labels) are left to the other tables.
+paper's yes/no; it states no coefficient). Runs that match one paper row but differ in another
+setting (learning rate, epochs, batch size, the dropout or weight-decay coefficient, ...) are not
+averaged together: each setting gets its own row under the paper's, named in an "other settings"
+column, as Table 1 does. Within a setting, one run per seed; only runs that are evidence (finished as
+intended, :mod:`rethinkgen.report.evidence`) enter a cell, as the mean over seeds; the best test
+accuracy along training is each run's ``best_test_acc`` / ``best_test_acc_top5``. Runs that match no
+paper row (another model, partial labels) are left to the other tables.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from rethinkgen.report import paper
 from rethinkgen.report.evidence import is_evidence
-from rethinkgen.report.runs import cfg, labels_kind, pct
+from rethinkgen.report.runs import cfg, describe, labels_kind, one_per_seed, pct, setting_key, varying_fields
 from rethinkgen.report.tables import Column, Table, _mean_sd, _status_text
 
 __all__ = ["TABLE2_DATA", "TABLE2_MODEL", "table2"]
@@ -54,37 +57,46 @@ def _with_best(value: float | None, best: float | None) -> str | None:
     return f"{value:.2f}" + (f" ({best:.2f})" if best is not None else "")
 
 
+def _row(ref: dict[str, Any], group: list[dict], variant: str) -> dict[str, Any]:
+    """One row: the paper's row ``ref`` beside the runs ``group`` of one setting (one per seed)."""
+    good = one_per_seed(r for r in group if is_evidence(r))
+    row: dict[str, Any] = {"labels": ref["labels"], "data_aug": ref["data_aug"], "dropout": ref["dropout"],
+                           "weight_decay": ref["weight_decay"], "variant": variant, "seeds": len(good),
+                           "status": _status_text(group) if group else "not run"}
+    marks = []
+    for name in CELLS:
+        ours, _ = _mean_sd([pct(r.get(OURS[name])) for r in good])
+        best = _mean_sd([pct(r.get(BEST[name])) for r in good])[0] if name in BEST else None
+        value, paper_best, mark = _paper_cell(ref.get(name))
+        row[name] = _with_best(ours, best)
+        row[f"paper_{name}"] = _with_best(value, paper_best)
+        if name.endswith("_test"):
+            row[f"delta_{name}"] = ours - value if ours is not None and value is not None else None
+        marks.append(mark)
+    row["paper_mark"] = " ".join(marks)
+    return row
+
+
 def table2(runs: Sequence[dict], data: str = TABLE2_DATA) -> Table:
     """Table 2 rows (paper order) with ours beside the paper's; see the module docstring."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[tuple, dict[tuple, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         if cfg(run, "data") == data:
             key = _setting(run)
             if key is not None:
-                groups[key].append(run)
+                groups[key][setting_key(run, drop=("corruption",))].append(run)
+    row_fields = ("augment", "flip", "dropout", "weight_decay")  # the paper row's yes/no settle these
+    varying = varying_fields([k for settings in groups.values() for k in settings], exclude=row_fields)
     rows = []
     for ref in paper.table2_rows():
         key = (ref["labels"], ref["data_aug"], ref["dropout"], ref["weight_decay"])
-        group = groups.get(key, [])
-        good = [r for r in group if is_evidence(r)]
-        row: dict[str, Any] = {"labels": ref["labels"], "data_aug": ref["data_aug"], "dropout": ref["dropout"],
-                               "weight_decay": ref["weight_decay"], "seeds": len(good),
-                               "status": _status_text(group) if group else "not run"}
-        marks = []
-        for name in CELLS:
-            ours, _ = _mean_sd([pct(r.get(OURS[name])) for r in good])
-            best = _mean_sd([pct(r.get(BEST[name])) for r in good])[0] if name in BEST else None
-            value, paper_best, mark = _paper_cell(ref.get(name))
-            row[name] = _with_best(ours, best)
-            row[f"paper_{name}"] = _with_best(value, paper_best)
-            if name.endswith("_test"):
-                row[f"delta_{name}"] = ours - value if ours is not None and value is not None else None
-            marks.append(mark)
-        row["paper_mark"] = " ".join(marks)
-        rows.append(row)
+        for setting, group in sorted(groups[key].items(), key=lambda item: str(item[0])) or [((), [])]:
+            rows.append(_row(ref, group, describe(setting, varying) if setting else ""))
     columns = [Column("labels", "labels"), Column("data_aug", "data aug", "bool"), Column("dropout", "dropout", "bool"),
-               Column("weight_decay", "weight decay", "bool"), Column("seeds", "seeds", "int"),
-               Column("status", "status")]
+               Column("weight_decay", "weight decay", "bool")]
+    if varying:
+        columns.append(Column("variant", "other settings"))
+    columns += [Column("seeds", "seeds", "int"), Column("status", "status")]
     for name, title in zip(CELLS, ("top-1 train", "top-5 train", "top-1 test", "top-5 test"), strict=True):
         columns += [Column(name, f"{title} (%)"), Column(f"paper_{name}", f"paper {title} (%)")]
         if name.endswith("_test"):
