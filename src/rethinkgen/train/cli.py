@@ -104,6 +104,9 @@ def train(
                                            "WORLD_SIZE, else 1]; outside torchrun, as --nproc-per-node")] = None,
     workers: Annotated[int | None, _opt(DIST, help="DataLoader processes per rank for data streamed from disk "
                                         "(imagenet) [default: CPUs / ranks, at most 16]")] = None,
+    train_eval_samples: Annotated[int | None, _opt(DIST, metavar="N", help="streamed data: evaluate training "
+                                                   "accuracy each epoch on a fixed subset of N images "
+                                                   "[default: all]")] = None,
 ) -> None:
     """Train one run into a folder: summary.json, metrics.csv, step_losses.csv (paper §2, Figure 1; Table 2 on
     ImageNet, on several GPUs with --nproc-per-node or torchrun).
@@ -127,7 +130,7 @@ def train(
             batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay,
             lr_decay_every=lr_decay_every, augment=augment, flip=flip, target_train_acc=target_train_acc,
             log_every=log_every, eval_every=eval_every, seed=seed, device=device, crop=crop,
-            standardize=standardize, world_size=processes, workers=workers)
+            standardize=standardize, world_size=processes, workers=workers, train_eval_samples=train_eval_samples)
 
     if launch and not in_torchrun():  # this command again, under torchrun, on N processes of this node
         if resume is None and launch > 1:  # the run's checks here, once, before torchrun starts N processes

@@ -74,6 +74,8 @@ class TrainConfig:
     world_size: int | None = None  # DDP processes (ranks, one per GPU) training the run; None: 1 (torchrun: its
     # WORLD_SIZE); the batch is split among them. Recorded in the run's numerics, not in its key
     workers: int | None = None  # DataLoader worker processes per rank decoding streamed images; None: by CPUs
+    train_eval_samples: int | None = None  # streamed data: the per-epoch training-set evaluation on a fixed
+    # seeded subset of at most this many images (ImageNet: 1.28M eval-mode images a row otherwise); None: all
 
     def __post_init__(self) -> None:
         """Refuse impossible values at once (the one validator, :mod:`rethinkgen.train.validate`), and store
@@ -115,7 +117,7 @@ KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_las
 
 # Fields added after run keys were first stored: left out of the canonical JSON while None (their
 # default), so every run that does not set them keeps the key it always had.
-KEY_OMITTED_IF_NONE = frozenset({"eval_every"})
+KEY_OMITTED_IF_NONE = frozenset({"eval_every", "train_eval_samples"})
 
 
 def field_names() -> list[str]:

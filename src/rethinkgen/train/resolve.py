@@ -178,6 +178,11 @@ def validate(c: TrainConfig, *, dataset_layout: str, model_layouts: tuple[str, .
 
         need(streams(c), f"world_size and workers are for data streamed from disk (imagenet); {c.data} lives in "
              "memory and trains on one process (a sweep runs many such runs at once)")
+    if c.train_eval_samples is not None:
+        from rethinkgen.train.streaming.select import streams
+
+        need(streams(c), f"train_eval_samples is for data streamed from disk (imagenet); {c.data} lives in memory, "
+             "where every row evaluates the whole training set (Figure 1b's convergence step is measured on it)")
     need(dataset_layout in model_layouts,
          f"model {c.model} takes {'/'.join(model_layouts)} inputs but dataset {c.data} is {dataset_layout} data; "
          "choose a model for it with `rethinkgen list models`")

@@ -56,6 +56,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: v >= 0, ">= 0"),
     "world_size": (lambda v: v >= 1, ">= 1 processes"),
     "workers": (lambda v: v >= 0, ">= 0 DataLoader processes"),
+    "train_eval_samples": (lambda v: v >= 1, ">= 1 images (unset: the whole training set)"),
     "device": (lambda v: v in DEVICES, "one of " + ", ".join(DEVICES)),
     "standardize": (lambda v: v in STANDARDIZE, "one of " + ", ".join(STANDARDIZE)),
 }

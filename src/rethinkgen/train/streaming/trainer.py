@@ -32,7 +32,7 @@ from rethinkgen.data.stream.labels import labels_sha256
 from rethinkgen.data.stream.loader import EpochOrder, Shard, StreamedImages, batches, default_workers, make_loader
 from rethinkgen.data.stream.transforms import model_input
 from rethinkgen.errors import ConfigError
-from rethinkgen.seeding import stream_seed
+from rethinkgen.seeding import rng, stream_seed
 from rethinkgen.train.config import TrainConfig
 from rethinkgen.train.history import RunHistory, run_summary
 from rethinkgen.train.last_batch import check_last_batch
@@ -46,7 +46,7 @@ from rethinkgen.train.schedule import decay_period, last_step_lr, lr_at
 from rethinkgen.train.streaming.data import StreamSetup, prepare_stream
 from rethinkgen.train.streaming.distributed import DistContext
 
-__all__ = ["StreamTrainer"]
+__all__ = ["StreamTrainer", "train_eval_subset"]
 
 
 class StreamTrainer(Trainer):
@@ -91,6 +91,7 @@ class StreamTrainer(Trainer):
         self.epoch_evaluations: list[list[float]] = []
         self.rank_batch = config.batch_size // ctx.world_size
         self._train_loader = None
+        self.train_eval_index = train_eval_subset(config, self.setup.n_train)  # None: the whole training set
 
     # ---------------------------------------------------------------- data
     @property
@@ -186,7 +187,8 @@ class StreamTrainer(Trainer):
         """Loss sum, top-1 / top-5 correct, count (and correct / count on changed labels for "train") of
         ``split`` in eval mode with the evaluation transform, summed over all ranks."""
         data = self._dataset(split, train_mode=False)
-        shard = Shard(len(data), self.ctx.world_size, self.ctx.rank)
+        subset = self.train_eval_index if split == "train" else None
+        shard = Shard(len(data), self.ctx.world_size, self.ctx.rank, indices=subset)
         loader = make_loader(data, shard, self.eval_batch_size, self.workers, pin_memory=self.device.type == "cuda")
         changed = torch.from_numpy(self.setup.labels.changed) if split == "train" else None
         sums = torch.zeros(6, dtype=torch.float64, device=self.device)  # loss, top1, top5, n, changed top1, changed n
@@ -235,6 +237,18 @@ class StreamTrainer(Trainer):
         summary["labels_sha256"] = self.setup.labels.sha256
         summary["data"] = self.setup.info()
         return summary
+
+
+def train_eval_subset(config: TrainConfig, n_train: int) -> np.ndarray | None:
+    """The training images each row evaluates: None (all ``n_train``) unless ``config.train_eval_samples``
+    is smaller, then that many indices, sorted, drawn once from the run's "data" stream (sub-stream 3) —
+    the same images in every epoch, on every rank and after a resume. Rows then give the training loss
+    and accuracy (top-1, top-5, on changed and unchanged labels) of that subset, an estimate within about
+    ±0.5/√k of the whole set's; convergence is decided on it too."""
+    k = config.train_eval_samples
+    if k is None or k >= n_train:
+        return None
+    return np.sort(rng(config.seed, "data", 3).choice(n_train, size=k, replace=False))
 
 
 def checkpoint_labels(ckpt: dict[str, Any] | None) -> np.ndarray | None:
