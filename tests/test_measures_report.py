@@ -4,6 +4,7 @@ rankings are known, the evidence rule, and the section in index.html (no store, 
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
@@ -116,3 +117,14 @@ def test_no_section_without_measures(tmp_path):
         r["measures"] = {}
     page = build_from_data(runs, [], tmp_path).read_text()
     assert 'id="measures"' not in page and not (tmp_path / "measures_mnist1d.png").exists()
+
+
+def test_a_measure_stored_with_mixed_settings_gets_no_tau_and_a_note():
+    runs = grid_runs()
+    for i, r in enumerate(runs):  # half the runs measured with subset 2048, half with 512
+        r["measure_settings"] = {"l2_norm": "{}", "path_norm": json.dumps({"subset": 2048 if i % 2 else 512})}
+    rows = rows_by_name(runs)
+    assert rows["l2_norm"].tau == pytest.approx(1.0)  # one setting: ranked as before
+    assert rows["path_norm"].tau is None and rows["path_norm"].big_psi is None
+    notes = " ".join(rm.measure_table(runs, "mnist1d").notes)
+    assert "path_norm: no τ" in notes and "--measures path_norm --force" in notes and "on 6 run(s)" in notes

@@ -244,3 +244,22 @@ def test_measures_on_cuda_match_the_cpu():
     gpu = {r.name: r.value for r in compute_measures(names, run_context(config, weights, "cuda"))}
     for name in names:  # float32 network on two devices: tolerance 1e-3 relative
         assert gpu[name] == pytest.approx(cpu[name], rel=1e-3), name
+
+
+def test_measures_stored_with_other_settings_are_recomputed_not_skipped(tmp_path):
+    """`measure --subset 16` on runs measured at the end with the default subset (2,048) must compute
+    them again (it once counted them as done, so a store could mix two definitions of one measure)."""
+    from rethinkgen.measures.context import MeasureSettings
+
+    path = tmp_path / "s.db"
+    sweep(path, spec(), keep_checkpoints=True)  # sharpness at the end, subset 2048
+    small = MeasureSettings(subset=16)
+    result = measure_store(path, ["sharpness", "l2_norm"], settings=small)
+    assert result.measured == 2 and result.skipped == 0
+    with Store.open(path) as s:
+        rows = [r for r in s.measures() if r["name"] == "sharpness"]
+        assert len(rows) == 2 and all(json.loads(r["settings_json"])["subset"] == 16 for r in rows)
+        assert lacking(s, ["sharpness", "l2_norm"], settings=small) == {}
+        assert set(lacking(s, ["sharpness"])) == {r["run_key"] for r in rows}  # the defaults: lacking again
+    again = measure_store(path, ["sharpness", "l2_norm"], settings=small)
+    assert again.measured == 0 and again.skipped == 2

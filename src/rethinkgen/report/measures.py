@@ -31,7 +31,7 @@ from rethinkgen.report.evidence import is_evidence
 from rethinkgen.report.runs import by_data, cfg, finite, label_level, slug
 
 __all__ = ["AXES", "attach_measures", "counts_as_evidence", "granulated", "kendall_tau", "measure_table",
-           "scatter_plot", "add_section", "section_html"]
+           "mixed_settings", "scatter_plot", "add_section", "section_html"]
 
 #: Hyperparameter axes of the granulated coefficient: axis -> (title, config fields that make it up).
 AXES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -56,14 +56,28 @@ def gap(run: dict) -> float | None:
 
 
 def attach_measures(store: Any, runs: Sequence[dict]) -> None:
-    """Set ``run["measures"]`` = {name: value} of the measures stored at each run's final epoch."""
+    """Set ``run["measures"]`` = {name: value} of the measures stored at each run's final epoch, and
+    ``run["measure_settings"]`` = {name: the settings JSON they were computed with (None: unknown)}."""
     final = {r["run_key"]: r.get("epochs") for r in runs}
     values: dict[str, dict[str, float | None]] = defaultdict(dict)
+    settings: dict[str, dict[str, str | None]] = defaultdict(dict)
     for row in store.measures():
         if final.get(row["run_key"]) is not None and row["epoch"] == final[row["run_key"]]:
             values[row["run_key"]][row["name"]] = row["value"]
+            settings[row["run_key"]][row["name"]] = row.get("settings_json")
     for run in runs:
         run["measures"] = dict(values.get(run["run_key"], {}))
+        run["measure_settings"] = dict(settings.get(run["run_key"], {}))
+
+
+def mixed_settings(pts: Sequence[tuple[dict, float, float]], measure: str) -> dict[str | None, int]:
+    """{settings JSON: number of runs} of ``measure`` over ``pts`` when its runs were measured with more
+    than one setting (e.g. ``--subset`` 2048 at the end of the sweep, 512 afterwards), else {}. Such
+    values are not comparable: the table gives no τ for them and says how to recompute."""
+    counts: dict[str | None, int] = defaultdict(int)
+    for run, _, _ in pts:
+        counts[(run.get("measure_settings") or {}).get(measure)] += 1
+    return dict(counts) if len(counts) > 1 else {}
 
 
 # ---------------------------------------------------------------------------------- statistics
@@ -148,6 +162,9 @@ def measure_rows(runs: Sequence[dict]) -> list[MeasureRow]:
     rows = []
     for name in names:
         pts = points(runs, name)
+        if mixed_settings(pts, name):  # values under different definitions: no ranking of them
+            rows.append(MeasureRow(name, len(pts), None, {axis: (None, 0) for axis in AXES}))
+            continue
         tau = kendall_tau([v for _, _, v in pts], [g for _, g, _ in pts])
         rows.append(MeasureRow(name, len(pts), tau, {axis: granulated(pts, axis) for axis in AXES}))
     return rows
@@ -192,6 +209,13 @@ def measure_table(runs: Sequence[dict], data: str):
     if excluded:
         notes.append(f"{len(excluded)} run(s) that did not finish as intended (diverged, failed or unfinished) "
                      "are left out.")
+    for row in measure_rows(runs):
+        mixed = mixed_settings(points(runs, row.name), row.name)
+        if mixed:
+            shown = "; ".join(f"{settings or 'unknown settings'} on {n} run(s)" for settings, n in mixed.items())
+            notes.append(f"{row.name}: no τ, its runs were measured with different settings ({shown}); "
+                         f"recompute them alike with `rethinkgen measure --store PATH --measures {row.name} "
+                         "--force` (with the same --subset for every run).")
     unmeasured = [r for r in runs if counts_as_evidence(r) and not r.get("measures")]
     if unmeasured:
         notes.append(f"{len(unmeasured)} finished run(s) have no measures stored; add them with `rethinkgen "
