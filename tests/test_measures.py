@@ -280,3 +280,12 @@ def test_initial_weights_are_those_the_trainer_draws():
         assert torch.equal(a, b), name
     other = initial_model("mlp_1x512", trainer.data.input_shape, 10, seed=8, layout=trainer.data.layout)
     assert not torch.equal(other.head.weight, init.head.weight)
+
+
+def test_params_leaves_batchnorm_out_also_for_models_usually_counted_with_it():
+    """The torchvision ImageNet networks carry ``count_batchnorm = True`` (their documented counts include
+    γ, β); ``params`` must still count as Table 1 does, or ψ across models compares two definitions."""
+    net = _bn_net([[1, 0], [0, 2]], [1, 1], [[1, 0], [0, 1]], [0, 0], [1, 1], [1, 1], [0, 0])
+    net.count_batchnorm = True
+    ctx = MeasureContext(net, net, torch.tensor(X), torch.tensor(Y))
+    assert _values(ctx, ["params"])["params"] == 12  # 2·2 + 2, twice; not + 4 for γ, β

@@ -30,9 +30,11 @@ def _fro2(w: torch.Tensor) -> float:
     description="number of parameters (Table 1 counting)",
 )
 def params(ctx: MeasureContext) -> float:
+    """BatchNorm's γ, β are left out for every model, also those usually counted with them (the
+    torchvision ImageNet networks, ``count_batchnorm``), so that one definition holds across models."""
     from rethinkgen.models import count_params
 
-    return float(count_params(ctx.model))
+    return float(count_params(ctx.model, exclude_batchnorm=True))
 
 
 @register_measure(
