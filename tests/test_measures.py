@@ -289,3 +289,31 @@ def test_params_leaves_batchnorm_out_also_for_models_usually_counted_with_it():
     net.count_batchnorm = True
     ctx = MeasureContext(net, net, torch.tensor(X), torch.tensor(Y))
     assert _values(ctx, ["params"])["params"] == 12  # 2·2 + 2, twice; not + 4 for γ, β
+
+
+class _WithAuxHead(nn.Module):
+    """The 2-layer MLP of ``_mlp`` plus a linear head used only in training (as Inception V3's auxiliary
+    classifier, with a BatchNorm that never runs in eval mode)."""
+
+    def __init__(self, w1, w2) -> None:
+        super().__init__()
+        self.net = _mlp(w1, w2)
+        self.aux = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+        _set(self.aux[0], [[100, 0], [0, 100]])
+
+    def forward(self, x):
+        out = self.net(x)
+        return (out, self.aux(x)) if self.training else out
+
+
+def test_layers_outside_the_eval_function_are_not_weights():
+    model = _WithAuxHead([[3, 0], [0, 1]], [[1, 0], [0, 2]])
+    init = _WithAuxHead([[1, 0], [0, 1]], [[0, 0], [0, 0]])
+    ctx = MeasureContext(model, init, torch.tensor(X), torch.tensor(Y))
+    assert [name for name, _, _ in ctx.weights] == ["net.fc1", "net.head"]
+    v = _values(ctx, ["l2_norm", "log_prod_spec", "log_sum_spec", "dist_init"])  # as the plain MLP's
+    assert v["l2_norm"] == pytest.approx(math.sqrt(15), rel=1e-12)
+    assert v["log_prod_spec"] == pytest.approx(math.log(36), rel=1e-12)
+    assert v["log_sum_spec"] == pytest.approx(math.log(12), rel=1e-12)
+    assert v["dist_init"] == pytest.approx(3.0, rel=1e-12)
+    assert model.training  # the caller's model is left as it was

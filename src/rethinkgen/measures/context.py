@@ -139,12 +139,13 @@ class MeasureContext:
 
     @cached_property
     def weights(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-        """(layer name, W, W⁰) for every weight layer of the folded networks; W as a 2-D matrix
-        (out, fan_in): a convolution's kernel reshaped to (out_channels, in_channels·k_h·k_w)."""
+        """(layer name, W, W⁰) for every weight layer of the folded networks that runs in their eval-mode
+        forward pass (not a training-only auxiliary head); W as a 2-D matrix (out, fan_in): a
+        convolution's kernel reshaped to (out_channels, in_channels·k_h·k_w)."""
         from rethinkgen.measures.layers import weight_matrices
 
-        trained = weight_matrices(self.folded)
-        initial = dict((name, w) for name, w in weight_matrices(self.folded_init))
+        trained = weight_matrices(self.folded, self.x_train[:1])  # the layers of the eval-mode function
+        initial = dict((name, w) for name, w in weight_matrices(self.folded_init, self.x_train[:1]))
         if [n for n, _ in trained] != list(initial):
             raise ConfigError("the trained and the initial network have different layers; pass the initial "
                               "weights of the same architecture")

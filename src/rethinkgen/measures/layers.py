@@ -21,7 +21,7 @@ from torch import nn
 
 from rethinkgen.seeding import stream_seed
 
-__all__ = ["fold_batchnorm", "initial_model", "weight_matrices", "WEIGHT_LAYERS"]
+__all__ = ["active_layers", "fold_batchnorm", "initial_model", "weight_matrices", "WEIGHT_LAYERS"]
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -117,15 +117,39 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return model
 
 
-def weight_matrices(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+def active_layers(model: nn.Module, example: torch.Tensor) -> set[str]:
+    """Names of the weight layers and BatchNorms that run in ``model``'s eval-mode forward pass on
+    ``example`` ``(B, *input_shape)``: the network whose function the measures describe. Layers used
+    only in training (Inception V3's auxiliary classifier) are not part of it."""
+    names = {module: name for name, module in model.named_modules()}
+    ran: set[str] = set()
+    hooks = [m.register_forward_pre_hook(lambda module, _inputs: ran.add(names[module]))
+             for m in model.modules() if isinstance(m, WEIGHT_LAYERS + _BATCHNORM)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return ran
+
+
+def weight_matrices(model: nn.Module, example: torch.Tensor | None = None) -> list[tuple[str, torch.Tensor]]:
     """(name, matrix) of every weight layer in module order, detached.
 
     Linear: its weight ``(out, in)``. Convolution: its kernel ``(out, in/groups, *k)`` reshaped to
     ``(out, in/groups·∏k)`` (Jiang et al.; Dziugaite et al.'s ``get_reshaped_weights``). A BatchNorm
-    left unfolded: ``diag(γ/√(σ²+ε))``.
+    left unfolded: ``diag(γ/√(σ²+ε))``. With ``example`` (one input batch), only the layers that run in
+    the eval-mode forward pass (:func:`active_layers`).
     """
+    active = None if example is None else active_layers(model, example)
     out = []
     for name, module in model.named_modules():
+        if active is not None and name not in active:
+            continue
         if isinstance(module, WEIGHT_LAYERS):
             w = module.weight.detach()
             out.append((name, w.reshape(w.shape[0], -1)))
