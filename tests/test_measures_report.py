@@ -121,10 +121,15 @@ def test_no_section_without_measures(tmp_path):
 
 def test_a_measure_stored_with_mixed_settings_gets_no_tau_and_a_note():
     runs = grid_runs()
-    for i, r in enumerate(runs):  # half the runs measured with subset 2048, half with 512
-        r["measure_settings"] = {"l2_norm": "{}", "path_norm": json.dumps({"subset": 2048 if i % 2 else 512})}
+    for i, r in enumerate(runs):  # sharpness measured on half the runs with subset 2048, on half with 512
+        r["measures"]["sharpness"] = r["measures"]["l2_norm"]
+        r["measure_settings"] = {"l2_norm": None if i % 2 else "{}",
+                                 "sharpness": json.dumps({"subset": 2048 if i % 2 else 512})}
     rows = rows_by_name(runs)
-    assert rows["l2_norm"].tau == pytest.approx(1.0)  # one setting: ranked as before
-    assert rows["path_norm"].tau is None and rows["path_norm"].big_psi is None
+    assert rows["l2_norm"].tau == pytest.approx(1.0)  # no settings (None: a store older than the column)
+    assert rows["sharpness"].tau is None and rows["sharpness"].big_psi is None
     notes = " ".join(rm.measure_table(runs, "mnist1d").notes)
-    assert "path_norm: no τ" in notes and "--measures path_norm --force" in notes and "on 6 run(s)" in notes
+    assert "sharpness: no τ" in notes and "--measures sharpness --force" in notes and "on 6 run(s)" in notes
+    for r in runs:
+        r["measure_settings"]["sharpness"] = json.dumps({"subset": 512})
+    assert rows_by_name(runs)["sharpness"].tau == pytest.approx(1.0)  # one setting: ranked

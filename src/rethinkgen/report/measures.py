@@ -74,6 +74,9 @@ def mixed_settings(pts: Sequence[tuple[dict, float, float]], measure: str) -> di
     """{settings JSON: number of runs} of ``measure`` over ``pts`` when its runs were measured with more
     than one setting (e.g. ``--subset`` 2048 at the end of the sweep, 512 afterwards), else {}. Such
     values are not comparable: the table gives no τ for them and says how to recompute."""
+    spec = _spec(measure)
+    if spec is not None and not spec.settings:  # nothing to differ in (old stores recorded no settings)
+        return {}
     counts: dict[str | None, int] = defaultdict(int)
     for run, _, _ in pts:
         counts[(run.get("measure_settings") or {}).get(measure)] += 1
