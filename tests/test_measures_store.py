@@ -263,3 +263,25 @@ def test_measures_stored_with_other_settings_are_recomputed_not_skipped(tmp_path
         assert set(lacking(s, ["sharpness"])) == {r["run_key"] for r in rows}  # the defaults: lacking again
     again = measure_store(path, ["sharpness", "l2_norm"], settings=small)
     assert again.measured == 0 and again.skipped == 2
+
+
+def test_a_checkpoint_that_does_not_fit_is_named_and_the_other_runs_are_measured(tmp_path):
+    """A checkpoint of another code version (here: a layer renamed) used to stop the whole call with a
+    traceback at that run, so the runs after it were never measured."""
+    from rethinkgen.sweep.checkpoint import encode, load_checkpoint, write_atomic
+
+    path = tmp_path / "s.db"
+    sweep(path, spec(""), keep_checkpoints=True)
+    with Store.open(path) as s:
+        runs = s.runs()
+    bad = runs[0]
+    ckpt = s.checkpoint_dir / f"{bad['run_key']}.pt"
+    loaded, _ = load_checkpoint(ckpt, bad["run_key"])
+    payload = loaded.payload
+    payload["state"]["model"] = {k.replace("head", "classifier"): v for k, v in payload["state"]["model"].items()}
+    write_atomic(ckpt, encode(payload))
+    result = CliRunner().invoke(cli.app, ["measure", "--store", str(path), "--measures", "l2_norm"])
+    assert result.exit_code == 1, result.output
+    assert "cannot measure" in result.output and "RuntimeError" in result.output and "other runs" in result.output
+    values = stored(path)
+    assert set(values) == {runs[1]["run_key"]} and values[runs[1]["run_key"]]["l2_norm"][1] > 0

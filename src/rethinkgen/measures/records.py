@@ -93,6 +93,7 @@ class MeasureStoreResult:
     measured: int = 0  # runs measured in this call
     skipped: int = 0  # runs that already had every measure asked for
     no_checkpoint: list[str] = field(default_factory=list)  # names of runs without a usable final checkpoint
+    unusable: list[str] = field(default_factory=list)  # "run: error" for checkpoints that cannot be measured
     failed: dict[str, int] = field(default_factory=dict)  # measure name -> runs where it raised
     seconds: float = 0.0
 
@@ -135,10 +136,15 @@ def measure_store(store_path: str | Path, names: Sequence[str], *, device: str =
             if loaded is None or loaded.epoch != run["epochs"]:
                 result.no_checkpoint.append(run.get("name") or run["run_key"])
                 continue
-            config = TrainConfig.from_dict(run["config"])
             dev = select_device(device)
             with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
-                ctx = run_context(config, loaded.payload["state"]["model"], dev, settings=settings)
+                try:  # a checkpoint of another code version (other layers), data gone, ...: say so, go on
+                    config = TrainConfig.from_dict(run["config"])
+                    ctx = run_context(config, loaded.payload["state"]["model"], dev, settings=settings)
+                except Exception as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    result.unusable.append(f"{run.get('name') or run['run_key']}: {type(exc).__name__}: {first}")
+                    continue
                 results = compute_measures(todo[run["run_key"]], ctx)
             store.add_measures(run["run_key"], loaded.epoch, [r.as_row() for r in results])
             for r in results:
