@@ -48,7 +48,21 @@ def test_kendall_tau_by_hand():
     # τ-b with a tie in x: C = 2, D = 0, pairs untied in x: 2, in y: 3 -> 2 / √6
     assert rm.kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))
     assert rm.kendall_tau([1, math.inf, 2], [1, 3, 2]) == pytest.approx(1.0)  # infinity ranks last
-    assert rm.kendall_tau([1], [2]) is None and rm.kendall_tau([1, 1], [1, 2]) is None
+    assert rm.kendall_tau([1], [2]) is None
+
+
+def test_a_measure_that_does_not_vary_in_a_group_counts_zero_not_nothing():
+    """Jiang et al.'s τ (eq. 3) is the mean sign product over all pairs: a measure that is constant in a
+    group (``params`` across corruption levels) gets 0 there. Dropping such groups gave ``params`` the
+    ψ of the one axis where it varies as its Ψ, ranking it above measures that do track the gap."""
+    assert rm.kendall_tau([1, 1], [1, 2]) == 0.0 and rm.kendall_tau([3, 1, 2], [5, 5, 5]) == 0.0
+    runs = grid_runs()
+    for r in runs:  # a parameter count: differs between the models only, larger for the CNN (larger gap)
+        r["measures"]["params"] = 2.0 if r["config"]["model"] == "cnn1d" else 1.0
+    row = rows_by_name(runs)["params"]
+    assert row.psi["level"] == (0.0, 4) and row.psi["weight_decay"] == (0.0, 6)
+    assert row.psi["model"] == (pytest.approx(1.0), 6)
+    assert row.big_psi == pytest.approx(1 / 3)  # not 1.0
 
 
 def test_tau_and_psi_on_runs_whose_ranking_is_known():

@@ -85,14 +85,20 @@ def mixed_settings(pts: Sequence[tuple[dict, float, float]], measure: str) -> di
 
 # ---------------------------------------------------------------------------------- statistics
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Kendall's τ-b of (x, y) by ranks (infinite values rank last); None when undefined (fewer than two
-    points, or all x or all y tied)."""
+    """Kendall's τ-b of (x, y) by ranks (infinite values rank last); None for fewer than two points.
+
+    When all x or all y are tied (a measure that does not vary across the runs), no pair is concordant
+    or discordant and τ is 0, as in Jiang et al.'s definition (eq. 3: the mean of sign products over
+    all pairs). τ-b itself is 0/0 there; leaving such groups out of ψ credited a constant measure with
+    the τ of the other groups."""
     from scipy.stats import kendalltau, rankdata
 
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
-    if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
+    if len(x) < 2:
         return None
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return 0.0
     tau = kendalltau(rankdata(x), rankdata(y)).statistic
     return None if math.isnan(tau) else float(tau)
 
@@ -131,8 +137,9 @@ def points(runs: Sequence[dict], measure: str) -> list[tuple[dict, float, float]
 
 def granulated(pts: Sequence[tuple[dict, float, float]], axis: str) -> tuple[float | None, int]:
     """ψ_axis: the mean τ(measure, gap) over groups of runs equal in everything but ``axis`` (Jiang et al.
-    §4), and the number of groups with a defined τ. Runs without a value on that axis (input corruptions
-    on the level axis) are left out."""
+    §4, eq. 4), and the number of groups with a τ (two runs or more; a group in which the measure does
+    not vary counts τ = 0). Runs without a value on that axis (input corruptions on the level axis) are
+    left out."""
     fields = AXES[axis][1]
     groups: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
     for run, g, value in pts:
@@ -207,7 +214,8 @@ def measure_table(runs: Sequence[dict], data: str):
     excluded = [r for r in runs if not counts_as_evidence(r)]
     notes = ["τ: Kendall's rank correlation between the measure and the generalization gap (train − test "
              "accuracy) across the runs; ψ: mean τ over groups of runs that differ only in that "
-             "hyperparameter (groups: how many had a defined τ); Ψ: mean of the ψ (Jiang et al. 2020, §4).",
+             "hyperparameter (groups: how many have two runs or more; one in which the measure does not vary "
+             "counts τ = 0); Ψ: mean of the ψ (Jiang et al. 2020, §4).",
              "Positive: a larger measure goes with a larger gap, as a complexity measure should."]
     if excluded:
         notes.append(f"{len(excluded)} run(s) that did not finish as intended (diverged, failed or unfinished) "
