@@ -317,3 +317,20 @@ def test_layers_outside_the_eval_function_are_not_weights():
     assert v["log_sum_spec"] == pytest.approx(math.log(12), rel=1e-12)
     assert v["dist_init"] == pytest.approx(3.0, rel=1e-12)
     assert model.training  # the caller's model is left as it was
+
+
+def test_an_in_place_op_between_a_layer_and_its_batchnorm_stops_the_folding_of_that_pair():
+    """conv -> ReLU(inplace) -> BatchNorm: the ReLU returns the conv's own output tensor, so the trace
+    took the conv for the BatchNorm's feeder, folded across the ReLU and refused the model. The pair is
+    now left unfolded (the BatchNorm counts as its own diagonal layer) and the function is kept."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(1, 3, 3), nn.ReLU(inplace=True), nn.BatchNorm1d(3), nn.Flatten(), nn.Linear(18, 2))
+    with torch.no_grad():
+        net[2].running_mean.uniform_(-1, 1)
+        net[2].running_var.uniform_(0.5, 2)
+        net[2].weight.uniform_(-2, 2)
+    x = torch.randn(5, 1, 8)
+    folded = fold_batchnorm(net, x[:1])
+    assert isinstance(folded[2], nn.BatchNorm1d)
+    torch.testing.assert_close(folded(x), net.eval()(x), rtol=1e-6, atol=1e-6)
+    assert [name for name, _ in weight_matrices(folded)] == ["0", "2", "4"]

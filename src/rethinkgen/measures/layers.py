@@ -45,15 +45,18 @@ def initial_model(name: str, input_shape: Sequence[int], num_classes: int, *, se
 def _feeders(model: nn.Module, example: torch.Tensor) -> dict[str, str | None]:
     """BatchNorm name -> name of the weight layer whose output tensor is its input (None if none)."""
     names = {module: name for name, module in model.named_modules()}
-    produced: dict[int, tuple[torch.Tensor, str]] = {}  # id(output) -> (output kept alive, layer name)
+    # id(output) -> (output kept alive, layer name, its version counter when the layer returned it)
+    produced: dict[int, tuple[torch.Tensor, str, int]] = {}
     found: dict[str, str | None] = {}
 
     def after_layer(module, _inputs, output):
-        produced[id(output)] = (output, names[module])
+        produced[id(output)] = (output, names[module], output._version)
 
     def before_bn(module, inputs):
         entry = produced.get(id(inputs[0]))
-        found[names[module]] = entry[1] if entry is not None and entry[0] is inputs[0] else None
+        # the same tensor, not modified in place since (an in-place ReLU in between returns the same object)
+        same = entry is not None and entry[0] is inputs[0] and entry[2] == inputs[0]._version
+        found[names[module]] = entry[1] if same else None
 
     hooks = []
     for module in model.modules():
