@@ -334,3 +334,26 @@ def test_an_in_place_op_between_a_layer_and_its_batchnorm_stops_the_folding_of_t
     assert isinstance(folded[2], nn.BatchNorm1d)
     torch.testing.assert_close(folded(x), net.eval()(x), rtol=1e-6, atol=1e-6)
     assert [name for name, _ in weight_matrices(folded)] == ["0", "2", "4"]
+
+
+class _ScaledMLP(nn.Module):
+    """The 2-layer MLP with a learnable output scale (an ``nn.Parameter`` of a custom module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _mlp([[3, 0], [0, 1]], [[1, 0], [0, 2]])
+        self.scale = nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x):
+        return self.scale * self.net(x)
+
+
+def test_weights_outside_linear_conv_and_batchnorm_are_refused_not_ignored():
+    """A parameter the weight layers do not cover (here a ×10 output scale) used to be left out of every
+    norm without a word: l2_norm, the spectral products and the path norm's weights saw the plain MLP."""
+    model = _ScaledMLP()
+    ctx = MeasureContext(model, _ScaledMLP(), torch.tensor(X), torch.tensor(Y))
+    results = {r.name: r for r in compute_measures(["l2_norm", "log_prod_spec", "inverse_margin"], ctx)}
+    for name in ("l2_norm", "log_prod_spec"):
+        assert results[name].value is None and "scale (_ScaledMLP)" in results[name].error
+    assert results["inverse_margin"].value is not None  # measures of the function still apply

@@ -142,8 +142,15 @@ class MeasureContext:
         """(layer name, W, W⁰) for every weight layer of the folded networks that runs in their eval-mode
         forward pass (not a training-only auxiliary head); W as a 2-D matrix (out, fan_in): a
         convolution's kernel reshaped to (out_channels, in_channels·k_h·k_w)."""
-        from rethinkgen.measures.layers import weight_matrices
+        from rethinkgen.measures.layers import WEIGHT_LAYERS, uncovered_parameters, weight_matrices
 
+        others = uncovered_parameters(self.folded)
+        if others:
+            kinds = ", ".join(t.__name__ for t in WEIGHT_LAYERS)
+            raise ConfigError(f"the weight-based measures take the weights of {kinds} and BatchNorm layers; "
+                              f"this model also has {', '.join(others[:4])}"
+                              f"{' …' if len(others) > 4 else ''}, which they would leave out. The other measures "
+                              "(margins, input gradient, sharpness, PAC-Bayes flatness) still apply")
         trained = weight_matrices(self.folded, self.x_train[:1])  # the layers of the eval-mode function
         initial = dict((name, w) for name, w in weight_matrices(self.folded_init, self.x_train[:1]))
         if [n for n, _ in trained] != list(initial):

@@ -21,7 +21,8 @@ from torch import nn
 
 from rethinkgen.seeding import stream_seed
 
-__all__ = ["active_layers", "fold_batchnorm", "initial_model", "weight_matrices", "WEIGHT_LAYERS"]
+__all__ = ["active_layers", "fold_batchnorm", "initial_model", "uncovered_parameters", "weight_matrices",
+           "WEIGHT_LAYERS"]
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -138,6 +139,20 @@ def active_layers(model: nn.Module, example: torch.Tensor) -> set[str]:
         for hook in hooks:
             hook.remove()
     return ran
+
+
+def uncovered_parameters(model: nn.Module) -> list[str]:
+    """``"name (ModuleType)"`` of every parameter that no weight layer or BatchNorm owns (a
+    ``ConvTranspose2d``, ``LayerNorm``, an ``nn.Parameter`` of a custom module): the weight-based
+    measures would leave it out without a word, so they refuse such a model."""
+    owner: dict[int, str] = {}
+    covered: set[int] = set()
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            owner[id(p)] = type(module).__name__
+            if isinstance(module, WEIGHT_LAYERS + _BATCHNORM):
+                covered.add(id(p))
+    return [f"{name} ({owner[id(p)]})" for name, p in model.named_parameters() if id(p) not in covered]
 
 
 def weight_matrices(model: nn.Module, example: torch.Tensor | None = None) -> list[tuple[str, torch.Tensor]]:
