@@ -357,3 +357,25 @@ def test_weights_outside_linear_conv_and_batchnorm_are_refused_not_ignored():
     for name in ("l2_norm", "log_prod_spec"):
         assert results[name].value is None and "scale (_ScaledMLP)" in results[name].error
     assert results["inverse_margin"].value is not None  # measures of the function still apply
+
+
+def _linear_bn_batch_stats() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3, track_running_stats=False), nn.ReLU(), nn.Linear(3, 2))
+
+
+def _conv_bn_batch_stats() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False), nn.Flatten(),
+                         nn.Linear(2 * 4 * 4, 2))
+
+
+@pytest.mark.parametrize("make", [_linear_bn_batch_stats, _conv_bn_batch_stats])
+def test_a_batchnorm_without_running_statistics_is_named(make):
+    """Such a BatchNorm normalizes by the batch even in eval mode. It used to fail with torch's
+    "Expected more than 1 value per channel when training" (1-D) or be blamed on a layer feeding two
+    places (2-D); the error now says what it is."""
+    from rethinkgen.errors import ConfigError
+
+    net = make()
+    example = torch.randn(1, 4) if isinstance(net[0], nn.Linear) else torch.randn(1, 1, 6, 6)
+    with pytest.raises(ConfigError, match=r"BatchNorm 1 keeps no running statistics \(track_running_stats=False\)"):
+        fold_batchnorm(net, example)

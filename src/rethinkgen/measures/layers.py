@@ -80,8 +80,17 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module:
     ``example``: one input batch ``(B, *input_shape)`` on the model's device (used to trace which layer
     feeds which BatchNorm, then to check that the folded copy computes the same outputs). The original
     model is not modified. A layer without bias gains one. Models without BatchNorm come back as an
-    eval-mode copy. Raises ConfigError when the folded copy's outputs differ from the original's.
+    eval-mode copy. Raises ConfigError when the folded copy's outputs differ from the original's, or for a
+    BatchNorm without running statistics (it normalizes by the batch even in eval mode).
     """
+    from rethinkgen.errors import ConfigError
+
+    batch_stats = [name for name, m in model.named_modules() if isinstance(m, _BATCHNORM) and m.running_var is None]
+    if batch_stats:
+        raise ConfigError(f"BatchNorm {', '.join(batch_stats[:4])} keeps no running statistics "
+                          "(track_running_stats=False): in eval mode it normalizes by the batch, so the network is "
+                          "not one function of its input and has no weights to fold; measure a model whose "
+                          "BatchNorm tracks running statistics (PyTorch's default)")
     original = copy.deepcopy(model).eval()
     model = copy.deepcopy(model).eval()
     if not any(isinstance(m, _BATCHNORM) for m in model.modules()):
@@ -113,8 +122,6 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module:
             setattr(model.get_submodule(parent_name) if parent_name else model, child, nn.Identity())
         before, after = original(example), model(example)
     if not torch.allclose(after, before, rtol=1e-4, atol=1e-4 * float(before.abs().max()) + 1e-6):
-        from rethinkgen.errors import ConfigError
-
         raise ConfigError("folding BatchNorm into the layers that feed it changed the network's outputs (a layer's "
                           "output also feeds something other than its BatchNorm); this model is not supported "
                           "by the weight-based measures")
