@@ -285,3 +285,34 @@ def test_a_checkpoint_that_does_not_fit_is_named_and_the_other_runs_are_measured
     assert "cannot measure" in result.output and "RuntimeError" in result.output and "other runs" in result.output
     values = stored(path)
     assert set(values) == {runs[1]["run_key"]} and values[runs[1]["run_key"]]["l2_norm"][1] > 0
+
+
+def test_a_rebuilt_run_whose_data_or_init_differ_from_the_stored_one_is_not_measured(tmp_path, monkeypatch):
+    """`measure` rebuilds the training data and the initial weights from the config; code that changed
+    since the run trained (another corruption draw, another initialisation) loads the checkpoint without
+    complaint and gave wrong margins or distances from initialisation. The store's final train accuracy
+    and epoch-0 loss now tell."""
+    import dataclasses
+
+    from rethinkgen.measures import layers
+    from rethinkgen.train import data as train_data
+
+    path = tmp_path / "s.db"
+    sweep(path, spec(""), keep_checkpoints=True)
+    real_init = layers.initial_model
+    monkeypatch.setattr(layers, "initial_model", lambda *a, seed, **k: real_init(*a, seed=seed + 1, **k))
+    result = measure_store(path, ["l2_norm", "dist_init"])
+    assert result.measured == 2 and not result.unusable and result.failed == {"dist_init": 2}
+    with Store.open(path) as s:
+        rows = {r["name"]: r for r in s.measures()}
+    assert rows["l2_norm"]["value"] > 0
+    assert rows["dist_init"]["value"] is None and "initialises the model differently" in rows["dist_init"]["error"]
+    monkeypatch.setattr(layers, "initial_model", real_init)
+    assert measure_store(path, ["dist_init"]).measured == 2  # the right init: measured now
+
+    real_prepare = train_data.prepare_data
+    monkeypatch.setattr(train_data, "prepare_data", lambda config, device: dataclasses.replace(
+        prepared := real_prepare(config, device), y_train=(prepared.y_train + 1) % prepared.num_classes))
+    result = measure_store(path, ["path_norm"])
+    assert result.measured == 0 and len(result.unusable) == 2
+    assert all("differ from those it trained on" in line for line in result.unusable)

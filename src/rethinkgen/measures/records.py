@@ -112,6 +112,7 @@ def measure_store(store_path: str | Path, names: Sequence[str], *, device: str =
 
     from rethinkgen.measures import validate_names
     from rethinkgen.measures.compute import compute_measures, run_context
+    from rethinkgen.measures.consistency import INIT_MEASURES, check_against_store
     from rethinkgen.sweep.checkpoint import load_checkpoint
     from rethinkgen.sweep.store import Store, SweepLock
     from rethinkgen.train.config import TrainConfig
@@ -141,11 +142,20 @@ def measure_store(store_path: str | Path, names: Sequence[str], *, device: str =
                 try:  # a checkpoint of another code version (other layers), data gone, ...: say so, go on
                     config = TrainConfig.from_dict(run["config"])
                     ctx = run_context(config, loaded.payload["state"]["model"], dev, settings=settings)
+                    numerics = (store.summary(run["run_key"]) or {}).get("numerics")
+                    data_problem, init_problem = check_against_store(ctx, run, store.epoch_rows(run["run_key"]),
+                                                                     numerics)
                 except Exception as exc:
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                     result.unusable.append(f"{run.get('name') or run['run_key']}: {type(exc).__name__}: {first}")
                     continue
+                if data_problem is not None:
+                    result.unusable.append(f"{run.get('name') or run['run_key']}: {data_problem}")
+                    continue
                 results = compute_measures(todo[run["run_key"]], ctx)
+                for r in results:
+                    if init_problem is not None and r.name in INIT_MEASURES:
+                        r.value, r.error = None, init_problem
             store.add_measures(run["run_key"], loaded.epoch, [r.as_row() for r in results])
             for r in results:
                 if r.error:
