@@ -379,3 +379,27 @@ def test_a_batchnorm_without_running_statistics_is_named(make):
     example = torch.randn(1, 4) if isinstance(net[0], nn.Linear) else torch.randn(1, 1, 6, 6)
     with pytest.raises(ConfigError, match=r"BatchNorm 1 keeps no running statistics \(track_running_stats=False\)"):
         fold_batchnorm(net, example)
+
+
+def test_the_weight_noise_is_drawn_on_the_cpu_whatever_the_device(mlp_ctx, monkeypatch):
+    """A CUDA generator gives other numbers than a CPU one for the same seed, so PAC-Bayes σ' measured at
+    the end of a GPU run differed from the same run measured on the CPU. Every draw now comes from a CPU
+    generator (checked here by spying on torch.randn: no draw asks for another device)."""
+    from rethinkgen.measures import perturbation
+
+    calls = []
+    real = torch.randn
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("device"), kwargs["generator"].device))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(perturbation.torch, "randn", spy)
+    mlp_ctx.settings = MeasureSettings(margin_quantile=0.5, flatness_steps=2, flatness_draws=2)
+    _values(mlp_ctx, ["pacbayes_flatness"])
+    assert calls and all(device in (None, CPU, "cpu") and gen == CPU for device, gen in calls)
+    monkeypatch.undo()
+    here = torch.randn(5, generator=mlp_ctx.generator("pacbayes", 0))
+    mlp_ctx.device = torch.device("meta")  # stands for an accelerator: the generator must not follow it
+    g = mlp_ctx.generator("pacbayes", 0)
+    assert g.device == CPU and torch.equal(torch.randn(5, generator=g), here)

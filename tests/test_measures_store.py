@@ -239,11 +239,15 @@ def test_measures_on_cuda_match_the_cpu():
     config = resolve_config(spec().runs[0].config)
     weights = initial_model(config.model, (40,), 10, seed=3, layout="vector").state_dict()
     names = ["l2_norm", "log_prod_spec", "path_norm", "spectral_complexity", "inverse_margin", "input_grad_norm",
-             "sharpness"]
+             "sharpness", "pacbayes_flatness", "pacbayes_mag_flatness"]
     cpu = {r.name: r.value for r in compute_measures(names, run_context(config, weights, "cpu"))}
     gpu = {r.name: r.value for r in compute_measures(names, run_context(config, weights, "cuda"))}
-    for name in names:  # float32 network on two devices: tolerance 1e-3 relative
+    for name in names[:-2]:  # float32 network on two devices: tolerance 1e-3 relative
         assert gpu[name] == pytest.approx(cpu[name], rel=1e-3), name
+    # the noise is drawn on the CPU for both (the same z); a sample flipping near the boundary moves σ' by
+    # at most one bisection step at the end (log-bracket ln(1e6)/2^12 = 0.34%): 1/σ'² within 1e-2
+    for name in names[-2:]:
+        assert gpu[name] == pytest.approx(cpu[name], rel=1e-2), name
 
 
 def test_measures_stored_with_other_settings_are_recomputed_not_skipped(tmp_path):

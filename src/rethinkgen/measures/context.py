@@ -103,8 +103,10 @@ class MeasureContext:
         return int(self.x_train.shape[0])
 
     def generator(self, purpose: str, *extra: int) -> torch.Generator:
-        """A generator on the context's device seeded from (seed, "measure", purpose, *extra)."""
-        g = torch.Generator(device=self.device)
+        """A CPU generator seeded from (seed, "measure", purpose, *extra). On the CPU, so that a measure
+        draws the same numbers whichever device it runs on (a CUDA generator gives other numbers for
+        the same seed): draw on the CPU, then move the tensor."""
+        g = torch.Generator()
         g.manual_seed(stream_seed(self.seed, "measure", zlib.crc32(purpose.encode()), *extra))
         return g
 
