@@ -143,8 +143,9 @@ def measure_store(store_path: str | Path, names: Sequence[str], *, device: str =
                     config = TrainConfig.from_dict(run["config"])
                     ctx = run_context(config, loaded.payload["state"]["model"], dev, settings=settings)
                     numerics = (store.summary(run["run_key"]) or {}).get("numerics")
-                    data_problem, init_problem = check_against_store(ctx, run, store.epoch_rows(run["run_key"]),
-                                                                     numerics)
+                    data_problem, init_problem = check_against_store(
+                        ctx, run, store.epoch_rows(run["run_key"]), numerics,
+                        check_init=any(n in INIT_MEASURES for n in todo[run["run_key"]]))
                 except Exception as exc:
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                     result.unusable.append(f"{run.get('name') or run['run_key']}: {type(exc).__name__}: {first}")
