@@ -320,3 +320,13 @@ def test_a_rebuilt_run_whose_data_or_init_differ_from_the_stored_one_is_not_meas
     result = measure_store(path, ["path_norm"])
     assert result.measured == 0 and len(result.unusable) == 2
     assert all("differ from those it trained on" in line for line in result.unusable)
+
+
+def test_rows_of_an_old_store_without_settings_count_only_for_measures_without_settings(tmp_path):
+    path = tmp_path / "s.db"
+    sweep(path, spec())
+    with sqlite3.connect(path) as conn:  # as a store written before the settings column
+        conn.execute("UPDATE measures SET settings_json = NULL")
+    with Store.open(path) as s:
+        missing = lacking(s, ["l2_norm", "sharpness"])
+    assert len(missing) == 2 and all(names == ["sharpness"] for names in missing.values())

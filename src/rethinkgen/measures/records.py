@@ -64,9 +64,8 @@ def lacking(store: Any, names: Sequence[str], run_keys: Sequence[str] | None = N
     for row in store.measures():
         key, name = row["run_key"], row["name"]
         if final.get(key) is not None and row["epoch"] == final[key] and name in expected \
-                and row["value"] is not None and (stored_settings(row) or {}) == expected[name] \
-                and (row.get("settings_json") is not None or not expected[name]):  # unknown settings: redo
-            done.setdefault(key, set()).add(name)
+                and row["value"] is not None and (stored_settings(row) or {}) == expected[name]:
+            done.setdefault(key, set()).add(name)  # unknown settings (old store): only for a measure with none
     out = {}
     for run in runs:
         have = done.get(run["run_key"], set())
