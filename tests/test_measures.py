@@ -403,3 +403,19 @@ def test_the_weight_noise_is_drawn_on_the_cpu_whatever_the_device(mlp_ctx, monke
     mlp_ctx.device = torch.device("meta")  # stands for an accelerator: the generator must not follow it
     g = mlp_ctx.generator("pacbayes", 0)
     assert g.device == CPU and torch.equal(torch.randn(5, generator=g), here)
+
+
+def test_path_norm_squares_an_unfolded_batchnorm_as_the_affine_layer_it_is():
+    """A BatchNorm fed by no weight layer (here on the input) stays unfolded: z ↦ s z + (β − s μ),
+    s = γ/√var. Squaring only γ and β (as every parameter) left μ and var unsquared in the path norm."""
+    net = nn.Sequential(nn.BatchNorm1d(1, eps=0.0), nn.Linear(1, 1))
+    with torch.no_grad():
+        net[0].running_mean.fill_(2.0)
+        net[0].running_var.fill_(4.0)
+        net[0].weight.fill_(3.0)
+        net[0].bias.fill_(1.0)
+    _set(net[1], [[2.0]], [0.5])
+    ctx = MeasureContext(net, net, torch.tensor([[1.0], [5.0]]), torch.tensor([0, 0]))
+    s, b = 3.0 / 2.0, 1.0 - 1.5 * 2.0  # z ↦ 1.5 z − 2
+    expected = 2.0**2 * (s**2 * 1.0 + b**2) + 0.5**2  # squared layers on the all-ones input
+    assert _values(ctx, ["path_norm"])["path_norm"] == pytest.approx(math.sqrt(expected), rel=1e-6)
