@@ -280,3 +280,142 @@ def test_initial_weights_are_those_the_trainer_draws():
         assert torch.equal(a, b), name
     other = initial_model("mlp_1x512", trainer.data.input_shape, 10, seed=8, layout=trainer.data.layout)
     assert not torch.equal(other.head.weight, init.head.weight)
+
+
+def test_params_leaves_batchnorm_out_also_for_models_usually_counted_with_it():
+    """The torchvision ImageNet networks carry ``count_batchnorm = True`` (their documented counts include
+    γ, β); ``params`` must still count as Table 1 does, or ψ across models compares two definitions."""
+    net = _bn_net([[1, 0], [0, 2]], [1, 1], [[1, 0], [0, 1]], [0, 0], [1, 1], [1, 1], [0, 0])
+    net.count_batchnorm = True
+    ctx = MeasureContext(net, net, torch.tensor(X), torch.tensor(Y))
+    assert _values(ctx, ["params"])["params"] == 12  # 2·2 + 2, twice; not + 4 for γ, β
+
+
+class _WithAuxHead(nn.Module):
+    """The 2-layer MLP of ``_mlp`` plus a linear head used only in training (as Inception V3's auxiliary
+    classifier, with a BatchNorm that never runs in eval mode)."""
+
+    def __init__(self, w1, w2) -> None:
+        super().__init__()
+        self.net = _mlp(w1, w2)
+        self.aux = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+        _set(self.aux[0], [[100, 0], [0, 100]])
+
+    def forward(self, x):
+        out = self.net(x)
+        return (out, self.aux(x)) if self.training else out
+
+
+def test_layers_outside_the_eval_function_are_not_weights():
+    model = _WithAuxHead([[3, 0], [0, 1]], [[1, 0], [0, 2]])
+    init = _WithAuxHead([[1, 0], [0, 1]], [[0, 0], [0, 0]])
+    ctx = MeasureContext(model, init, torch.tensor(X), torch.tensor(Y))
+    assert [name for name, _, _ in ctx.weights] == ["net.fc1", "net.head"]
+    v = _values(ctx, ["l2_norm", "log_prod_spec", "log_sum_spec", "dist_init"])  # as the plain MLP's
+    assert v["l2_norm"] == pytest.approx(math.sqrt(15), rel=1e-12)
+    assert v["log_prod_spec"] == pytest.approx(math.log(36), rel=1e-12)
+    assert v["log_sum_spec"] == pytest.approx(math.log(12), rel=1e-12)
+    assert v["dist_init"] == pytest.approx(3.0, rel=1e-12)
+    assert model.training  # the caller's model is left as it was
+
+
+def test_an_in_place_op_between_a_layer_and_its_batchnorm_stops_the_folding_of_that_pair():
+    """conv -> ReLU(inplace) -> BatchNorm: the ReLU returns the conv's own output tensor, so the trace
+    took the conv for the BatchNorm's feeder, folded across the ReLU and refused the model. The pair is
+    now left unfolded (the BatchNorm counts as its own diagonal layer) and the function is kept."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(1, 3, 3), nn.ReLU(inplace=True), nn.BatchNorm1d(3), nn.Flatten(), nn.Linear(18, 2))
+    with torch.no_grad():
+        net[2].running_mean.uniform_(-1, 1)
+        net[2].running_var.uniform_(0.5, 2)
+        net[2].weight.uniform_(-2, 2)
+    x = torch.randn(5, 1, 8)
+    folded = fold_batchnorm(net, x[:1])
+    assert isinstance(folded[2], nn.BatchNorm1d)
+    torch.testing.assert_close(folded(x), net.eval()(x), rtol=1e-6, atol=1e-6)
+    assert [name for name, _ in weight_matrices(folded)] == ["0", "2", "4"]
+
+
+class _ScaledMLP(nn.Module):
+    """The 2-layer MLP with a learnable output scale (an ``nn.Parameter`` of a custom module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _mlp([[3, 0], [0, 1]], [[1, 0], [0, 2]])
+        self.scale = nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x):
+        return self.scale * self.net(x)
+
+
+def test_weights_outside_linear_conv_and_batchnorm_are_refused_not_ignored():
+    """A parameter the weight layers do not cover (here a ×10 output scale) used to be left out of every
+    norm without a word: l2_norm, the spectral products and the path norm's weights saw the plain MLP."""
+    model = _ScaledMLP()
+    ctx = MeasureContext(model, _ScaledMLP(), torch.tensor(X), torch.tensor(Y))
+    results = {r.name: r for r in compute_measures(["l2_norm", "log_prod_spec", "inverse_margin"], ctx)}
+    for name in ("l2_norm", "log_prod_spec"):
+        assert results[name].value is None and "scale (_ScaledMLP)" in results[name].error
+    assert results["inverse_margin"].value is not None  # measures of the function still apply
+
+
+def _linear_bn_batch_stats() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3, track_running_stats=False), nn.ReLU(), nn.Linear(3, 2))
+
+
+def _conv_bn_batch_stats() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False), nn.Flatten(),
+                         nn.Linear(2 * 4 * 4, 2))
+
+
+@pytest.mark.parametrize("make", [_linear_bn_batch_stats, _conv_bn_batch_stats])
+def test_a_batchnorm_without_running_statistics_is_named(make):
+    """Such a BatchNorm normalizes by the batch even in eval mode. It used to fail with torch's
+    "Expected more than 1 value per channel when training" (1-D) or be blamed on a layer feeding two
+    places (2-D); the error now says what it is."""
+    from rethinkgen.errors import ConfigError
+
+    net = make()
+    example = torch.randn(1, 4) if isinstance(net[0], nn.Linear) else torch.randn(1, 1, 6, 6)
+    with pytest.raises(ConfigError, match=r"BatchNorm 1 keeps no running statistics \(track_running_stats=False\)"):
+        fold_batchnorm(net, example)
+
+
+def test_the_weight_noise_is_drawn_on_the_cpu_whatever_the_device(mlp_ctx, monkeypatch):
+    """A CUDA generator gives other numbers than a CPU one for the same seed, so PAC-Bayes σ' measured at
+    the end of a GPU run differed from the same run measured on the CPU. Every draw now comes from a CPU
+    generator (checked here by spying on torch.randn: no draw asks for another device)."""
+    from rethinkgen.measures import perturbation
+
+    calls = []
+    real = torch.randn
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("device"), kwargs["generator"].device))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(perturbation.torch, "randn", spy)
+    mlp_ctx.settings = MeasureSettings(margin_quantile=0.5, flatness_steps=2, flatness_draws=2)
+    _values(mlp_ctx, ["pacbayes_flatness"])
+    assert calls and all(device in (None, CPU, "cpu") and gen == CPU for device, gen in calls)
+    monkeypatch.undo()
+    here = torch.randn(5, generator=mlp_ctx.generator("pacbayes", 0))
+    mlp_ctx.device = torch.device("meta")  # stands for an accelerator: the generator must not follow it
+    g = mlp_ctx.generator("pacbayes", 0)
+    assert g.device == CPU and torch.equal(torch.randn(5, generator=g), here)
+
+
+def test_path_norm_squares_an_unfolded_batchnorm_as_the_affine_layer_it_is():
+    """A BatchNorm fed by no weight layer (here on the input) stays unfolded: z ↦ s z + (β − s μ),
+    s = γ/√var. Squaring only γ and β (as every parameter) left μ and var unsquared in the path norm."""
+    net = nn.Sequential(nn.BatchNorm1d(1, eps=0.0), nn.Linear(1, 1))
+    with torch.no_grad():
+        net[0].running_mean.fill_(2.0)
+        net[0].running_var.fill_(4.0)
+        net[0].weight.fill_(3.0)
+        net[0].bias.fill_(1.0)
+    _set(net[1], [[2.0]], [0.5])
+    ctx = MeasureContext(net, net, torch.tensor([[1.0], [5.0]]), torch.tensor([0, 0]))
+    s, b = 3.0 / 2.0, 1.0 - 1.5 * 2.0  # z ↦ 1.5 z − 2
+    expected = 2.0**2 * (s**2 * 1.0 + b**2) + 0.5**2  # squared layers on the all-ones input
+    assert _values(ctx, ["path_norm"])["path_norm"] == pytest.approx(math.sqrt(expected), rel=1e-6)

@@ -4,6 +4,7 @@ rankings are known, the evidence rule, and the section in index.html (no store, 
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
@@ -47,7 +48,21 @@ def test_kendall_tau_by_hand():
     # τ-b with a tie in x: C = 2, D = 0, pairs untied in x: 2, in y: 3 -> 2 / √6
     assert rm.kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))
     assert rm.kendall_tau([1, math.inf, 2], [1, 3, 2]) == pytest.approx(1.0)  # infinity ranks last
-    assert rm.kendall_tau([1], [2]) is None and rm.kendall_tau([1, 1], [1, 2]) is None
+    assert rm.kendall_tau([1], [2]) is None
+
+
+def test_a_measure_that_does_not_vary_in_a_group_counts_zero_not_nothing():
+    """Jiang et al.'s τ (eq. 3) is the mean sign product over all pairs: a measure that is constant in a
+    group (``params`` across corruption levels) gets 0 there. Dropping such groups gave ``params`` the
+    ψ of the one axis where it varies as its Ψ, ranking it above measures that do track the gap."""
+    assert rm.kendall_tau([1, 1], [1, 2]) == 0.0 and rm.kendall_tau([3, 1, 2], [5, 5, 5]) == 0.0
+    runs = grid_runs()
+    for r in runs:  # a parameter count: differs between the models only, larger for the CNN (larger gap)
+        r["measures"]["params"] = 2.0 if r["config"]["model"] == "cnn1d" else 1.0
+    row = rows_by_name(runs)["params"]
+    assert row.psi["level"] == (0.0, 4) and row.psi["weight_decay"] == (0.0, 6)
+    assert row.psi["model"] == (pytest.approx(1.0), 6)
+    assert row.big_psi == pytest.approx(1 / 3)  # not 1.0
 
 
 def test_tau_and_psi_on_runs_whose_ranking_is_known():
@@ -116,3 +131,19 @@ def test_no_section_without_measures(tmp_path):
         r["measures"] = {}
     page = build_from_data(runs, [], tmp_path).read_text()
     assert 'id="measures"' not in page and not (tmp_path / "measures_mnist1d.png").exists()
+
+
+def test_a_measure_stored_with_mixed_settings_gets_no_tau_and_a_note():
+    runs = grid_runs()
+    for i, r in enumerate(runs):  # sharpness measured on half the runs with subset 2048, on half with 512
+        r["measures"]["sharpness"] = r["measures"]["l2_norm"]
+        r["measure_settings"] = {"l2_norm": None if i % 2 else "{}",
+                                 "sharpness": json.dumps({"subset": 2048 if i % 2 else 512})}
+    rows = rows_by_name(runs)
+    assert rows["l2_norm"].tau == pytest.approx(1.0)  # no settings (None: a store older than the column)
+    assert rows["sharpness"].tau is None and rows["sharpness"].big_psi is None
+    notes = " ".join(rm.measure_table(runs, "mnist1d").notes)
+    assert "sharpness: no τ" in notes and "--measures sharpness --force" in notes and "on 6 run(s)" in notes
+    for r in runs:
+        r["measure_settings"]["sharpness"] = json.dumps({"subset": 512})
+    assert rows_by_name(runs)["sharpness"].tau == pytest.approx(1.0)  # one setting: ranked

@@ -41,6 +41,7 @@ def measure_command(
 ) -> None:
     """Measure every finished run of a store from its saved final checkpoint; skips what is stored."""
     from rich.console import Console
+    from rich.markup import escape
 
     from rethinkgen.measures import validate_names
     from rethinkgen.measures.context import MeasureSettings
@@ -63,7 +64,16 @@ def measure_command(
     for name, n in sorted(result.failed.items()):
         console.print(f"[yellow]{name} failed on {n} run(s); its error is stored in the measures table "
                       "(`rethinkgen export`)[/]")
-    if result.no_checkpoint:
+    for line in result.unusable:
+        console.print(f"[red]cannot measure {escape(line)}[/]", highlight=False)
+    if result.unusable:
+        console.print("[yellow]those runs' checkpoints do not fit the model or data this code builds (a checkpoint "
+                      "of another code version, or the data moved); the other runs were measured. Rerun the "
+                      "sweep into a new store with this code, or measure with the code version that trained "
+                      "them.[/]", highlight=False)
+    if result.no_checkpoint or result.unusable:
+        if not result.no_checkpoint:
+            raise typer.Exit(1)
         shown = ", ".join(result.no_checkpoint[:5]) + (" …" if len(result.no_checkpoint) > 5 else "")
         console.print(f"[yellow]{len(result.no_checkpoint)} run(s) have no checkpoint of their final epoch ({shown}). "
                       "A sweep deletes a run's checkpoint when it finishes unless run with --keep-checkpoints. To "

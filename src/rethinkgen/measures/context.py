@@ -103,8 +103,10 @@ class MeasureContext:
         return int(self.x_train.shape[0])
 
     def generator(self, purpose: str, *extra: int) -> torch.Generator:
-        """A generator on the context's device seeded from (seed, "measure", purpose, *extra)."""
-        g = torch.Generator(device=self.device)
+        """A CPU generator seeded from (seed, "measure", purpose, *extra). On the CPU, so that a measure
+        draws the same numbers whichever device it runs on (a CUDA generator gives other numbers for
+        the same seed): draw on the CPU, then move the tensor."""
+        g = torch.Generator()
         g.manual_seed(stream_seed(self.seed, "measure", zlib.crc32(purpose.encode()), *extra))
         return g
 
@@ -139,12 +141,20 @@ class MeasureContext:
 
     @cached_property
     def weights(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-        """(layer name, W, W⁰) for every weight layer of the folded networks; W as a 2-D matrix
-        (out, fan_in): a convolution's kernel reshaped to (out_channels, in_channels·k_h·k_w)."""
-        from rethinkgen.measures.layers import weight_matrices
+        """(layer name, W, W⁰) for every weight layer of the folded networks that runs in their eval-mode
+        forward pass (not a training-only auxiliary head); W as a 2-D matrix (out, fan_in): a
+        convolution's kernel reshaped to (out_channels, in_channels·k_h·k_w)."""
+        from rethinkgen.measures.layers import WEIGHT_LAYERS, uncovered_parameters, weight_matrices
 
-        trained = weight_matrices(self.folded)
-        initial = dict((name, w) for name, w in weight_matrices(self.folded_init))
+        others = uncovered_parameters(self.folded)
+        if others:
+            kinds = ", ".join(t.__name__ for t in WEIGHT_LAYERS)
+            raise ConfigError(f"the weight-based measures take the weights of {kinds} and BatchNorm layers; "
+                              f"this model also has {', '.join(others[:4])}"
+                              f"{' …' if len(others) > 4 else ''}, which they would leave out. The other measures "
+                              "(margins, input gradient, sharpness, PAC-Bayes flatness) still apply")
+        trained = weight_matrices(self.folded, self.x_train[:1])  # the layers of the eval-mode function
+        initial = dict((name, w) for name, w in weight_matrices(self.folded_init, self.x_train[:1]))
         if [n for n, _ in trained] != list(initial):
             raise ConfigError("the trained and the initial network have different layers; pass the initial "
                               "weights of the same architecture")

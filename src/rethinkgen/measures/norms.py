@@ -30,9 +30,11 @@ def _fro2(w: torch.Tensor) -> float:
     description="number of parameters (Table 1 counting)",
 )
 def params(ctx: MeasureContext) -> float:
+    """BatchNorm's γ, β are left out for every model, also those usually counted with them (the
+    torchvision ImageNet networks, ``count_batchnorm``), so that one definition holds across models."""
     from rethinkgen.models import count_params
 
-    return float(count_params(ctx.model))
+    return float(count_params(ctx.model, exclude_batchnorm=True))
 
 
 @register_measure(
@@ -95,11 +97,24 @@ def log_sum_spec(ctx: MeasureContext) -> float:
 )
 def path_norm(ctx: MeasureContext) -> float:
     """Max-pooling and LRN are applied as they are, as the references' code does: for those layers
-    the value is no longer an exact sum over paths."""
+    the value is no longer an exact sum over paths. A BatchNorm left unfolded (fed by no weight layer)
+    is the affine layer z ↦ s ⊙ z + (β − s ⊙ μ), s = γ/√(σ² + ε), and enters squared as such: weight s²,
+    bias (β − s ⊙ μ)² (squaring γ and β alone would keep the running mean and variance unsquared)."""
     net = copy.deepcopy(ctx.folded).eval()
     with torch.no_grad():
         for p in net.parameters():
             p.pow_(2)
+        for name, module in list(net.named_modules()):
+            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+                original = ctx.folded.get_submodule(name)
+                gamma = original.weight if original.weight is not None else torch.ones_like(original.running_var)
+                beta = original.bias if original.bias is not None else torch.zeros_like(original.running_var)
+                scale = gamma / torch.sqrt(original.running_var + original.eps)
+                squared = type(module)(module.num_features, eps=0.0).to(ctx.device).eval()  # s² z + b²: μ 0, σ² 1
+                squared.weight.copy_(scale.square())
+                squared.bias.copy_((beta - scale * original.running_mean).square())
+                parent, _, child = name.rpartition(".")
+                setattr(net.get_submodule(parent) if parent else net, child, squared)
         ones = torch.ones((1, *ctx.x_train.shape[1:]), device=ctx.device, dtype=ctx.x_train.dtype)
         total = float(net(ones).double().sum())
     return math.sqrt(max(total, 0.0))

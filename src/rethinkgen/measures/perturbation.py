@@ -73,7 +73,7 @@ def noise_scale(ctx: MeasureContext, *, magnitude_aware: bool) -> float:
             g = ctx.generator(purpose, draw)  # the same z at every σ (common random numbers)
             noisy = {}
             for name, p in base.items():
-                z = torch.randn(p.shape, generator=g, device=p.device, dtype=p.dtype)
+                z = torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device)  # device-independent draws
                 std = torch.sqrt(sigma**2 * p.square() + s.magnitude_eps**2) if magnitude_aware else sigma
                 noisy[name] = p + std * z
             errors.append(subset_error(ctx, noisy))

@@ -31,7 +31,7 @@ from rethinkgen.report.evidence import is_evidence
 from rethinkgen.report.runs import by_data, cfg, finite, label_level, slug
 
 __all__ = ["AXES", "attach_measures", "counts_as_evidence", "granulated", "kendall_tau", "measure_table",
-           "scatter_plot", "add_section", "section_html"]
+           "mixed_settings", "scatter_plot", "add_section", "section_html"]
 
 #: Hyperparameter axes of the granulated coefficient: axis -> (title, config fields that make it up).
 AXES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -56,26 +56,49 @@ def gap(run: dict) -> float | None:
 
 
 def attach_measures(store: Any, runs: Sequence[dict]) -> None:
-    """Set ``run["measures"]`` = {name: value} of the measures stored at each run's final epoch."""
+    """Set ``run["measures"]`` = {name: value} of the measures stored at each run's final epoch, and
+    ``run["measure_settings"]`` = {name: the settings JSON they were computed with (None: unknown)}."""
     final = {r["run_key"]: r.get("epochs") for r in runs}
     values: dict[str, dict[str, float | None]] = defaultdict(dict)
+    settings: dict[str, dict[str, str | None]] = defaultdict(dict)
     for row in store.measures():
         if final.get(row["run_key"]) is not None and row["epoch"] == final[row["run_key"]]:
             values[row["run_key"]][row["name"]] = row["value"]
+            settings[row["run_key"]][row["name"]] = row.get("settings_json")
     for run in runs:
         run["measures"] = dict(values.get(run["run_key"], {}))
+        run["measure_settings"] = dict(settings.get(run["run_key"], {}))
+
+
+def mixed_settings(pts: Sequence[tuple[dict, float, float]], measure: str) -> dict[str | None, int]:
+    """{settings JSON: number of runs} of ``measure`` over ``pts`` when its runs were measured with more
+    than one setting (e.g. ``--subset`` 2048 at the end of the sweep, 512 afterwards), else {}. Such
+    values are not comparable: the table gives no τ for them and says how to recompute."""
+    spec = _spec(measure)
+    if spec is not None and not spec.settings:  # nothing to differ in (old stores recorded no settings)
+        return {}
+    counts: dict[str | None, int] = defaultdict(int)
+    for run, _, _ in pts:
+        counts[(run.get("measure_settings") or {}).get(measure)] += 1
+    return dict(counts) if len(counts) > 1 else {}
 
 
 # ---------------------------------------------------------------------------------- statistics
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Kendall's τ-b of (x, y) by ranks (infinite values rank last); None when undefined (fewer than two
-    points, or all x or all y tied)."""
+    """Kendall's τ-b of (x, y) by ranks (infinite values rank last); None for fewer than two points.
+
+    When all x or all y are tied (a measure that does not vary across the runs), no pair is concordant
+    or discordant and τ is 0, as in Jiang et al.'s definition (eq. 3: the mean of sign products over
+    all pairs). τ-b itself is 0/0 there; leaving such groups out of ψ credited a constant measure with
+    the τ of the other groups."""
     from scipy.stats import kendalltau, rankdata
 
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
-    if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
+    if len(x) < 2:
         return None
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return 0.0
     tau = kendalltau(rankdata(x), rankdata(y)).statistic
     return None if math.isnan(tau) else float(tau)
 
@@ -114,8 +137,9 @@ def points(runs: Sequence[dict], measure: str) -> list[tuple[dict, float, float]
 
 def granulated(pts: Sequence[tuple[dict, float, float]], axis: str) -> tuple[float | None, int]:
     """ψ_axis: the mean τ(measure, gap) over groups of runs equal in everything but ``axis`` (Jiang et al.
-    §4), and the number of groups with a defined τ. Runs without a value on that axis (input corruptions
-    on the level axis) are left out."""
+    §4, eq. 4), and the number of groups with a τ (two runs or more; a group in which the measure does
+    not vary counts τ = 0). Runs without a value on that axis (input corruptions on the level axis) are
+    left out."""
     fields = AXES[axis][1]
     groups: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
     for run, g, value in pts:
@@ -148,6 +172,9 @@ def measure_rows(runs: Sequence[dict]) -> list[MeasureRow]:
     rows = []
     for name in names:
         pts = points(runs, name)
+        if mixed_settings(pts, name):  # values under different definitions: no ranking of them
+            rows.append(MeasureRow(name, len(pts), None, {axis: (None, 0) for axis in AXES}))
+            continue
         tau = kendall_tau([v for _, _, v in pts], [g for _, g, _ in pts])
         rows.append(MeasureRow(name, len(pts), tau, {axis: granulated(pts, axis) for axis in AXES}))
     return rows
@@ -187,11 +214,19 @@ def measure_table(runs: Sequence[dict], data: str):
     excluded = [r for r in runs if not counts_as_evidence(r)]
     notes = ["τ: Kendall's rank correlation between the measure and the generalization gap (train − test "
              "accuracy) across the runs; ψ: mean τ over groups of runs that differ only in that "
-             "hyperparameter (groups: how many had a defined τ); Ψ: mean of the ψ (Jiang et al. 2020, §4).",
+             "hyperparameter (groups: how many have two runs or more; one in which the measure does not vary "
+             "counts τ = 0); Ψ: mean of the ψ (Jiang et al. 2020, §4).",
              "Positive: a larger measure goes with a larger gap, as a complexity measure should."]
     if excluded:
         notes.append(f"{len(excluded)} run(s) that did not finish as intended (diverged, failed or unfinished) "
                      "are left out.")
+    for row in measure_rows(runs):
+        mixed = mixed_settings(points(runs, row.name), row.name)
+        if mixed:
+            shown = "; ".join(f"{settings or 'unknown settings'} on {n} run(s)" for settings, n in mixed.items())
+            notes.append(f"{row.name}: no τ, its runs were measured with different settings ({shown}); "
+                         f"recompute them alike with `rethinkgen measure --store PATH --measures {row.name} "
+                         "--force` (with the same --subset for every run).")
     unmeasured = [r for r in runs if counts_as_evidence(r) and not r.get("measures")]
     if unmeasured:
         notes.append(f"{len(unmeasured)} finished run(s) have no measures stored; add them with `rethinkgen "
