@@ -489,3 +489,17 @@ def test_fused_inception_group_on_cuda_matches_separate_runs(amp):
         for a, b in zip(f["metrics"][1:], alone["metrics"][1:], strict=True):
             assert a["train_eval_loss"] == pytest.approx(b["train_eval_loss"], rel=2e-2)
             assert abs(a["train_acc"] - b["train_acc"]) <= 0.1 and abs(a["test_acc"] - b["test_acc"]) <= 0.1
+
+
+def test_a_group_whose_last_batch_of_one_the_model_cannot_train_on_is_refused_before_training():
+    """9 images in batches of 4 leave a last batch of 1, where ResNet-18 on 8-pixel images normalises a 1x1
+    map: the single trainer refuses this before training (train.last_batch); the fused group computed
+    BatchNorm from reductions instead, with a variance of 0, and trained on silently. CPU."""
+    from rethinkgen.errors import ConfigError
+
+    base = dict(data="synthetic", data_options={"shape": "3x8x8"}, n_train=9, n_test=4, model="resnet18",
+                batch_size=4, epochs=1, device="cpu")
+    configs = [TrainConfig(**base, seed=s) for s in (0, 1)]
+    assert can_fuse(configs)
+    with pytest.raises(ConfigError, match=r"last minibatch .* 1 sample \(9 samples in batches of 4\)"):
+        train_group(configs)

@@ -120,6 +120,10 @@ class FusedGroup:
         del train_pool, test_pool
         self.n_train = self.x_train.n
         self.steps_per_epoch = -(-self.n_train // self.batch_size)
+        from rethinkgen.train.last_batch import check_last_batch
+
+        check_last_batch(first.model, input_shape, self.num_classes, first.dropout, self.layout, self.n_train,
+                         self.batch_size)  # as the single trainer: its BatchNorm would raise at the epoch's end
         self.y_train = torch.stack(labels)  # (K, N)
         self.changed = torch.stack(changed)  # (K, N) bool
         self.y_test = torch.stack(test_labels)  # (K, M)
