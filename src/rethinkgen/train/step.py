@@ -58,7 +58,10 @@ WARMUP_STEPS = 3  # uncaptured steps before the capture (the torch.cuda.graphs d
 
 def to_device(host: torch.Tensor, out: torch.Tensor) -> None:
     """Copy ``host`` (a CPU tensor) into the static tensor ``out``: through pinned memory without waiting
-    on CUDA (torch's pinned-memory allocator keeps the staging buffer until the copy has run)."""
+    on CUDA (torch's pinned-memory allocator keeps the staging buffer until the copy has run). Nothing
+    to copy (an epoch without a smaller last batch): nothing is pinned or copied."""
+    if host.numel() == 0:
+        return
     if out.device.type == "cuda":
         out.copy_(host.pin_memory(), non_blocking=True)
     else:
