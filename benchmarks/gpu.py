@@ -12,8 +12,9 @@ stage that runs out of time keeps what it measured; inside a stage ``inception_s
 - ``trainer``: rethinkgen's single-run ``Trainer`` (one epoch timed after a warm-up epoch; training,
   and the epoch with its evaluation of the whole training and test sets);
 - ``fused``: ``train_group`` of 6 and of 11 label-corruption runs (the second epoch's wall time from an
-  epoch-end callback, evaluation included; samples/s over all runs), with the group's peak GPU memory
-  next to the sweep's estimate (``rethinkgen.sweep.sizing``);
+  epoch-end callback, evaluation included; samples/s over all runs), with the group's peak reserved GPU
+  memory (a captured step's graph pool is reserved, not allocated) next to the sweep's estimate
+  (``rethinkgen.sweep.sizing``);
 - ``figure1``: one 50,000-image epoch of every run of ``configs/paper/figure1.toml`` (23 runs,
   evaluation included) through ``rethinkgen sweep run`` (``--fuse auto``): the *grid epoch* read from
   the store (per model, the wall time of its runs' epoch 1 — training and evaluation, a fused run's
@@ -265,8 +266,9 @@ def stage_fused(a: argparse.Namespace, s: dict, root: Path) -> None:
                 result = {"epoch_s": round(epoch_s, 3), "sps_all_runs": round(k * n / epoch_s),
                           "total_s": round(total, 1), "statuses": sorted({x["status"] for x in summaries}),
                           "estimate_gb": round(run_memory(configs[0]).group(k) / 1e9, 2)}
-                if s["device"] == "cuda":
-                    result["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+                if s["device"] == "cuda":  # reserved: a captured step's graph pool is reserved, not allocated
+                    result["peak_gb"] = round(torch.cuda.max_memory_reserved() / 1e9, 2)
+                    result["peak_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
                 save(a.out, "fused", {key: result})
             except Exception as exc:  # noqa: BLE001
                 save(a.out, "fused", {key: {"error": repr(exc)[:400]}})

@@ -24,6 +24,7 @@ samples/s (all runs of a group together) and the ratio to the eager step measure
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 
@@ -96,6 +97,7 @@ def measure(models=MODELS, batches=(128, 512), precisions=("fp32", "bf16"), step
                         continue
                     finally:
                         epochs = None
+                        gc.collect()  # a FusedGroup and its runs point to each other: free their GPU memory now
                         if dev.type == "cuda":
                             torch.cuda.empty_cache()
                     for mode in modes:

@@ -19,6 +19,8 @@ group's operations: equal bit for bit.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -112,3 +114,26 @@ def test_a_channels_last_batchnorm_group_equals_its_runs_trained_alone_and_resum
         assert sorted(again_keep.ckpts) == list(range(2, config.epochs + 1))
         final, ref = again_keep.ckpts[config.epochs]["model"], keep.ckpts[config.epochs]["model"]
         assert all(torch.equal(final[n], ref[n]) for n in ref)
+
+
+def test_a_fused_checkpoint_resumes_alone_channels_last_with_its_momentum_laid_out_as_the_weights():
+    """CPU, exact: a fused run's checkpoint holds contiguous momentum buffers (slices of the group's
+    stacks). A channels-last single trainer resumed from it (as the group's last run continues alone, or
+    a resumed sweep) must lay them out as its weights: torch's fused CPU SGD kernel walks parameter and
+    buffer in memory order and would add momentum to the wrong entries (on CUDA the fused kernel refuses
+    lists of other strides). So it gives bit for bit the numbers of the same checkpoint with
+    channels-last buffers."""
+    runs = configs("alexnet_small", 2)[:2]
+    keep = Keep()
+    train_group(runs, callbacks=[[keep], []])
+    ckpt = keep.ckpts[1]
+    convs = [s["momentum_buffer"] for s in ckpt["optimizer"]["state"].values() if s["momentum_buffer"].dim() == 4]
+    assert convs and not any(b.is_contiguous(memory_format=torch.channels_last) for b in convs)
+    laid_out = copy.deepcopy(ckpt)
+    for state in laid_out["optimizer"]["state"].values():
+        if state["momentum_buffer"].dim() == 4:
+            state["momentum_buffer"] = state["momentum_buffer"].contiguous(memory_format=torch.channels_last)
+    a, b = train(runs[0], resume=ckpt), train(runs[0], resume=laid_out)
+    assert a["numerics"]["channels_last"] and a["epochs"] == 2
+    assert untimed(a["metrics"]) == untimed(b["metrics"])
+    assert a["step_losses"] == b["step_losses"]

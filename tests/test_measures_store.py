@@ -8,6 +8,7 @@ import json
 import sqlite3
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from rethinkgen import cli
@@ -232,6 +233,7 @@ def test_a_measure_setup_failure_never_fails_the_run(monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_measures_on_cuda_match_the_cpu():
     from rethinkgen.measures.compute import compute_measures, run_context
     from rethinkgen.measures.layers import initial_model

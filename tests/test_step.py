@@ -9,6 +9,10 @@ float tolerance (stated per test).
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import weakref
+
 import pytest
 import torch
 
@@ -179,6 +183,49 @@ def test_fused_static_group_resumes_exactly_from_its_checkpoints():
     resumed = train_group(configs, resumes=ckpts)
     for r, f in zip(resumed, full, strict=True):
         assert numbers(r) == numbers(f)
+
+
+@contextlib.contextmanager
+def no_cyclic_gc():
+    """Python's cyclic garbage collector off: objects go only when their reference count drops to 0."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_a_static_step_and_a_finished_group_free_their_tensors_without_the_cyclic_collector():
+    """CPU (the static step uncaptured; on CUDA the same objects hold the graph's private memory pool and
+    the run's data on the device): a dropped Trainer with a static step, its model and its static step go
+    at once, and so do a fused group's static step and stacked tensors when ``train_group`` returns —
+    not when Python's cyclic collector next looks at old objects (in a sweep worker: maybe never before
+    the next run needs the GPU memory)."""
+    Trainer(resolve_config(TrainConfig(**MLP)), torch.device("cpu")).train_epoch()  # one-time lazy set-up
+
+    def single() -> list[weakref.ref]:
+        trainer = Trainer(resolve_config(TrainConfig(**MLP, cuda_graphs=True)), torch.device("cpu"))
+        trainer.train_epoch()
+        assert trainer.static is not None
+        return [weakref.ref(x) for x in (trainer, trainer.model, trainer.static, trainer.static.order)]
+
+    class Refs:
+        def __init__(self) -> None:
+            self.refs: list[weakref.ref] = []
+
+        def on_epoch_end(self, row, step_losses, run) -> None:
+            g = run.group
+            if g.static is not None:
+                self.refs += [weakref.ref(g.static), weakref.ref(g.static.order),
+                              weakref.ref(g.params[g.param_names[0]]), weakref.ref(g.y_train)]
+
+    with no_cyclic_gc():
+        assert [r() for r in single()] == [None] * 4
+        refs = Refs()
+        train_group([c.replace(cuda_graphs=True, epochs=1) for c in FUSED["mlp_per_run"]],
+                    callbacks=[[refs]] + [[]] * (len(FUSED["mlp_per_run"]) - 1))
+        assert len(refs.refs) == 4 and [r() for r in refs.refs] == [None] * 4
 
 
 def test_step_mode_and_autocast_are_chosen_per_device(monkeypatch):

@@ -10,7 +10,10 @@ its config (:func:`run_memory`):
   measured exactly by running the model's forward on the ``meta`` device (shapes only: no memory, no
   arithmetic) with ``torch.autograd.graph.saved_tensors_hooks``; counted as float32 (bf16 autocast
   saves some of them at half size, so this errs on the safe side), times ``BACKWARD_FACTOR`` for the
-  gradients alive during the backward pass;
+  gradients alive during the backward pass. With the step captured as a CUDA graph (the default on
+  CUDA, ``resolve.step_mode``) the graph keeps that memory for good in its private pool, which no
+  other allocation can use, while each epoch's last, smaller batch runs uncaptured from the ordinary
+  pool: both are counted (times ``1 + b / B`` for a last batch of b of B samples);
 - **inputs** on the device: the preprocessed training and test sets (and the raw training images when
   augmenting), float32. Runs that differ only in a label corruption share one copy per group; runs
   with input corruptions or seeded subsets hold their own.
@@ -54,7 +57,7 @@ class RunMemory:
     """Estimated device memory of one run of a fused group, in bytes (see the module docstring)."""
 
     params: int  # weights + gradients + momentum + the stacked step's transient gradient
-    activations: int  # saved for backward at the batch size, float32, times BACKWARD_FACTOR
+    activations: int  # saved for backward at the batch size, float32, times BACKWARD_FACTOR (captured: + last batch)
     inputs: int  # preprocessed train + test inputs (+ raw training images when augmenting), float32
     own_inputs: bool  # True: each run holds its inputs (input corruption, seeded subset); False: shared
     labels: int  # train labels, corruption flags and test labels
@@ -155,10 +158,13 @@ def data_shape(config: Any) -> tuple[int, int, tuple[int, ...]]:
 def run_memory(config: Any) -> RunMemory:
     """The device memory one run of a fused group needs, estimated from its resolved config."""
     from rethinkgen.data.corruptions import CORRUPTIONS
+    from rethinkgen.train.resolve import step_mode
 
     n, m, shape = data_shape(config)
     cropped = (shape[0], config.crop, config.crop) if len(shape) == 3 and config.crop else shape
     act, n_params = activation_bytes(config.model, tuple(cropped), config.batch_size)
+    if step_mode(config, "cuda") == "captured":  # the graph's pool, and the last batch's step beside it
+        act = act * (1 + (n % config.batch_size) / config.batch_size)
     per_sample = math.prod(cropped) * FLOAT
     inputs = (n + m) * per_sample + (n * math.prod(shape) * FLOAT if config.augment else 0)
     own = CORRUPTIONS.get(config.corruption).target != "labels" or config.n_train is not None \

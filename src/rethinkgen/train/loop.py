@@ -61,10 +61,13 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 class _ContiguousSGD(torch.optim.SGD):
-    """``torch.optim.SGD`` that hands its kernel gradients laid out as their parameters: torch's fused CPU
-    kernel (2.14) walks parameter, gradient and momentum buffer in memory order, so a gradient with
-    other strides (a transposed view from bmm; a default-layout gradient of a channels-last weight)
-    would be added to the wrong entries."""
+    """``torch.optim.SGD`` that hands its kernel gradients and momentum buffers laid out as their
+    parameters: torch's fused CPU kernel (2.14) walks parameter, gradient and momentum buffer in memory
+    order, so a tensor with other strides (a transposed view from bmm; a default-layout gradient or
+    momentum buffer of a channels-last weight) would be added to the wrong entries; the fused CUDA
+    kernel refuses such lists (``check_fast_path_restrictions``: same sizes and strides). Momentum
+    buffers of other strides come from checkpoints: a fused group's (its stacked tensors are
+    contiguous) resumed by a channels-last trainer; they are laid out anew when loaded."""
 
     def step(self, closure=None):
         for group in self.param_groups:
@@ -72,6 +75,14 @@ class _ContiguousSGD(torch.optim.SGD):
                 if p.grad is not None and p.grad.stride() != p.stride():
                     p.grad = torch.empty_like(p).copy_(p.grad)  # empty_like keeps p's strides (dense p)
         return super().step(closure)
+
+    def load_state_dict(self, state_dict) -> None:
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for p in group["params"]:
+                buf = self.state.get(p, {}).get("momentum_buffer")
+                if buf is not None and buf.stride() != p.stride():
+                    self.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(buf)
 
 
 def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig, device: torch.device) -> torch.optim.SGD:

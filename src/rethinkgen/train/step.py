@@ -39,6 +39,7 @@ item 4, being added apart) should record a captured step as such.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -57,7 +58,10 @@ WARMUP_STEPS = 3  # uncaptured steps before the capture (the torch.cuda.graphs d
 
 def to_device(host: torch.Tensor, out: torch.Tensor) -> None:
     """Copy ``host`` (a CPU tensor) into the static tensor ``out``: through pinned memory without waiting
-    on CUDA (torch's pinned-memory allocator keeps the staging buffer until the copy has run)."""
+    on CUDA (torch's pinned-memory allocator keeps the staging buffer until the copy has run). Nothing
+    to copy (an epoch without a smaller last batch): nothing is pinned or copied."""
+    if host.numel() == 0:
+        return
     if out.device.type == "cuda":
         out.copy_(host.pin_memory(), non_blocking=True)
     else:
@@ -83,13 +87,23 @@ def fused_sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor], buff
 class StepGraph:
     """Calls ``step`` (a function of static tensors only): uncaptured for its first ``warmup`` calls
     (on a side stream when capturing), then — when ``capture`` — records it once as a CUDA graph and
-    replays the graph for every later call. Without ``capture`` every call runs ``step`` directly."""
+    replays the graph for every later call. Without ``capture`` every call runs ``step`` directly.
+
+    A bound method ``step`` is held weakly: the static step that owns this graph (and whose method it
+    replays) is then in no reference cycle, so dropping it frees its tables and the graph's private
+    memory pool at once (``CUDAGraph``'s pool goes with the graph), not whenever Python's cyclic garbage
+    collector next looks at old objects."""
 
     def __init__(self, step: Callable[[], None], device: torch.device, capture: bool,
                  warmup: int = WARMUP_STEPS) -> None:
-        self.step, self.device, self.capture, self.warmup = step, device, capture, warmup
+        self._step = weakref.WeakMethod(step) if hasattr(step, "__self__") else (lambda: step)
+        self.device, self.capture, self.warmup = device, capture, warmup
         self.calls = 0
         self.graph: torch.cuda.CUDAGraph | None = None
+
+    def step(self) -> None:
+        """The step itself, uncaptured."""
+        self._step()()
 
     def __call__(self) -> None:
         if self.graph is not None:
@@ -126,7 +140,9 @@ class StaticStep:
 
     def __init__(self, trainer: Trainer, capture: bool) -> None:
         c, d, dev = trainer.config, trainer.data, trainer.device
-        self.trainer = trainer
+        # what the step reads of the trainer, not the trainer (which holds this step: no reference cycle)
+        self.data, self.forward, self.optimizer = d, trainer.forward, trainer.optimizer
+        self.device, self.autocast, self.channels_last = dev, trainer.autocast, trainer.channels_last
         self.batch_size = c.batch_size
         self.n_full, self.last = divmod(d.n_train, c.batch_size)  # full batches, size of the last one
         self.n_steps = self.n_full + (self.last > 0)
@@ -175,7 +191,7 @@ class StaticStep:
     def end_epoch(self, last_lr: float) -> None:
         """Leave the optimizer as ``torch.optim.SGD`` would after the epoch's last step: that step's
         learning rate in its param group, the momentum buffers (these static tensors) in its state."""
-        optimizer = self.trainer.optimizer
+        optimizer = self.optimizer
         optimizer.param_groups[0]["lr"] = last_lr
         for p, buf in zip(self.params, self.buffers, strict=False):
             optimizer.state[p]["momentum_buffer"] = buf
@@ -183,7 +199,7 @@ class StaticStep:
     def load_optimizer_state(self) -> None:
         """Copy the optimizer's momentum buffers (just restored from a checkpoint) into the static ones
         (zeros where it has none: before the first step), and put the static ones in their place."""
-        state = self.trainer.optimizer.state
+        state = self.optimizer.state
         with torch.no_grad():
             for p, buf in zip(self.params, self.buffers, strict=False):
                 saved = state.get(p, {}).get("momentum_buffer")
@@ -201,16 +217,16 @@ class StaticStep:
     def _step(self, index: torch.Tensor, draws: dict[str, torch.Tensor]) -> None:
         """Forward, backward and update on the samples ``index`` (B,), as ``Trainer._sgd_step``, reading
         everything else from static tensors; the loss goes into the tables."""
-        t, d = self.trainer, self.trainer.data
+        d = self.data
         i = self.counter
         if self.pre is None:
             xb = d.x_train[index]
         else:
             xb = self.pre.apply_draws(d.x_train_raw[index], draws)
-            if t.channels_last:
+            if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-        with autocast_context(t.device.type, t.autocast, cache=False):
-            output = t.forward(xb)  # (B, K), or ((B, K), (B, K)) with auxiliary logits (Inception V3)
+        with autocast_context(self.device.type, self.autocast, cache=False):
+            output = self.forward(xb)  # (B, K), or ((B, K), (B, K)) with auxiliary logits (Inception V3)
         loss = training_loss(output, d.y_train[index])
         grads = torch.autograd.grad(loss, self.params)
         with torch.no_grad():

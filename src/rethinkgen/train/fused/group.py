@@ -478,7 +478,11 @@ class FusedGroup:
                     self._record(run, row, logged, bar)
                 self._retire()
         solo = {id(run): self._finish_alone(run, progress) for run in self.runs}  # the last run, if any
-        return [solo[id(run)] if id(run) in solo else run.summary() for run in self.all_runs]
+        summaries = [solo[id(run)] if id(run) in solo else run.summary() for run in self.all_runs]
+        # the stacks, data and captured step go now: the runs point back to the group (a reference
+        # cycle), which Python's cyclic collector may free long after, holding the GPU memory till then
+        self._release()
+        return summaries
 
     def _finish_alone(self, run: Run, progress: bool) -> dict[str, Any]:
         """The group's last run goes on in the single trainer, resumed from its own checkpoint: one run
