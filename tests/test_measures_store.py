@@ -261,14 +261,14 @@ def test_measures_stored_with_other_settings_are_recomputed_not_skipped(tmp_path
     path = tmp_path / "s.db"
     sweep(path, spec(), keep_checkpoints=True)  # sharpness at the end, subset 2048
     small = MeasureSettings(subset=16)
-    result = measure_store(path, ["sharpness", "l2_norm"], settings=small)
+    result = measure_store(path, ["sharpness", "l2_norm"], settings=small, device="cpu")
     assert result.measured == 2 and result.skipped == 0
     with Store.open(path) as s:
         rows = [r for r in s.measures() if r["name"] == "sharpness"]
         assert len(rows) == 2 and all(json.loads(r["settings_json"])["subset"] == 16 for r in rows)
         assert lacking(s, ["sharpness", "l2_norm"], settings=small) == {}
         assert set(lacking(s, ["sharpness"])) == {r["run_key"] for r in rows}  # the defaults: lacking again
-    again = measure_store(path, ["sharpness", "l2_norm"], settings=small)
+    again = measure_store(path, ["sharpness", "l2_norm"], settings=small, device="cpu")
     assert again.measured == 0 and again.skipped == 2
 
 
@@ -287,7 +287,8 @@ def test_a_checkpoint_that_does_not_fit_is_named_and_the_other_runs_are_measured
     payload = loaded.payload
     payload["state"]["model"] = {k.replace("head", "classifier"): v for k, v in payload["state"]["model"].items()}
     write_atomic(ckpt, encode(payload))
-    result = CliRunner().invoke(cli.app, ["measure", "--store", str(path), "--measures", "l2_norm"])
+    result = CliRunner().invoke(cli.app, ["measure", "--store", str(path), "--measures", "l2_norm",
+                                          "--device", "cpu"])
     assert result.exit_code == 1, result.output
     assert "cannot measure" in result.output and "RuntimeError" in result.output and "other runs" in result.output
     values = stored(path)
@@ -308,19 +309,19 @@ def test_a_rebuilt_run_whose_data_or_init_differ_from_the_stored_one_is_not_meas
     sweep(path, spec(""), keep_checkpoints=True)
     real_init = layers.initial_model
     monkeypatch.setattr(layers, "initial_model", lambda *a, seed, **k: real_init(*a, seed=seed + 1, **k))
-    result = measure_store(path, ["l2_norm", "dist_init"])
+    result = measure_store(path, ["l2_norm", "dist_init"], device="cpu")
     assert result.measured == 2 and not result.unusable and result.failed == {"dist_init": 2}
     with Store.open(path) as s:
         rows = {r["name"]: r for r in s.measures()}
     assert rows["l2_norm"]["value"] > 0
     assert rows["dist_init"]["value"] is None and "initialises the model differently" in rows["dist_init"]["error"]
     monkeypatch.setattr(layers, "initial_model", real_init)
-    assert measure_store(path, ["dist_init"]).measured == 2  # the right init: measured now
+    assert measure_store(path, ["dist_init"], device="cpu").measured == 2  # the right init: measured now
 
     real_prepare = train_data.prepare_data
     monkeypatch.setattr(train_data, "prepare_data", lambda config, device: dataclasses.replace(
         prepared := real_prepare(config, device), y_train=(prepared.y_train + 1) % prepared.num_classes))
-    result = measure_store(path, ["path_norm"])
+    result = measure_store(path, ["path_norm"], device="cpu")
     assert result.measured == 0 and len(result.unusable) == 2
     assert all("differ from those it trained on" in line for line in result.unusable)
 
