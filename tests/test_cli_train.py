@@ -179,6 +179,24 @@ def epochs_written(folder: Path) -> int:
         return -1
 
 
+def interrupted_after_epoch_2(tmp_path: Path, args: list, monkeypatch) -> Path:
+    """Train ``args`` into tmp_path/reference, then again into tmp_path/run with a Ctrl-C in epoch 3 (exit
+    130); returns the interrupted run's folder, the trainer restored."""
+    assert invoke("train", *args, "--out", tmp_path / "reference").exit_code == 0
+    original = loop.Trainer.train_epoch
+
+    def interrupted_in_epoch_3(self):
+        if self.history.epoch == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", interrupted_in_epoch_3)
+    out = tmp_path / "run"
+    assert invoke("train", *args, "--out", out).exit_code == 130
+    monkeypatch.setattr(loop.Trainer, "train_epoch", original)
+    return out
+
+
 def test_sigterm_mid_run_then_resume_ends_with_the_uninterrupted_numbers(tmp_path):
     # 4,000 samples x 150 epochs: about 7 s of training here, long enough to be stopped in the middle.
     args = [*TINY, "--n-train", "4000", "--epochs", "150"]
@@ -286,18 +304,7 @@ def test_resume_with_other_threads_is_refused_before_the_folder_is_touched(tmp_p
     and leaves the run as it was: still interrupted, still recorded with its own thread count, so a
     plain --resume afterwards continues it to the uninterrupted numbers (CPU, bit for bit)."""
     args = [*TINY, "--epochs", "5"]
-    assert invoke("train", *args, "--out", tmp_path / "reference").exit_code == 0
-    original = loop.Trainer.train_epoch
-
-    def interrupted_in_epoch_3(self):
-        if self.history.epoch == 2:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(loop.Trainer, "train_epoch", interrupted_in_epoch_3)
-    out = tmp_path / "run"
-    assert invoke("train", *args, "--out", out).exit_code == 130
-    monkeypatch.setattr(loop.Trainer, "train_epoch", original)
+    out = interrupted_after_epoch_2(tmp_path, args, monkeypatch)
     before = (out / "summary.json").read_text()
     assert json.loads(before)["status"] == "interrupted" and json.loads(before)["threads"] == 1
     assert json.loads(before)["epochs"] == 2 and (out / "checkpoint.pt").exists()
@@ -380,18 +387,7 @@ def test_resume_from_an_unreadable_checkpoint_says_so_and_restarts(tmp_path, mon
     be read — not "no checkpoint was saved" — and training from epoch 0 gives the uninterrupted numbers
     (CPU, one thread)."""
     args = [*TINY, "--epochs", "4"]
-    assert invoke("train", *args, "--out", tmp_path / "reference").exit_code == 0
-    original = loop.Trainer.train_epoch
-
-    def interrupted_in_epoch_3(self):
-        if self.history.epoch == 2:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(loop.Trainer, "train_epoch", interrupted_in_epoch_3)
-    out = tmp_path / "run"
-    assert invoke("train", *args, "--out", out).exit_code == 130
-    monkeypatch.setattr(loop.Trainer, "train_epoch", original)
+    out = interrupted_after_epoch_2(tmp_path, args, monkeypatch)
     blob = (out / "checkpoint.pt").read_bytes()
     (out / "checkpoint.pt").write_bytes(blob[: len(blob) // 2])
     resumed = invoke("train", "--resume", out)
