@@ -1,8 +1,11 @@
-"""Shared fixtures: the repo root, the shared real MNIST (skipped with a reason when absent), one thread."""
+"""Shared fixtures: the repo root, the shared real MNIST (skipped with a reason when absent), one thread, a
+read-only folder."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 # Passive OpenMP waits: with the default spinning wait, two threads on a 2-core machine where another
@@ -36,3 +39,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder nobody can write into: chmod 555, or (for root, who ignores modes) `chattr +i`."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = False
+    if os.access(folder, os.W_OK):
+        with contextlib.suppress(OSError, FileNotFoundError):
+            immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        yield folder
+    else:
+        (folder / "probe").unlink()
+        pytest.skip("cannot make a read-only folder here (root without chattr)")
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=False)
+        folder.chmod(0o755)

@@ -5,9 +5,7 @@ and clear errors for an empty store or a read-only output folder."""
 from __future__ import annotations
 
 import io
-import os
 import re
-import subprocess
 
 import pytest
 from rich.console import Console
@@ -225,31 +223,6 @@ def test_plan_with_an_empty_store_shows_every_run_new(tmp_path):
     result = invoke("sweep", "plan", spec, "--store", empty)
     assert result.exit_code == 0, result.output
     assert "6 new" in result.output
-
-
-@pytest.fixture
-def readonly_dir(tmp_path):
-    """A folder nobody can write into: chmod 555, or (for root, who ignores modes) `chattr +i`."""
-    folder = tmp_path / "readonly"
-    folder.mkdir()
-    folder.chmod(0o555)
-    immutable = False
-    if os.access(folder, os.W_OK):
-        try:
-            immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-        except FileNotFoundError:
-            pass
-    try:
-        (folder / "probe").touch()
-    except OSError:
-        yield folder
-    else:
-        (folder / "probe").unlink()
-        pytest.skip("cannot make a read-only folder here (root without chattr)")
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(folder)], check=False)
-        folder.chmod(0o755)
 
 
 @pytest.mark.parametrize("command", ["export", "report"])

@@ -4,7 +4,6 @@ of an uninterrupted run (CPU, one thread: bit for bit)."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -55,29 +54,6 @@ def test_out_that_is_a_file_fails_before_any_training(tmp_path, monkeypatch):
     assert target.read_text() == "keep me"
     result = invoke("train", *TINY, "--epochs", "3", "--out", target / "sub")
     assert result.exit_code == 2 and "is a file" in result.output
-
-
-@pytest.fixture
-def readonly_dir(tmp_path):
-    """A folder nobody can write into: chmod 555, or (for root, who ignores modes) `chattr +i`."""
-    folder = tmp_path / "readonly"
-    folder.mkdir()
-    folder.chmod(0o555)
-    immutable = False
-    if os.access(folder, os.W_OK):
-        with contextlib.suppress(OSError, FileNotFoundError):
-            immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-    try:
-        (folder / "probe").touch()
-    except OSError:
-        yield folder
-    else:
-        (folder / "probe").unlink()
-        pytest.skip("cannot make a read-only folder here (root without chattr)")
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(folder)], check=False)
-        folder.chmod(0o755)
 
 
 def test_read_only_out_fails_before_any_training(readonly_dir, monkeypatch):
