@@ -113,6 +113,11 @@ def sixteen_bit_rule(img) -> str | None:
 
 def convert_channels(img, channels: int):
     """``img`` as mode "RGB" (channels=3) or "L" (channels=1); see the module docstring for the rules."""
+    return _converted(img, channels)[0]
+
+
+def _converted(img, channels: int):
+    """(:func:`convert_channels` of ``img``, its :func:`sixteen_bit_rule`), the rule found once."""
     from PIL import Image
 
     rule = sixteen_bit_rule(img)
@@ -122,7 +127,7 @@ def convert_channels(img, channels: int):
     elif img.mode == "F":
         raise UnsafeFileError("32-bit float images are not supported: save 8-bit (or 16-bit) images")
     want = "RGB" if channels == 3 else "L"
-    return img if img.mode == want else img.convert(want)
+    return (img if img.mode == want else img.convert(want)), rule
 
 
 def fit_image(img, size: tuple[int, int] | None, fit: str = "resize_crop"):
@@ -158,9 +163,7 @@ def to_array(img) -> np.ndarray:
 def _load(path: Path | str, how: ImageFit) -> tuple[np.ndarray, str | None]:
     """:func:`load_image` and the file's :func:`sixteen_bit_rule`."""
     try:
-        img = open_image(path)
-        rule = sixteen_bit_rule(img)
-        img = convert_channels(img, how.channels)
+        img, rule = _converted(open_image(path), how.channels)
     except UnsafeFileError as e:
         raise UnsafeFileError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
     return to_array(fit_image(img, how.size, how.fit)), rule
