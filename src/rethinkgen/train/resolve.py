@@ -173,14 +173,12 @@ def validate(c: TrainConfig, *, dataset_layout: str, model_layouts: tuple[str, .
 
     need(c.world_size is None or c.batch_size % c.world_size == 0,
          f"batch_size {c.batch_size} is split over world_size={c.world_size} processes: use a multiple of it")
-    if (c.world_size or 1) > 1 or c.workers is not None:
-        from rethinkgen.train.streaming.select import streams
+    from rethinkgen.train.streaming.select import streams
 
+    if (c.world_size or 1) > 1 or c.workers is not None:
         need(streams(c), f"world_size and workers are for data streamed from disk (imagenet); {c.data} lives in "
              "memory and trains on one process (a sweep runs many such runs at once)")
     if c.train_eval_samples is not None:
-        from rethinkgen.train.streaming.select import streams
-
         need(streams(c), f"train_eval_samples is for data streamed from disk (imagenet); {c.data} lives in memory, "
              "where every row evaluates the whole training set (Figure 1b's convergence step is measured on it)")
     need(dataset_layout in model_layouts,
