@@ -241,7 +241,7 @@ def test_step_mode_and_autocast_are_chosen_per_device(monkeypatch):
         step_mode(plain.replace(cuda_graphs=True), "mps")
     with pytest.raises(ConfigError, match="cuda_graphs=True and compile=True"):
         resolve_config(TrainConfig(cuda_graphs=True, compile=True))
-    # precision: bf16 autocast on CUDA only, by the model's table entry
+    # precision unset: bf16 autocast on CUDA only, by the model's table entry (forced: tests/test_precision.py)
     assert autocast_dtype(plain, "cpu") is None and autocast_dtype(plain, "mps") is None
     assert autocast_dtype(plain, "cuda") == torch.bfloat16
     assert autocast_dtype(plain.replace(amp=False), "cuda") is None
@@ -278,12 +278,15 @@ def test_a_captured_step_is_refused_off_cuda():
         Trainer(resolve_config(TrainConfig(**MLP)), torch.device("cpu"), step="captured")
 
 
-def test_bf16_autocast_is_never_applied_on_the_cpu():
-    """CPU: amp=True (the default) trains in float32 — the same numbers as amp=False, bit for bit."""
+def test_bf16_autocast_is_not_applied_on_the_cpu_unless_forced():
+    """CPU: amp=True (the default) trains in float32 — the same numbers as amp=False and as
+    precision="float32", bit for bit; only precision="bfloat16" autocasts there (tests/test_precision.py)."""
     config = TrainConfig(**MLP, epochs=1, cuda_graphs=True)
     trainer = Trainer(resolve_config(config), torch.device("cpu"))
     assert trainer.autocast is None and not trainer.use_amp
-    assert numbers(train(config)) == numbers(train(config.replace(amp=False)))
+    assert numbers(train(config)) == numbers(train(config.replace(amp=False))) \
+        == numbers(train(config.replace(precision="float32")))
+    assert Trainer(resolve_config(config.replace(precision="bfloat16")), torch.device("cpu")).use_amp
 
 
 # ---------------------------------------------------------------------------------------- CUDA

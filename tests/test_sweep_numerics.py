@@ -129,6 +129,31 @@ def test_a_cuda_bf16_checkpoint_is_refused_on_the_cpu_naming_the_fix(tmp_path, o
     assert "numerics: 2 run(s) cpu, float32, 1 thread" in status.output and "computed" not in status.output
 
 
+def test_a_float32_checkpoint_is_refused_in_forced_bf16_and_the_named_precision_resumes_it(tmp_path,
+                                                                                          one_thread_reference):
+    """CPU only: ``--precision bfloat16`` (bf16 autocast forced on the CPU) against a run interrupted in float32
+    is refused naming ``--precision float32``, which then resumes it to the reference numbers bit for bit."""
+    path = tmp_path / "r.db"
+    key = interrupted(path, threads=1)
+    spec = tmp_path / "num.toml"
+    spec.write_text(SPEC)
+    args = ["run", str(spec), "--store", str(path), "--threads", "1", "--quiet"]
+    before = attempts(path)
+    refused = CliRunner().invoke(sweep_app, [*args, "--precision", "bfloat16"])
+    message = str(refused.exception)
+    assert isinstance(refused.exception, NumericsMismatchError), refused.output
+    assert "autocast: trained with float32 (no autocast), here bfloat16 autocast" in message
+    assert "run with --precision float32, or pass --restart-mismatched" in message
+    assert attempts(path) == before
+    resumed = CliRunner().invoke(sweep_app, [*args, "--precision", "float32"])
+    assert resumed.exit_code == 0, resumed.output
+    now = snapshot(path)
+    for run, (status, summary, rows, losses) in one_thread_reference.items():
+        assert (now[run][0], now[run][2], now[run][3]) == (status, rows, losses)  # the numbers: exact
+        assert now[run][1]["numerics"] == summary["numerics"] and now[run][1]["run_key"] == run
+    assert key in now
+
+
 class WorkerChecks(LocalExecutor):
     """A local executor that, like Ray, cannot tell the driver its workers' numerics in advance."""
 

@@ -34,6 +34,8 @@ BAD = [
     ("log_every", "--log-every", "0", 0, "log_every must be > 0, got 0"),
     ("lr_decay", "--lr-decay", "0", 0.0, "lr_decay must be in (0, 1], got 0.0"),
     ("n_train", "--n-train", "0", 0, "n_train must be > 0, got 0"),
+    ("precision", "--precision", "fp16", "fp16",
+     "precision must be one of float32, bfloat16 (unset: automatic), got 'fp16'"),
 ]
 
 
@@ -57,6 +59,8 @@ def test_cli_api_and_specs_refuse_the_same_values_with_the_same_words(tmp_path, 
     toml_value = {math.inf: "inf", -math.inf: "-inf"}.get(value, repr(value)) if isinstance(value, float) else value
     if isinstance(value, float) and math.isnan(value):
         toml_value = "nan"
+    if isinstance(value, str):
+        toml_value = json.dumps(value)  # a TOML basic string
     with pytest.raises(ConfigError) as spec:
         parse_spec(f"[defaults]\n{field} = {toml_value}\n", source="s.toml")
     assert f"defaults.{field}: {words}" in str(spec.value)

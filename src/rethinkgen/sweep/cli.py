@@ -29,6 +29,9 @@ sweep_app = typer.Typer(
 SPEC_ARG = typer.Argument(..., help="sweep spec (TOML): [defaults], [grid], [[experiment]]", show_default=False)
 DEVICE_OPT = typer.Option(None, "--device", help="device for every run: auto | cpu | cuda | mps "
                           "(not part of the run key)")
+PRECISION_OPT = typer.Option(None, "--precision", help="autocast precision for every run: float32 | bfloat16 "
+                             "(bf16 on any device; slow on the CPU) [default: bf16 on CUDA, float32 elsewhere] "
+                             "(not part of the run key; recorded in its numerics)")
 DATA_DIR_OPT = typer.Option(None, "--data-dir", help="folder of file-based datasets (not part of the run key)")
 OUTPUT_PANEL = "Display, checkpoints and output"
 
@@ -37,8 +40,11 @@ WORLD_SIZE_OPT = typer.Option(None, "--world-size", help="DDP processes (GPUs of
                               "dataset streamed from disk (imagenet; not part of the run key)")
 
 
-def _overrides(device: str | None, data_dir: Path | None, world_size: int | None = None) -> dict[str, Any]:
+def _overrides(device: str | None, data_dir: Path | None, world_size: int | None = None,
+               precision: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if precision is not None:
+        out["precision"] = precision
     if world_size is not None:
         out["world_size"] = world_size
     if device is not None:
@@ -136,6 +142,7 @@ def plan_command(
     spec: Path = SPEC_ARG,
     store: Path | None = typer.Option(None, "--store", help="results store: show each run's status in it"),
     device: str | None = DEVICE_OPT,
+    precision: str | None = PRECISION_OPT,
     data_dir: Path | None = DATA_DIR_OPT,
     world_size: int | None = WORLD_SIZE_OPT,
     executor: str = EXECUTOR_OPT,
@@ -151,7 +158,7 @@ def plan_command(
     from rethinkgen.sweep.spec import load_spec
     from rethinkgen.sweep.store import FINISHED
 
-    plan = load_spec(spec, overrides=_overrides(device, data_dir, world_size))
+    plan = load_spec(spec, overrides=_overrides(device, data_dir, world_size, precision))
     ex = make_executor(executor, jobs=jobs, workers_per_gpu=workers_per_gpu)  # bad options: before any output
     fuse_mode = _fuse_mode(fuse)
     known: dict[str, dict[str, Any]] = {}
@@ -224,6 +231,7 @@ def run_command(
     address: str | None = typer.Option(None, "--address", help="ray: cluster address (ray://HOST:10001 or "
                                        "auto); without it a local cluster starts"),
     device: str | None = DEVICE_OPT,
+    precision: str | None = PRECISION_OPT,
     data_dir: Path | None = DATA_DIR_OPT,
     world_size: int | None = WORLD_SIZE_OPT,
     threads: int | None = typer.Option(None, "--threads", help="torch threads per run (default: cores / jobs;"
@@ -260,7 +268,8 @@ def run_command(
     check_option("--threads", threads, minimum=1, integer=True)
     check_option("--checkpoint-every", checkpoint_every, minimum=1, integer=True)
     fuse_mode = _fuse_mode(fuse)
-    plan = load_spec(spec, overrides=_overrides(device, data_dir, world_size))  # every problem, before any run
+    # every problem, before any run
+    plan = load_spec(spec, overrides=_overrides(device, data_dir, world_size, precision))
     sinks = _tensorboard_sinks(tensorboard or (Path(plan.tensorboard) if plan.tensorboard else None))
     ex = make_executor(executor, jobs=jobs, address=address, threads=threads, gpus_per_run=gpus_per_run,
                        workers_per_gpu=workers_per_gpu)

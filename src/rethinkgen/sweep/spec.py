@@ -21,7 +21,9 @@ top-level axis for that experiment). Without ``[[experiment]]`` tables the spec 
 named after the sweep. A top-level ``measures = ["l2_norm", "sharpness"]`` (or ``["all"]``) asks for
 generalization measures (:mod:`rethinkgen.measures`) of every run that finishes as intended; they are
 not part of any run's config or key. Runs are deduplicated by ``run_key``: a run in two experiments is trained once
-and remembers both memberships.
+and remembers both memberships. Two runs that differ only in how they are computed (:data:`NUMERICS_FIELDS`:
+device, precision, ...; not part of the run key, recorded in each run's numerics) would be one run in a store,
+so such a spec is refused: each value goes into a store of its own.
 
 Validation happens before anything runs, and every problem is reported at once in one
 :class:`~rethinkgen.errors.ConfigError` naming the file, the key path (``experiment[1].grid.model[0]``;
@@ -40,12 +42,15 @@ from typing import Any
 
 from rethinkgen.errors import ConfigError, RethinkgenError
 from rethinkgen.train.config import TrainConfig, run_key
-from rethinkgen.train.validate import field_problem, field_types, normalized
+from rethinkgen.train.validate import field_problem, field_types, normalized, precision_problem
 
 __all__ = ["PlannedRun", "SweepSpec", "load_spec", "parse_spec", "format_value"]
 
 TOP_KEYS = ("name", "description", "tensorboard", "measures", "defaults", "grid", "experiment")
 EXPERIMENT_KEYS = ("name", "description", "defaults", "grid")
+# Config fields left out of the run key (train.config.KEY_EXCLUDED) that change a run's numbers: runs that
+# differ only in them are one run in a store, trained once (the refusal in ``_Builder.resolve``).
+NUMERICS_FIELDS = ("device", "precision", "channels_last", "cuda_graphs", "world_size")
 
 # Corruptions whose level is implied by the name; an explicit equal level is accepted (as resolve does).
 IMPLIED_LEVEL = {"true_labels": 0.0, "random_labels": 1.0}
@@ -115,6 +120,10 @@ def format_value(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ",".join(f"{k}={format_value(v)}" for k, v in sorted(value.items())) + "}"
     return str(value)
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else format_value(value)
 
 
 # ------------------------------------------------------------------------------ field typing
@@ -337,6 +346,9 @@ class _Builder:
         data, d_where = self.lookup(values, "data")
         model, m_where = self.lookup(values, "model")
         corruptions, datasets, models = (self.registries[k] for k in ("corruption", "data", "model"))
+        (precision, p_where), (amp, a_where) = self.lookup(values, "precision"), self.lookup(values, "amp")
+        if INVALID not in (precision, amp) and (problem := precision_problem(precision, amp)) is not None:
+            self.problem(p_where, f"{problem} ({a_where})")
         if corruption in corruptions:
             takes = corruptions.get(corruption).takes_level
             if "level" in values:
@@ -383,6 +395,15 @@ class _Builder:
                 self.problem(f"run {label}", str(exc).replace("\n", " "))
                 continue
             key = run_key(resolved)
+            first = by_key[key]["config"] if key in by_key else None
+            differ = [f for f in NUMERICS_FIELDS if first is not None and getattr(resolved, f) != getattr(first, f)]
+            if differ:
+                what = ", ".join(f"{f} ({_shown(getattr(first, f))} vs {_shown(getattr(resolved, f))})" for f in differ)
+                self.problem(f"run {label}", f"differs from run {by_key[key]['name']} only in {what}, which is not "
+                             "part of the run key (how a run is computed; recorded in its numerics): the two would "
+                             f"be one run in a store. Set {' and '.join(differ)} in [defaults] and run each value "
+                             "into a store of its own")
+                continue
             if key in by_key:
                 if exp_name not in by_key[key]["experiments"]:
                     by_key[key]["experiments"].append(exp_name)

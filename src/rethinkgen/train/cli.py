@@ -87,6 +87,9 @@ def train(
                                            "training set, the resolution of the convergence step [default: "
                                            "once per epoch]")] = None,
     device: Annotated[str, _opt(RUN, help="auto | cpu | cuda | mps")] = "auto",
+    precision: Annotated[str | None, _opt(RUN, help="float32 | bfloat16 (bf16 autocast on any device; slow on "
+                                          "the CPU, for tests and reproducing a GPU run) [default: bf16 on "
+                                          "CUDA, float32 elsewhere]")] = None,
     threads: Annotated[int | None, _opt(RUN, help="CPU threads [default: torch's; on --resume: the run's]")]
     = None,
     out: Annotated[Path | None, _opt(RUN, metavar="DIR", help="output folder [default: runs/<run key>]")] = None,
@@ -129,7 +132,7 @@ def train(
             exclude_true_class=exclude_true_class, model=model, dropout=dropout, epochs=epochs,
             batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay,
             lr_decay_every=lr_decay_every, augment=augment, flip=flip, target_train_acc=target_train_acc,
-            log_every=log_every, eval_every=eval_every, seed=seed, device=device, crop=crop,
+            log_every=log_every, eval_every=eval_every, seed=seed, device=device, precision=precision, crop=crop,
             standardize=standardize, world_size=processes, workers=workers, train_eval_samples=train_eval_samples)
 
     if launch and not in_torchrun():  # this command again, under torchrun, on N processes of this node
@@ -142,9 +145,10 @@ def train(
     if in_torchrun() and world_size is None and resume is None:
         world_size = int(os.environ["WORLD_SIZE"])
     if resume is not None:
-        _refuse_config_options(ctx, allowed={"resume", "threads", "device", "data_dir", "quiet", "as_json",
-                                             "tensorboard", "stop_after", "nproc_per_node", "workers"})
+        _refuse_config_options(ctx, allowed={"resume", "threads", "device", "precision", "data_dir", "quiet",
+                                             "as_json", "tensorboard", "stop_after", "nproc_per_node", "workers"})
         return _resume_run(resume, threads=threads, device=device if _given(ctx, "device") else None,
+                           precision=precision,
                            data_dir=data_dir, tensorboard=tensorboard, quiet=quiet, as_json=as_json,
                            stop_after=stop_after, workers=workers)
     config = config_of(world_size)
@@ -239,8 +243,8 @@ def _refuse_config_options(ctx: typer.Context, allowed: set[str]) -> None:
                    if p.name not in allowed and p.name != "ctx" and _given(ctx, p.name))
     if given:
         raise ConfigError(f"--resume continues the run with the config saved in its folder; drop "
-                          f"{', '.join(given)} (only --threads, --device, --data-dir, --tensorboard, --quiet "
-                          "and --json may be given with it)")
+                          f"{', '.join(given)} (only --threads, --device, --precision, --data-dir, "
+                          "--tensorboard, --quiet and --json may be given with it)")
 
 
 def _start_run(config, *, out: Path | None, overwrite: bool, threads: int | None, tensorboard: Path | None,
@@ -278,7 +282,7 @@ def _check_data(config) -> None:
 
 def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir: Path | None,
                 tensorboard: Path | None, quiet: bool, as_json: bool, stop_after: int | None = None,
-                workers: int | None = None) -> None:
+                workers: int | None = None, precision: str | None = None) -> None:
     from rethinkgen.train.run_dir import RunDir
 
     _check_threads(threads)
@@ -289,7 +293,7 @@ def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir
         folder.lock()  # released when the run ends (_run_into), or below on a refusal
     try:
         _resume_locked(folder, path, threads=threads, device=device, data_dir=data_dir, tensorboard=tensorboard,
-                       quiet=quiet, as_json=as_json, stop_after=stop_after, workers=workers)
+                       quiet=quiet, as_json=as_json, stop_after=stop_after, workers=workers, precision=precision)
     finally:
         if main:
             folder.unlock()
@@ -297,7 +301,7 @@ def _resume_run(path: Path, *, threads: int | None, device: str | None, data_dir
 
 def _resume_locked(folder, path: Path, *, threads: int | None, device: str | None, data_dir: Path | None,
                    tensorboard: Path | None, quiet: bool, as_json: bool, stop_after: int | None = None,
-                   workers: int | None = None) -> None:
+                   workers: int | None = None, precision: str | None = None) -> None:
     from rethinkgen.train.run_dir import FINISHED
 
     config, state, old, unreadable = _load_resume(folder)
@@ -308,7 +312,7 @@ def _resume_locked(folder, path: Path, *, threads: int | None, device: str | Non
                 print(json.dumps(old, indent=2))
         return
     changes = {k: v for k, v in (("device", device), ("data_dir", str(data_dir) if data_dir else None),
-                                 ("workers", workers)) if v is not None}
+                                 ("workers", workers), ("precision", precision)) if v is not None}
     config = config.replace(**changes) if changes else config
     _check_data(config)  # before the folder is written: a missing dataset is not a failed run
     saved = (state or {}).get("numerics") or {}

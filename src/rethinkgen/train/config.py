@@ -3,8 +3,9 @@
 Defaults live here, each with its unit and meaning. ``None`` means "resolved from the dataset or the
 model" (see :func:`resolve`); the resolved config is what gets stored with every result, and
 ``run_key`` (sha256 of its canonical JSON, minus fields that do not name the experiment: data_dir,
-eval_batch_size, device) makes reruns idempotent (design §3). How a run is computed on its device
-(autocast, threads, ...) is recorded apart, as its numerics (:mod:`rethinkgen.train.numerics`).
+eval_batch_size, device, precision, ...: ``KEY_EXCLUDED``) makes reruns idempotent (design §3). How a run
+is computed on its device (autocast, threads, ...) is recorded apart, as its numerics
+(:mod:`rethinkgen.train.numerics`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from rethinkgen.errors import ConfigError
-from rethinkgen.train.validate import DEVICES, STANDARDIZE  # noqa: F401  (re-exported: the allowed values)
+from rethinkgen.train.validate import DEVICES, PRECISIONS, STANDARDIZE  # noqa: F401  (re-exported: the allowed values)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,9 @@ class TrainConfig:
     eval_batch_size: int | None = None  # samples per evaluation pass (None: by device and layout, train.resolve)
     seed: int = 0  # the one seed; split into corruption / init / order / augment / dropout streams
     device: str = "auto"  # "auto" (cuda -> mps -> cpu) | "cpu" | "cuda" | "mps"
-    amp: bool = True  # autocast on CUDA in the model's dtype (resolve.CUDA_AUTOCAST: bf16); ignored on CPU
+    amp: bool = True  # precision unset: autocast on CUDA in the model's dtype (resolve.CUDA_AUTOCAST: bf16)
+    precision: str | None = None  # "float32" (no autocast) | "bfloat16" (bf16 autocast on every device, the CPU
+    # too: slow there, for tests and to reproduce a GPU run); None: automatic (as amp says, CUDA only)
     compile: bool = False  # torch.compile the model (CUDA only; no gain measured on CPU)
     channels_last: bool | None = None  # channels-last memory format for images; None: on CUDA only
     cuda_graphs: bool | None = None  # captured step (train.step); None: CUDA w/o dropout/compile; True: CPU too
@@ -106,13 +109,16 @@ class TrainConfig:
 
 
 # Fields that do not name the experiment, so they are left out of the run key: where its data lives, the
-# evaluation batch, the device, the memory format, the captured step and the number of DDP processes —
-# whose effect on the floats (the order of float operations; the learning rate read as float32 by a captured
-# step; per-process BatchNorm batches) each run records as its numerics (rethinkgen.train.numerics; a resume
-# with other numerics is refused) — and the DataLoader workers, which change nothing computed (each image's
-# augmentation is drawn from its own seed).
-KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "channels_last", "cuda_graphs", "world_size",
-                          "workers"})
+# evaluation batch, the device, the autocast precision, the memory format, the captured step and the number
+# of DDP processes — whose effect on the floats (the order of float operations; bf16 rounding in the autocast
+# regions; the learning rate read as float32 by a captured step; per-process BatchNorm batches) each run
+# records as its numerics (rethinkgen.train.numerics; a resume with other numerics is refused) — and the
+# DataLoader workers, which change nothing computed (each image's augmentation is drawn from its own seed).
+# ``precision`` is here for the device's reason: the automatic precision (None) is already bf16 on CUDA and
+# float32 on the CPU under one key, and ``precision="bfloat16"`` on the CPU computes what that CUDA run does,
+# so it must name the same experiment (and every key stored before the field existed stays as it was).
+KEY_EXCLUDED = frozenset({"data_dir", "device", "eval_batch_size", "precision", "channels_last", "cuda_graphs",
+                          "world_size", "workers"})
 
 
 # Fields added after run keys were first stored: left out of the canonical JSON while None (their

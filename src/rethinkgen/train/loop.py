@@ -117,9 +117,9 @@ class Trainer:
             raise ValueError(f"step must be one of {', '.join(STEP_MODES)} ('captured' on CUDA only), "
                              f"got {step!r} on {device.type}")
         self.data: PreparedData = prepare_data(config, device)
-        # recorded, checked on resume; decides autocast (per model, CUDA only), memory format, compile
+        # recorded, checked on resume; decides autocast (resolve.autocast_name), memory format, compile
         self.numerics = plan_numerics(config, device, self.data.layout, step=self.step_mode)
-        self.autocast = self.numerics.autocast_dtype  # None: float32 (always on the CPU)
+        self.autocast = self.numerics.autocast_dtype  # None: float32 (on the CPU unless precision="bfloat16")
         self.use_amp = self.autocast is not None
         self.eval_batch_size = eval_batch_size(config, self.data.layout, device.type)
         self.channels_last = self.numerics.channels_last

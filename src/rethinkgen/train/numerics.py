@@ -5,7 +5,8 @@ a finished run is a result on any machine. But the *floats* of a run also depend
 computed, and a run whose numbers change half-way through is neither the one nor the other:
 
 - **device type** (cpu, cuda, mps): other kernels, other summation orders;
-- **autocast dtype**: on CUDA when ``amp``, the model's dtype (``resolve.CUDA_AUTOCAST``: bf16, 3
+- **autocast dtype**: ``config.precision`` when it is set ("bfloat16" on every device, the CPU included;
+  "float32": none), else on CUDA when ``amp`` the model's dtype (``resolve.CUDA_AUTOCAST``: bf16, 3
   significant digits in the autocast regions), float32 throughout on the CPU and MPS;
 - **CPU intra-op threads**: torch splits reductions and matrix products by thread, so the same run
   with 1 and with 2 threads differs in the last bits (CPU runs only; on a GPU the threads only feed it);
@@ -105,8 +106,9 @@ def plan_numerics(config: Any, device: torch.device | str, layout: str, threads:
     """The numerics a run of ``config`` (a resolved :class:`~rethinkgen.train.config.TrainConfig`) gets
     on ``device`` for data of ``layout`` ("image" | "signal" | "vector").
 
-    Autocast on CUDA when ``config.amp``, in the model's dtype (:func:`rethinkgen.train.resolve.autocast_name`;
-    never on the CPU, where bf16 was measured 3-17x slower without bf16 hardware, design §6); the training
+    Autocast as :func:`rethinkgen.train.resolve.autocast_name` decides: ``config.precision`` when set, else on
+    CUDA when ``config.amp``, in the model's dtype (never automatically on the CPU, where bf16 was measured
+    3-17x slower without bf16 hardware, design §6); the training
     step captured as a CUDA graph when ``step`` (default: :func:`rethinkgen.train.resolve.step_mode`) is
     "captured"; channels-last storage of images as
     :func:`rethinkgen.train.resolve.use_channels_last` decides (``config.channels_last``, else CUDA
@@ -218,10 +220,11 @@ def fixes(saved: Numerics, now: Numerics, context: str) -> list[str]:
     if saved.world_size != now.world_size:
         out.append(f"--world-size {saved.world_size}" if sweep
                    else f"{saved.world_size} processes (torchrun --nproc-per-node {saved.world_size})")
-    if saved.device == now.device and (saved.autocast, saved.graph, saved.channels_last) != \
-            (now.autocast, now.graph, now.channels_last):
-        out.append("the rethinkgen version and settings (amp, compile, channels_last, cuda_graphs) it was trained "
-                   "with")
+    if saved.device == now.device and saved.autocast != now.autocast:
+        precision = saved.autocast or "float32"
+        out.append(f"--precision {precision}" if sweep else f"precision={precision!r}")
+    if saved.device == now.device and (saved.graph, saved.channels_last) != (now.graph, now.channels_last):
+        out.append("the rethinkgen version and settings (compile, channels_last, cuda_graphs) it was trained with")
     return out
 
 

@@ -80,22 +80,37 @@ def use_channels_last(config: TrainConfig, layout: str, device_type: str) -> boo
     return config.channels_last if config.channels_last is not None else device_type == "cuda"
 
 
-# The autocast dtype (a torch dtype name) of each model's CUDA runs when ``config.amp`` is on; None:
-# float32 throughout.
+# The autocast dtype (a torch dtype name) of each model's CUDA runs when ``config.amp`` is on and
+# ``config.precision`` is unset; None: float32 throughout.
 # Models not listed take DEFAULT_CUDA_AUTOCAST. Today every model keeps bfloat16, the value before this
 # table existed; the only measurement so far (one H200, eager steps, ../shared/gpu/README.md) had
 # inception_small at batch 128 *slower* in bf16 than in fp32 (11.5 vs 9.6 ms), but those steps waited on
 # the host, so it does not say what bf16 costs in a captured step. `benchmarks/gpu_steps.py` times both
-# per model on a GPU; its numbers (not yet taken) will fill this table. Never applied on the CPU (bf16 is
-# 3-17x slower there, design §6) or MPS.
+# per model on a GPU; its numbers (not yet taken) will fill this table. Never applied automatically on the
+# CPU (bf16 is 3-17x slower there, design §6) or MPS: there only ``precision="bfloat16"`` asks for it.
 DEFAULT_CUDA_AUTOCAST: str | None = "bfloat16"
 CUDA_AUTOCAST: dict[str, str | None] = {}
 
 
 def autocast_name(config: TrainConfig, device_type: str) -> str | None:
     """The name of the torch dtype of a run's autocast regions (forward and loss, training and evaluation)
-    on ``device_type``: the model's entry of :data:`CUDA_AUTOCAST` on CUDA when ``config.amp``, else None
-    (float32 throughout). Recorded as the run's numerics (``train.numerics``)."""
+    on ``device_type``, or None (float32 throughout). Recorded as the run's numerics (``train.numerics``).
+
+    ``config.precision``: "float32" gives None on every device; "bfloat16" gives "bfloat16" on every
+    device, the CPU included (slow there: for tests, and to reproduce a GPU run's precision); None
+    (automatic) gives the model's entry of :data:`CUDA_AUTOCAST` on CUDA when ``config.amp``, else None.
+    (``validate`` refuses ``precision="bfloat16"`` with ``amp=False``.)
+
+    Examples
+    --------
+    >>> cfg = TrainConfig(model="mlp_1x512")
+    >>> autocast_name(cfg, "cuda"), autocast_name(cfg, "cpu")
+    ('bfloat16', None)
+    >>> autocast_name(cfg.replace(precision="bfloat16"), "cpu"), autocast_name(cfg.replace(amp=False), "cuda")
+    ('bfloat16', None)
+    """
+    if config.precision is not None:
+        return None if config.precision == "float32" else config.precision
     if device_type != "cuda" or not config.amp:
         return None
     return CUDA_AUTOCAST.get(config.model, DEFAULT_CUDA_AUTOCAST)

@@ -25,10 +25,12 @@ from typing import Any
 
 from rethinkgen.errors import ConfigError
 
-__all__ = ["RULES", "check_config", "check_option", "config_problems", "field_problem", "normalized"]
+__all__ = ["RULES", "check_config", "check_option", "combination_problems", "config_problems", "field_problem",
+           "normalized", "precision_problem"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 STANDARDIZE = ("per_image", "per_feature", "inception", "none")
+PRECISIONS = ("float32", "bfloat16")  # TrainConfig.precision: the dtype of the autocast regions (None: automatic)
 
 
 def _finite(v: float) -> bool:
@@ -59,6 +61,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train_eval_samples": (lambda v: v >= 1, ">= 1 images (unset: the whole training set)"),
     "device": (lambda v: v in DEVICES, "one of " + ", ".join(DEVICES)),
     "standardize": (lambda v: v in STANDARDIZE, "one of " + ", ".join(STANDARDIZE)),
+    "precision": (lambda v: v in PRECISIONS, "one of " + ", ".join(PRECISIONS) + " (unset: automatic)"),
 }
 
 _TYPE_WORDS = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
@@ -122,9 +125,26 @@ def normalized(name: str, value: Any) -> Any:
     return value
 
 
+def precision_problem(precision: Any, amp: Any) -> str | None:
+    """What contradicts in ``precision`` together with ``amp`` (None: nothing): ``precision="bfloat16"``
+    asks for bf16 autocast, ``amp=False`` turns autocast off."""
+    if precision == "bfloat16" and amp is False:
+        return ("precision=bfloat16 asks for bf16 autocast but amp=false turns autocast off; drop amp=false "
+                "(or set precision=float32 for float32 throughout)")
+    return None
+
+
+def combination_problems(config: Any) -> list[str]:
+    """The problems of a TrainConfig's values taken together that need no dataset or model (those are
+    ``train.resolve.validate``'s): today ``precision`` against ``amp``."""
+    problem = precision_problem(config.precision, config.amp)
+    return [problem] if problem is not None else []
+
+
 def config_problems(config: Any) -> list[str]:
-    """Every problem of a TrainConfig's field values, in field order."""
-    return [p for f in fields(config) if (p := field_problem(f.name, getattr(config, f.name))) is not None]
+    """Every problem of a TrainConfig's field values, in field order, then of their combinations."""
+    problems = [p for f in fields(config) if (p := field_problem(f.name, getattr(config, f.name))) is not None]
+    return problems or combination_problems(config)  # combinations of valid values only
 
 
 def check_config(config: Any) -> None:

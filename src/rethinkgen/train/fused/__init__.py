@@ -44,12 +44,13 @@ trains them one after another with the single trainer):
   batch statistics (inception_small, resnet18), by :mod:`~rethinkgen.train.fused.batchnorm` (torch's
   own BatchNorm cannot run under ``vmap`` on CUDA with channels-last inputs).
 - **different data shape or step structure**: ``data``, ``data_dir``, ``data_options``, ``n_train``,
-  ``n_test``, ``crop``, ``model``, ``batch_size``, ``eval_batch_size``, ``device``, ``amp``,
+  ``n_test``, ``crop``, ``model``, ``batch_size``, ``eval_batch_size``, ``device``, ``amp``, ``precision``,
   ``compile``, ``channels_last`` and ``cuda_graphs`` must be equal (:data:`SHARED_FIELDS`); everything
   else may differ.
 
 GPU path (same as the single trainer): autocast in the model's dtype when ``amp`` (CUDA only,
-``resolve.autocast_dtype``; under ``vmap`` autocast does not reach convolutions and linear layers, so
+``resolve.autocast_dtype``; ``precision="bfloat16"`` forces it on the CPU too, where the tests run it;
+under ``vmap`` autocast does not reach convolutions and linear layers, so
 :mod:`~rethinkgen.train.fused.autocast` casts them as it would), channels-last storage of shared image
 tensors and augmented batches (``channels_last``; None: CUDA only), optional ``torch.compile`` of the
 vmapped forward (``compile``, CUDA only), the group's step captured as a CUDA graph (``cuda_graphs``;

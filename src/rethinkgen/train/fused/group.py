@@ -111,7 +111,7 @@ class FusedGroup:
             del d
         del shared_inputs
         self.numerics = plan_numerics(first, device, self.layout, step=self.step_mode)  # recorded per run
-        self.autocast = self.numerics.autocast_dtype  # None: float32 (always on the CPU)
+        self.autocast = self.numerics.autocast_dtype  # None: float32 (on the CPU unless precision="bfloat16")
         self.use_amp = self.autocast is not None
         self.channels_last = self.numerics.channels_last
         self.eval_batch_size = eval_batch_size(first, self.layout, device.type)  # samples per pass, all runs

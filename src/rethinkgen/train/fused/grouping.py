@@ -20,7 +20,8 @@ __all__ = ["SHARED_FIELDS", "can_fuse", "fuse_key", "group_runs", "why_not_fused
 # Config fields that must be equal within a group: they fix the architecture, the data shapes, the
 # number of steps per epoch and the device. Every other field may differ between the runs.
 SHARED_FIELDS = ("data", "data_dir", "data_options", "n_train", "n_test", "crop", "model", "batch_size",
-                 "eval_batch_size", "device", "amp", "compile", "channels_last", "cuda_graphs")
+                 "eval_batch_size", "device", "amp", "precision", "compile", "channels_last",
+                 "cuda_graphs")
 
 
 @functools.cache

@@ -66,7 +66,7 @@ class StreamTrainer(Trainer):
         check_last_batch(config.model, self.setup.input_shape, self.setup.num_classes, config.dropout, "image",
                          self.setup.n_train, config.batch_size, ctx.world_size)
         self.numerics = plan_numerics(config, self.device, "image")  # eager steps (resolve.step_mode)
-        self.autocast = self.numerics.autocast_dtype  # None: float32 (always on the CPU)
+        self.autocast = self.numerics.autocast_dtype  # None: float32 (on the CPU unless precision="bfloat16")
         self.use_amp = self.autocast is not None
         self.channels_last = self.numerics.channels_last
         self.eval_batch_size = eval_batch_size(config, "image", self.device.type)
