@@ -111,8 +111,14 @@ def test_input_gradient_norm_matches_hand_value(mlp_ctx):
 
 
 # ------------------------------------------------------------------------------- BatchNorm
+# The BatchNorm ε of the hand-computed nets: positive (torch 2.11, the H200 image's release, refuses eps=0 in
+# F.batch_norm) and below float32's resolution at every variance used here (0.25 to 4: one ulp >= 3e-8), so
+# var + ε == var in float32 and the hand values stay exact.
+EXACT_EPS = 1e-12
+
+
 def _bn_net(w1, b1, w2, mean, var, gamma, beta) -> nn.Module:
-    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2, eps=0.0), nn.ReLU(), nn.Linear(2, 2))
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2, eps=EXACT_EPS), nn.ReLU(), nn.Linear(2, 2))
     _set(net[0], w1, b1)
     _set(net[3], w2)
     with torch.no_grad():
@@ -408,7 +414,7 @@ def test_the_weight_noise_is_drawn_on_the_cpu_whatever_the_device(mlp_ctx, monke
 def test_path_norm_squares_an_unfolded_batchnorm_as_the_affine_layer_it_is():
     """A BatchNorm fed by no weight layer (here on the input) stays unfolded: z ↦ s z + (β − s μ),
     s = γ/√var. Squaring only γ and β (as every parameter) left μ and var unsquared in the path norm."""
-    net = nn.Sequential(nn.BatchNorm1d(1, eps=0.0), nn.Linear(1, 1))
+    net = nn.Sequential(nn.BatchNorm1d(1, eps=EXACT_EPS), nn.Linear(1, 1))
     with torch.no_grad():
         net[0].running_mean.fill_(2.0)
         net[0].running_var.fill_(4.0)

@@ -88,6 +88,21 @@ def log_sum_spec(ctx: MeasureContext) -> float:
     return math.log(d) + sum(2.0 * math.log(s) for s in ctx.spectral_norms) / d
 
 
+class ChannelAffine(torch.nn.Module):
+    """z ↦ weight ⊙ z + bias over the channel axis (dim 1) of a ``(N, C, ...)`` input: an eval-mode
+    BatchNorm with its statistics folded in. Not a BatchNorm with μ 0, σ² 1 and ε 0: torch 2.11 refuses
+    ``eps=0`` in ``F.batch_norm``, and any ε > 0 would rescale the weight."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", bias.detach().clone())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (z.dim() - 2)
+        return z * self.weight.view(shape) + self.bias.view(shape)
+
+
 @register_measure(
     formula="√(Σ_out f_{w²}(1)), f_{w²} the network with every parameter squared (biases too), on an "
             "all-ones input: √ of the sum over input-output paths of ∏ w² (exact for linear/conv/ReLU/avg-pool)",
@@ -110,9 +125,7 @@ def path_norm(ctx: MeasureContext) -> float:
                 gamma = original.weight if original.weight is not None else torch.ones_like(original.running_var)
                 beta = original.bias if original.bias is not None else torch.zeros_like(original.running_var)
                 scale = gamma / torch.sqrt(original.running_var + original.eps)
-                squared = type(module)(module.num_features, eps=0.0).to(ctx.device).eval()  # s² z + b²: μ 0, σ² 1
-                squared.weight.copy_(scale.square())
-                squared.bias.copy_((beta - scale * original.running_mean).square())
+                squared = ChannelAffine(scale.square(), (beta - scale * original.running_mean).square())
                 parent, _, child = name.rpartition(".")
                 setattr(net.get_submodule(parent) if parent else net, child, squared)
         ones = torch.ones((1, *ctx.x_train.shape[1:]), device=ctx.device, dtype=ctx.x_train.dtype)
