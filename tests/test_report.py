@@ -20,6 +20,7 @@ from rethinkgen.report import build_from_data, build_report, figures, tables
 from rethinkgen.report.findings import all_findings
 from rethinkgen.sweep.store import Store
 from rethinkgen.train.config import TrainConfig, run_key
+from rethinkgen.train.numerics import Numerics
 
 LEVELS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 # ../shared/cases/diverged_runs_in_report, copied so that the suite runs from a fresh clone too
@@ -382,6 +383,20 @@ def test_build_report_from_store(tmp_path):
     assert "paper test (%)" in (out / "table1_cifar10.md").read_text()
     assert "paper" not in (out / "table1_mnist1d.md").read_text()
     assert "no paper columns" in text
+
+
+def test_the_provenance_says_how_the_runs_were_computed(tmp_path):
+    """The device a run was given ("cpu", "auto") does not say its precision: a run forced to bf16 autocast on
+    the CPU (``precision="bfloat16"``) and a float32 one must be told apart on the page, from their numerics."""
+    runs = level_sweep()
+    store = write_store(tmp_path / "s.db", runs)
+    with Store(store) as s:
+        s.set_numerics(runs[0]["run_key"], Numerics("cpu", "bfloat16", threads=1).to_dict())
+        for r in runs[1:]:
+            s.set_numerics(r["run_key"], Numerics("cpu", None, threads=2).to_dict())
+    text = build_report(store, tmp_path / "out").read_text()
+    assert re.search(r">numerics<.*cpu, bf16 autocast, 1 thread \(1 run\); cpu, float32, 2 threads \(5 runs\)",
+                     text, re.S)
 
 
 def test_partial_store_lists_unfinished_runs(tmp_path):

@@ -219,3 +219,26 @@ def test_a_finished_run_is_reused_whatever_its_numerics():
     execute_run(RunTask(run_key(config), "done", config, resume=blob), events.append)
     assert [e.kind for e in events] == ["started", "finished"]
     assert events[-1].data["summary"]["numerics"] == cuda  # it keeps the numerics it was trained with
+
+
+def test_finished_runs_skipped_under_an_explicit_other_precision_are_named_not_silently_reused(tmp_path):
+    """CPU only. A store of float32 runs, then the same spec with ``--precision bfloat16``: the finished runs are
+    results (the precision is not part of the run key), so nothing is retrained — but the sweep says that the
+    precision asked for was not applied to them, and where to compute them in it. Automatic precision (no
+    ``precision`` set) warns about nothing: a finished GPU run reused on a CPU is the designed case."""
+    path = tmp_path / "r.db"
+    assert not sweep(path, LocalExecutor(threads=1)).failed
+    display = InterruptAt(index=99, epoch=-1)  # only records warnings
+    forced = run_sweep(parse_spec(SPEC, overrides={"precision": "bfloat16"}), path, executor=LocalExecutor(threads=1),
+                       display=display, fuse=False)
+    assert (forced.skipped, forced.started) == (2, 0)
+    said = " ".join(" ".join(display.warnings).split())
+    assert "2 finished run(s) in the store were computed in float32 (no autocast), not in the bfloat16 asked for" \
+        in said and "another --store" in said
+    quiet = InterruptAt(index=99, epoch=-1)
+    again = run_sweep(parse_spec(SPEC), path, executor=LocalExecutor(threads=1), display=quiet, fuse=False)
+    assert again.skipped == 2 and not [w for w in quiet.warnings if "computed in" in w]
+    same = InterruptAt(index=99, epoch=-1)
+    run_sweep(parse_spec(SPEC, overrides={"precision": "float32"}), path, executor=LocalExecutor(threads=1),
+              display=same, fuse=False)
+    assert not [w for w in same.warnings if "computed in" in w]

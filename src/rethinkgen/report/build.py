@@ -181,8 +181,20 @@ def _duration(seconds: float) -> str:
     return (f"{hours} h {minutes} min" if hours else f"{minutes} min {sec} s") + f" ({seconds:,.0f} s)"
 
 
+def _numerics(runs: Sequence[dict]) -> str:
+    """How the runs were computed (``rethinkgen.train.numerics``: device type, autocast dtype, threads, ...), each
+    way with its number of runs, e.g. ``cpu, bf16 autocast, 1 thread (1 run); cpu, float32, 2 threads (5 runs)``:
+    the device a run was given ("auto", "cpu") does not say its precision (``TrainConfig.precision``)."""
+    from rethinkgen.train.numerics import describe
+
+    counts = Counter(describe(r["numerics"]) for r in runs if r.get("numerics"))
+    return "; ".join(f"{text} ({n} run{'s' if n != 1 else ''})" for text, n in sorted(counts.items())) \
+        or "not recorded"
+
+
 def provenance(runs: Sequence[dict], kernel_results: Sequence[dict]) -> list[tuple[str, str]]:
-    """What the report was made from: runs, seeds, hardware, versions, total compute time."""
+    """What the report was made from: runs, seeds, hardware, devices and numerics, versions, total compute
+    time."""
     import matplotlib
 
     import rethinkgen
@@ -201,6 +213,7 @@ def provenance(runs: Sequence[dict], kernel_results: Sequence[dict]) -> list[tup
         ("hardware", _distinct([r.get("hardware") for r in runs]
                                + [k.get("hardware") for k in kernel_results])),
         ("devices", _distinct([r.get("device") for r in runs])),
+        ("numerics", _numerics(runs)),
         ("torch version", _distinct([r.get("torch_version") for r in runs]
                                     + [k.get("torch_version") for k in kernel_results])),
         ("code version", _distinct([r.get("code_version") for r in runs]

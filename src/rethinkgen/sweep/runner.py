@@ -244,6 +244,29 @@ def numerics_mismatches(runs: list[PlannedRun], known: dict[str, dict[str, Any]]
     return out
 
 
+def precision_not_applied(finished: list[PlannedRun], known: dict[str, dict[str, Any]]) -> list[str]:
+    """One warning per (stored, asked) pair of autocast dtypes where ``finished`` runs (reused from the store,
+    not trained again) set ``precision`` (the spec or ``--precision``) but were computed in another dtype:
+    ``precision`` is not part of the run key, so the finished run is the result and the precision asked for
+    is not applied to it. Automatic precision (None) asks for nothing: a finished GPU run reused on a CPU is
+    the designed case and warns about nothing."""
+    from rethinkgen.train.numerics import Numerics
+    from rethinkgen.train.resolve import autocast_name
+
+    pairs: dict[tuple, int] = {}
+    for run in finished:
+        saved = (known.get(run.run_key) or {}).get("numerics")
+        if run.config.precision is None or not saved:
+            continue
+        then, asked = Numerics.from_dict(saved).autocast, autocast_name(run.config, "cpu")  # set: any device
+        if then != asked:
+            pairs[(then, run.config.precision)] = pairs.get((then, run.config.precision), 0) + 1
+    words = {None: "float32 (no autocast)"}
+    return [f"{n} finished run(s) in the store were computed in {words.get(then, f'{then} autocast')}, not in the "
+            f"{asked} asked for: precision is not part of the run key, so they are reused as they are; to compute "
+            f"them in {asked} too, run the sweep into another --store" for (then, asked), n in pairs.items()]
+
+
 def _refusal(mismatched: list[tuple[PlannedRun, list[str], list[str]]]) -> str:
     lines = [f"{run.name} ({run.run_key[:10]}): " + "; ".join(diffs) for run, diffs, _ in mismatched[:20]]
     if len(mismatched) > 20:
@@ -381,6 +404,8 @@ def _drive(spec: SweepSpec, store: Store, driver: _Driver, executor: Executor, d
             with contextlib.suppress(OSError):
                 stray.unlink()  # a write that a crash cut short; the real files are intact
     display.start(spec.name, len(spec.runs), result.skipped, executor.describe())
+    for note in precision_not_applied([run for run in spec.runs if run not in todo], known):
+        display.warn(note)
     if spec.measures:
         from rethinkgen.measures.records import lacking_note
 
