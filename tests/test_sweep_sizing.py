@@ -29,6 +29,7 @@ from rethinkgen.sweep.sizing import (
 )
 from rethinkgen.sweep.spec import parse_spec
 from rethinkgen.train.config import TrainConfig
+from rethinkgen.train.numerics import _tf32
 from rethinkgen.train.resolve import resolve_config
 
 GIB = 1024**3
@@ -223,3 +224,27 @@ def test_plan_says_what_trains_together_on_which_device(gpu, tmp_path):
     assert "5.4 GB free for each group (2 workers per GPU)" in shared.output
     off = CliRunner().invoke(sweep_app, ["plan", str(spec), "--fuse", "off"], env={"COLUMNS": "200"})
     assert "each alone" in off.output and "fused training (--fuse on, one CPU process): 1 group(s)" in off.output
+
+
+def test_plan_says_how_the_runs_will_be_computed(tmp_path):
+    """`sweep plan` names each way its runs will be computed (train.numerics: not part of the run key), as
+    the trainer will record it: for a GPU that is not here (device = "cuda"), bf16 autocast, channels-last
+    and the captured step, except for runs with dropout (eager step) and under --precision float32; on
+    this machine's CPU, float32 with the executor's threads. Planning only: no GPU is used."""
+    spec = tmp_path / "f1.toml"
+    spec.write_text(FIG1.replace("level = [", "dropout = [0.0, 0.5]\nlevel = ["))
+
+    def computed(*options: str) -> list[str]:
+        result = CliRunner().invoke(sweep_app, ["plan", str(spec), *options], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        return sorted(line for line in result.output.splitlines() if line.startswith("computed as: "))
+
+    tf32 = f"TF32 {_tf32()}"  # this process's cuDNN/cuBLAS switches, as a CUDA run here would record them
+    assert computed() == [f"computed as: cuda, bf16 autocast, channels_last, CUDA graph, {tf32} (11 runs)",
+                          f"computed as: cuda, bf16 autocast, channels_last, {tf32} (11 runs)"]
+    assert computed("--precision", "float32") == [
+        f"computed as: cuda, float32, channels_last, CUDA graph, {tf32} (11 runs)",
+        f"computed as: cuda, float32, channels_last, {tf32} (11 runs)"]
+    assert computed("--device", "cpu", "--threads", "1") == ["computed as: cpu, float32, 1 thread (22 runs)"]
+    assert computed("--device", "cpu", "--precision", "bfloat16", "--threads", "1") == [
+        "computed as: cpu, bf16 autocast, 1 thread (22 runs)"]

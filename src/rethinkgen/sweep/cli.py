@@ -120,6 +120,8 @@ def _age(seconds: float | None) -> str:
 
 
 EXECUTOR_OPT = typer.Option("local", "--executor", help="local | ray")
+THREADS_OPT = typer.Option(None, "--threads", help="torch threads per run (default: cores / jobs; equal thread "
+                           "counts give bit-identical CPU results)")
 JOBS_OPT = typer.Option(None, "--jobs", "-j", help="local: worker processes (default 1 = in this process); "
                         "ray: CPUs of the local cluster it starts")
 WORKERS_PER_GPU_OPT = typer.Option(None, "--workers-per-gpu", help="N worker processes on each visible GPU, each "
@@ -149,17 +151,21 @@ def plan_command(
     jobs: int | None = JOBS_OPT,
     workers_per_gpu: int | None = WORKERS_PER_GPU_OPT,
     fuse: str = FUSE_OPT,
+    threads: int | None = THREADS_OPT,
 ) -> None:
     """Validate a spec, list its expanded runs (with --store: what is already done) and say how `sweep run`
-    with the same options would train them: which runs together, on which device, in how much memory."""
+    with the same options would train them: which runs together, on which device, in how much memory,
+    computed how (precision, memory format, captured step, CPU threads)."""
     from rethinkgen.sweep.executors import make_executor
-    from rethinkgen.sweep.plan import fused_alternative, plan_table, work_plan
+    from rethinkgen.sweep.plan import fused_alternative, numerics_lines, plan_table, work_plan
     from rethinkgen.sweep.runner import missing_data
     from rethinkgen.sweep.spec import load_spec
     from rethinkgen.sweep.store import FINISHED
+    from rethinkgen.train.validate import check_option
 
     plan = load_spec(spec, overrides=_overrides(device, data_dir, world_size, precision))
-    ex = make_executor(executor, jobs=jobs, workers_per_gpu=workers_per_gpu)  # bad options: before any output
+    check_option("--threads", threads, minimum=1, integer=True)
+    ex = make_executor(executor, jobs=jobs, threads=threads, workers_per_gpu=workers_per_gpu)  # before any output
     fuse_mode = _fuse_mode(fuse)
     known: dict[str, dict[str, Any]] = {}
     epochs_done: dict[str, int] = {}
@@ -194,6 +200,8 @@ def plan_command(
         items = work_plan(todo, ex, fuse_mode)
         say(console, escape(_device_line(ex, todo)))
         console.print(plan_table(items, ex))
+        for line in numerics_lines(items):
+            say(console, escape(line))
         if all(len(item.runs) == 1 for item in items):
             say(console, escape(fused_alternative(todo)))
         for problem in missing_data(todo, ex):  # `sweep run` would refuse; planning for another machine is fine
@@ -234,8 +242,7 @@ def run_command(
     precision: str | None = PRECISION_OPT,
     data_dir: Path | None = DATA_DIR_OPT,
     world_size: int | None = WORLD_SIZE_OPT,
-    threads: int | None = typer.Option(None, "--threads", help="torch threads per run (default: cores / jobs;"
-                                       " equal thread counts give bit-identical CPU results)"),
+    threads: int | None = THREADS_OPT,
     gpus_per_run: float | None = typer.Option(None, "--gpus-per-run", help="ray: GPU fraction per run "
                                               "(default 0.25 when the cluster has GPUs)"),
     fuse: str = FUSE_OPT,

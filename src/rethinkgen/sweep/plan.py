@@ -1,4 +1,5 @@
-"""What ``sweep run`` will do with a spec's runs: which train together, on which device, in what memory.
+"""What ``sweep run`` will do with a spec's runs: which train together, on which device, in what memory,
+computed how (precision, memory format, captured step, threads: :mod:`rethinkgen.train.numerics`).
 
 :func:`work_plan` makes the same decisions as the driver (:mod:`rethinkgen.sweep.runner`: which runs
 fuse, :func:`~rethinkgen.sweep.runner.plan_groups` with the executor's group limits) without
@@ -7,7 +8,7 @@ starting anything, so ``sweep plan`` shows exactly the work items ``sweep run`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rich.table import Table
@@ -16,7 +17,7 @@ from rethinkgen.sweep.executors import Executor, group_key
 from rethinkgen.sweep.runner import fuses, plan_groups
 from rethinkgen.sweep.sizing import MAX_GROUP_CPU, group_memory
 
-__all__ = ["PlanItem", "fused_alternative", "plan_table", "work_plan"]
+__all__ = ["PlanItem", "fused_alternative", "numerics_lines", "plan_table", "work_plan"]
 
 GB = 1e9
 
@@ -28,6 +29,8 @@ class PlanItem:
     runs: tuple[Any, ...]  # the PlannedRuns
     device: str  # "cpu" | "cuda" | "cuda (GPU 0 or 1)" ...
     memory: int | None  # estimated device bytes of the item (GPU items only)
+    numerics: str = "unknown here"  # how its runs will be computed (train.numerics.describe), e.g.
+    # "cuda, bf16 autocast, channels_last, CUDA graph, TF32 conv"
 
     @property
     def model(self) -> str:
@@ -43,6 +46,27 @@ def _device(executor: Executor, config: Any) -> str:
     return "cuda" + (f" (GPU {gpus[0]})" if gpus else "")
 
 
+def _numerics(executor: Executor, config: Any) -> str:
+    """How a run of ``config`` will be computed by ``executor`` (``train.numerics.describe``): the
+    executor's own answer for runs on this machine's CPU (it knows their threads), else planned for the
+    device type the run goes to (a GPU that may not be visible here; the thread count is then left out,
+    as the worker decides it). "unknown here" when the dataset's layout cannot be read here."""
+    from rethinkgen.data.sources import dataset_layout
+    from rethinkgen.errors import RethinkgenError
+    from rethinkgen.train.numerics import plan_numerics
+
+    gpu = executor.on_gpu(config)
+    planned = None if gpu else executor.planned_numerics(config)
+    if planned is None:
+        try:
+            layout = dataset_layout(config.data, config.data_options, config.data_dir)
+        except RethinkgenError:
+            return "unknown here"
+        kind = "cuda" if gpu else ("mps" if config.device == "mps" else "cpu")
+        planned = replace(plan_numerics(config, kind, layout), threads=None)
+    return planned.describe()
+
+
 def work_plan(runs: list[Any], executor: Executor, fuse: bool | None) -> list[PlanItem]:
     """The work items ``sweep run`` would make of ``runs`` with ``executor`` and ``--fuse`` (None: auto)."""
     fused = [run for run in runs if fuses(run.config, fuse, executor)]
@@ -53,7 +77,7 @@ def work_plan(runs: list[Any], executor: Executor, fuse: bool | None) -> list[Pl
     for group in groups:
         config = group[0].config
         memory = group_memory([run.config for run in group]) if executor.on_gpu(config) else None
-        items.append(PlanItem(tuple(group), _device(executor, config), memory))
+        items.append(PlanItem(tuple(group), _device(executor, config), memory, _numerics(executor, config)))
     return items
 
 
@@ -77,6 +101,16 @@ def plan_table(items: list[PlanItem], executor: Executor) -> Table:
         table.add_row("—", model, str(len(singles)), "each alone", device,
                       "—" if memory is None else f"{memory / GB:.1f} GB each")
     return table
+
+
+def numerics_lines(items: list[PlanItem]) -> list[str]:
+    """One line per way the items' runs will be computed (precision, memory format, captured step,
+    threads; not part of the run key, recorded with each run), with the runs it covers, e.g.
+    ``computed as: cuda, bf16 autocast, channels_last, CUDA graph, TF32 conv (23 runs)``."""
+    runs: dict[str, int] = {}
+    for item in items:
+        runs[item.numerics] = runs.get(item.numerics, 0) + len(item.runs)
+    return [f"computed as: {numerics} ({n} run{'s' if n != 1 else ''})" for numerics, n in runs.items()]
 
 
 def fused_alternative(runs: list[Any]) -> str:
