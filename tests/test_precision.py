@@ -259,3 +259,14 @@ def test_the_train_command_forces_bf16_and_a_resume_names_the_precision_that_con
     resumed = invoke("train", "--resume", out, "--precision", "float32")
     assert resumed.exit_code == 0, resumed.output
     assert folder_numbers(out)[1:] == folder_numbers(tmp_path / "reference")[1:]  # rows and step losses: exact
+
+
+@pytest.mark.parametrize("precision, words", [("bfloat16", "cpu, bf16 autocast, 1 thread"),
+                                              ("float32", "cpu, float32, 1 thread")])
+def test_the_train_table_says_how_the_run_was_computed(tmp_path, precision, words):
+    """CPU only. The table that ends `rethinkgen train` names the run's numerics, so a bf16 and a float32 run
+    (otherwise alike in the table) can be told apart on the terminal, as `sweep plan` names them."""
+    done = invoke("train", *TINY, "--epochs", "1", "--precision", precision, "--out", tmp_path / precision)
+    assert done.exit_code == 0, done.output
+    row = [line for line in done.output.splitlines() if "computed as" in line]
+    assert len(row) == 1 and words in row[0], done.output

@@ -242,3 +242,29 @@ def test_finished_runs_skipped_under_an_explicit_other_precision_are_named_not_s
     run_sweep(parse_spec(SPEC, overrides={"precision": "float32"}), path, executor=LocalExecutor(threads=1),
               display=same, fuse=False)
     assert not [w for w in same.warnings if "computed in" in w]
+
+
+def test_plan_says_what_sweep_run_would_refuse_or_reuse_under_another_precision(tmp_path):
+    """CPU only. `sweep plan --precision bfloat16` over a store whose run was interrupted in float32 names the
+    refusal `sweep run` would give (and its fix) instead of only planning bf16; over finished float32 runs it
+    gives `sweep run`'s warning that they are reused as they are. The plan's own exit status stays 0."""
+    path = tmp_path / "r.db"
+    key = interrupted(path, threads=1)
+    spec = tmp_path / "num.toml"
+    spec.write_text(SPEC)
+    args = ["plan", str(spec), "--store", str(path), "--threads", "1"]
+    bf16 = CliRunner().invoke(sweep_app, [*args, "--precision", "bfloat16"], env={"COLUMNS": "200"})
+    assert bf16.exit_code == 0, bf16.output
+    text = " ".join(bf16.output.split())
+    assert "sweep run with these options would refuse: cannot resume 1 run(s)" in text and key[:10] in text
+    assert "run with --precision float32, or pass --restart-mismatched" in text
+    same = CliRunner().invoke(sweep_app, [*args, "--precision", "float32"], env={"COLUMNS": "200"})
+    assert same.exit_code == 0 and "would refuse" not in same.output, same.output
+
+    done = tmp_path / "done.db"
+    assert not sweep(done, LocalExecutor(threads=1)).failed
+    reused = CliRunner().invoke(sweep_app, ["plan", str(spec), "--store", str(done), "--precision", "bfloat16"],
+                                env={"COLUMNS": "200"})
+    text = " ".join(reused.output.split())
+    assert "2 finished run(s) in the store were computed in float32 (no autocast), not in the bfloat16" in text
+    assert "nothing to run" in text

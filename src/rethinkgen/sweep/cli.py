@@ -158,7 +158,7 @@ def plan_command(
     computed how (precision, memory format, captured step, CPU threads)."""
     from rethinkgen.sweep.executors import make_executor
     from rethinkgen.sweep.plan import fused_alternative, numerics_lines, plan_table, work_plan
-    from rethinkgen.sweep.runner import missing_data
+    from rethinkgen.sweep.runner import missing_data, numerics_mismatches, precision_not_applied, refusal
     from rethinkgen.sweep.spec import load_spec
     from rethinkgen.sweep.store import FINISHED
     from rethinkgen.train.validate import check_option
@@ -169,10 +169,12 @@ def plan_command(
     fuse_mode = _fuse_mode(fuse)
     known: dict[str, dict[str, Any]] = {}
     epochs_done: dict[str, int] = {}
+    checkpoints: Path | None = None
     if store is not None and Path(store).exists() and Path(store).stat().st_size > 0:  # empty: all runs new
         with open_results_store(store) as s:
             known = {r["run_key"]: r for r in s.runs()}
             epochs_done = s.last_epochs()
+            checkpoints = s.checkpoint_dir
     console = Console()
     experiments = sorted({e for r in plan.runs for e in r.experiments})
     say(console, f"sweep [bold]{escape(plan.name)}[/] ({escape(str(spec))}): {len(plan.runs)} runs in "
@@ -196,6 +198,13 @@ def plan_command(
     if store is not None:
         say(console, escape(f"in store {store}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))))
     todo = [run for run in plan.runs if (known.get(run.run_key) or {}).get("status") not in FINISHED]
+    # what `sweep run` with these options would say about the store's runs before training (runner._drive)
+    for note in precision_not_applied([run for run in plan.runs if run not in todo], known):
+        say(console, "[yellow]warning:[/] " + escape(note))
+
+    def has_checkpoint(key: str) -> bool:  # as the sweep's driver asks it: the checkpoint or its previous one
+        return checkpoints is not None and any((checkpoints / f"{key}{end}").exists() for end in (".pt", ".pt.prev"))
+
     if todo:
         items = work_plan(todo, ex, fuse_mode)
         say(console, escape(_device_line(ex, todo)))
@@ -206,6 +215,10 @@ def plan_command(
             say(console, escape(fused_alternative(todo)))
         for problem in missing_data(todo, ex):  # `sweep run` would refuse; planning for another machine is fine
             say(console, "[yellow]missing data:[/] " + escape(problem))
+        mismatched = numerics_mismatches(todo, known, ex, has_checkpoint)
+        if mismatched:  # `sweep run` refuses these before training anything
+            say(console, "[red]sweep run with these options would refuse:[/] "
+                + escape(refusal(mismatched, planning=True)))
     else:
         say(console, "nothing to run: every run is finished in the store")
 

@@ -267,7 +267,10 @@ def precision_not_applied(finished: list[PlannedRun], known: dict[str, dict[str,
             f"them in {asked} too, run the sweep into another --store" for (then, asked), n in pairs.items()]
 
 
-def _refusal(mismatched: list[tuple[PlannedRun, list[str], list[str]]]) -> str:
+def refusal(mismatched: list[tuple[PlannedRun, list[str], list[str]]], *, planning: bool = False) -> str:
+    """The message that refuses to resume ``mismatched`` (from :func:`numerics_mismatches`): each run, each
+    difference and the options that restore the checkpoints' numerics. ``planning``: worded for ``sweep plan``,
+    which says what ``sweep run`` would refuse, without claiming that anything was stopped."""
     lines = [f"{run.name} ({run.run_key[:10]}): " + "; ".join(diffs) for run, diffs, _ in mismatched[:20]]
     if len(mismatched) > 20:
         lines.append(f"... and {len(mismatched) - 20} more")
@@ -275,8 +278,9 @@ def _refusal(mismatched: list[tuple[PlannedRun, list[str], list[str]]]) -> str:
     fix = (f"run with {' and '.join(hints)}, or pass " if hints else "pass ") + \
         "--restart-mismatched to discard these checkpoints and train the runs from scratch here"
     return (f"cannot resume {len(mismatched)} run(s): their checkpoints were trained with other numerics than "
-            "this sweep would continue them with, which would change their numbers mid-run (nothing was "
-            "started):\n  - " + "\n  - ".join(lines) + f"\nFix: {fix}.")
+            "this sweep would continue them with, which would change their numbers mid-run"
+            + ("" if planning else " (nothing was started)")
+            + ":\n  - " + "\n  - ".join(lines) + f"\nFix: {fix}.")
 
 
 def plan_groups(runs: list[PlannedRun], key: Callable[[Any], Hashable], max_group: int | Callable[[Any], int],
@@ -396,7 +400,7 @@ def _drive(spec: SweepSpec, store: Store, driver: _Driver, executor: Executor, d
     if mismatched and not driver.restart_mismatched:  # before any work (design: errors name the fix)
         from rethinkgen.train.numerics import NumericsMismatchError
 
-        raise NumericsMismatchError(_refusal(mismatched), [d for _, diffs, _ in mismatched for d in diffs])
+        raise NumericsMismatchError(refusal(mismatched), [d for _, diffs, _ in mismatched for d in diffs])
     driver.restart = {run.run_key: "its checkpoint's numerics differ from this executor's (" + "; ".join(diffs)
                       + ")" for run, diffs, _ in mismatched}
     if store.checkpoint_dir.is_dir():

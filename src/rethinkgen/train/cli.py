@@ -550,6 +550,10 @@ def print_summary(summary: dict[str, Any], folder: Path | None = None) -> None:
     table.add_row("realized noise rate", f"{summary['realized_noise_rate']:.4f}")
     table.add_row("parameters", f"{summary['n_params']:,}")
     table.add_row("wall time", f"{summary['wall_time_s']:.1f} s on {summary['device']}")
+    if summary.get("numerics"):  # precision, threads, ...: what --precision and --threads did
+        from rethinkgen.train.numerics import describe
+
+        table.add_row("computed as", describe(summary["numerics"]))
     console.print(table)
     if diverged:
         say(console, f"[yellow]diverged:[/] the loss became NaN or infinite by epoch {summary['epochs']}, so the "
