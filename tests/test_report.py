@@ -397,6 +397,11 @@ def test_the_provenance_says_how_the_runs_were_computed(tmp_path):
     text = build_report(store, tmp_path / "out").read_text()
     assert re.search(r">numerics<.*cpu, bf16 autocast, 1 thread \(1 run\); cpu, float32, 2 threads \(5 runs\)",
                      text, re.S)
+    # and the run table's files, which outlive the page (joined with another store's, say), per run
+    table = (tmp_path / "out" / "runs_mnist1d.csv").read_text().splitlines()
+    rows = {row["name"]: row["numerics"] for row in csv.DictReader(table)}
+    assert rows[runs[0]["name"]] == "cpu, bf16 autocast, 1 thread"
+    assert {rows[r["name"]] for r in runs[1:]} == {"cpu, float32, 2 threads"}
 
 
 def test_partial_store_lists_unfinished_runs(tmp_path):

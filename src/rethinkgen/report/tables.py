@@ -464,7 +464,12 @@ def summary_table(runs: Sequence[dict], data: str) -> Table:
     """Every run of one dataset with its stored summary numbers; a run that is not evidence (diverged,
     failed, unfinished) shows its status, how far it got (steps, epochs, time) and "—" for results.
     Top-5 columns appear when some run has them; "best test" is the best test accuracy along training
-    (Table 2's parentheses)."""
+    (Table 2's parentheses). The CSV and Markdown files also say how each run was computed ("computed as":
+    its recorded numerics, :func:`rethinkgen.train.numerics.describe`, e.g. ``cpu, bf16 autocast, 1 thread``;
+    precision and device are not part of the run key, so the tables of two stores put together could not
+    tell such runs apart otherwise)."""
+    from rethinkgen.train.numerics import describe
+
     rows = []
     for run in sorted(runs, key=lambda r: (str(cfg(r, "model")), str(cfg(r, "corruption")),
                                            label_level(r) if label_level(r) is not None else -1,
@@ -485,6 +490,7 @@ def summary_table(runs: Sequence[dict], data: str) -> Table:
             "realized_noise_rate": pct(run.get("realized_noise_rate")),
             "wall_time_s": run_wall_time(run) if run.get("status") in FINISHED or run.get("history")
             else None,
+            "numerics": describe(run["numerics"]) if run.get("numerics") else None,
             "run_key": (run.get("run_key") or "")[:12],
         })
     columns = [Column("name", "run"), Column("model", "model"), Column("corruption", "corruption"),
@@ -500,6 +506,7 @@ def summary_table(runs: Sequence[dict], data: str) -> Table:
                 Column("n_params", "params", "int"),
                 Column("realized_noise_rate", "labels changed (%)", "pct"),
                 Column("wall_time_s", "time (s)", "seconds"), Column("sweep", "sweep", on_page=False),
+                Column("numerics", "computed as", on_page=False),
                 Column("run_key", "run key", on_page=False)]
     notes = ["train/test accuracies and the fit step are shown only for runs that finished as intended "
              "(converged or max_epochs); a diverged run's accuracies are those of NaN outputs, not results"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CheckpointWarning", "CorruptCheckpointError", "LoadedCheckpoint", "decode", "encode",
+__all__ = ["CheckpointWarning", "CorruptCheckpointError", "LoadedCheckpoint", "checkpoint_exists", "decode", "encode",
            "load_checkpoint", "make_payload", "read_verified", "remove_checkpoints", "write_atomic"]
 
 MAGIC = b"RGCKPT1\n"
@@ -69,6 +69,13 @@ def make_payload(run_key: str, row: dict[str, Any], step_losses: list, state: di
 # ------------------------------------------------------------------------------- file format
 def _prev(path: Path) -> Path:
     return path.with_name(path.name + ".prev")
+
+
+def checkpoint_exists(path: str | Path) -> bool:
+    """Whether a sweep checkpoint ``path`` (``STORE.ckpt/<run_key>.pt``) can be resumed from: the file or
+    the previous one :func:`write_atomic` keeps beside it (``.pt.prev``, read when the newest is damaged)."""
+    path = Path(path)
+    return path.exists() or _prev(path).exists()
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -156,6 +156,7 @@ def plan_command(
     """Validate a spec, list its expanded runs (with --store: what is already done) and say how `sweep run`
     with the same options would train them: which runs together, on which device, in how much memory,
     computed how (precision, memory format, captured step, CPU threads)."""
+    from rethinkgen.sweep.checkpoint import checkpoint_exists
     from rethinkgen.sweep.executors import make_executor
     from rethinkgen.sweep.plan import fused_alternative, numerics_lines, plan_table, work_plan
     from rethinkgen.sweep.runner import missing_data, numerics_mismatches, precision_not_applied, refusal
@@ -202,8 +203,8 @@ def plan_command(
     for note in precision_not_applied([run for run in plan.runs if run not in todo], known):
         say(console, "[yellow]warning:[/] " + escape(note))
 
-    def has_checkpoint(key: str) -> bool:  # as the sweep's driver asks it: the checkpoint or its previous one
-        return checkpoints is not None and any((checkpoints / f"{key}{end}").exists() for end in (".pt", ".pt.prev"))
+    def has_checkpoint(key: str) -> bool:  # as the sweep's driver asks it
+        return checkpoints is not None and checkpoint_exists(checkpoints / f"{key}.pt")
 
     if todo:
         items = work_plan(todo, ex, fuse_mode)

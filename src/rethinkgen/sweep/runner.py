@@ -93,8 +93,9 @@ class _Driver:
         return self.store.checkpoint_dir / f"{run_key}.pt"
 
     def has_checkpoint(self, run_key: str) -> bool:
-        path = self.ckpt_path(run_key)
-        return path.exists() or path.with_name(path.name + ".prev").exists()
+        from rethinkgen.sweep.checkpoint import checkpoint_exists
+
+        return checkpoint_exists(self.ckpt_path(run_key))
 
     # ---------------------------------------------------------------- preparing runs
     def prepare(self, run: PlannedRun) -> RunTask:
