@@ -67,6 +67,7 @@ def test_real_specs_are_packaged():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # about 15 min on 2 quiet cores: at the suite's 900 s per-test limit (pyproject.toml)
 @pytest.mark.skipif(not REAL_FASHION.is_dir(), reason=f"real Fashion-MNIST not found at {REAL_FASHION}")
 def test_cpu_spec_fits_random_labels_on_fashion_mnist(tmp_path):
     """The CPU-sized spec for real (about 15 minutes on 2 quiet cores): random labels are fit and test error
