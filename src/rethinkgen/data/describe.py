@@ -46,10 +46,27 @@ def data_info(ds: Dataset) -> dict[str, Any]:
     for key in META_KEYS:
         if meta.get(key) is not None:
             info[key] = meta[key]
-    if meta.get("n_train_available", ds.n_train) > ds.n_train or meta.get("n_test_available", ds.n_test) > ds.n_test:
-        info["subset"] = {"n_train_available": meta["n_train_available"],
-                          "n_test_available": meta["n_test_available"], "seed": meta["subset_seed"]}
+    subset = _subset(meta, ds.n_train, ds.n_test)
+    if subset is not None:
+        info["subset"] = subset
     return info
+
+
+def _subset(meta: dict[str, Any], n_train: int, n_test: int) -> dict[str, Any] | None:
+    """The seeded subset a source drew (``n_train_available``, ``n_test_available``, ``seed``), or None
+    when it kept every sample."""
+    if meta.get("n_train_available", n_train) > n_train or meta.get("n_test_available", n_test) > n_test:
+        return {"n_train_available": meta["n_train_available"], "n_test_available": meta["n_test_available"],
+                "seed": meta["subset_seed"]}
+    return None
+
+
+def _effects(layout: str, input_shape: tuple[int, ...], num_classes: int) -> dict[str, str]:
+    """{corruption name: what it changes on data of this layout and shape}, the paper's first."""
+    from rethinkgen.data.corruptions import CORRUPTIONS, corruption_effect
+
+    names = [n for n in PAPER_ORDER if n in CORRUPTIONS] + [n for n in CORRUPTIONS.names() if n not in PAPER_ORDER]
+    return {name: corruption_effect(name, layout, input_shape, num_classes) for name in names}
 
 
 def _moments(x: torch.Tensor, layout: str) -> list[dict[str, float]]:
@@ -68,14 +85,11 @@ def _moments(x: torch.Tensor, layout: str) -> list[dict[str, float]]:
 def inspect_dataset(ds: Dataset) -> dict[str, Any]:
     """:func:`data_info` plus the value range of train and test inputs (per channel for images and
     signals), and ``effects``: {corruption name: what it changes on this data}."""
-    from rethinkgen.data.corruptions import CORRUPTIONS, corruption_effect
-
     info = data_info(ds)
     info["dtype"] = str(ds.x_train.dtype).replace("torch.", "")
     info["values_train"] = _moments(ds.x_train, ds.layout)
     info["values_test"] = _moments(ds.x_test, ds.layout) if ds.n_test else []
-    names = [n for n in PAPER_ORDER if n in CORRUPTIONS] + [n for n in CORRUPTIONS.names() if n not in PAPER_ORDER]
-    info["effects"] = {name: corruption_effect(name, ds.layout, ds.input_shape, ds.num_classes) for name in names}
+    info["effects"] = _effects(ds.layout, ds.input_shape, ds.num_classes)
     return info
 
 
@@ -83,8 +97,6 @@ def inspect_streamed(name: str, splits: Any, crop: int) -> dict[str, Any]:
     """The :func:`inspect_dataset` record of a dataset streamed from disk (``splits``: the source's index,
     e.g. :class:`~rethinkgen.data.sources.imagenet.ImagenetSplits`), from its file lists alone: no image is
     decoded, so there are no value ranges. ``crop``: the side of the network's input (the run's default)."""
-    from rethinkgen.data.corruptions import CORRUPTIONS, corruption_effect
-
     k = splits.num_classes
     shape = (3, int(crop), int(crop))
     classes = [f"{w} {n}".strip() for w, n in zip(splits.classes, splits.class_names, strict=True)]
@@ -97,12 +109,10 @@ def inspect_streamed(name: str, splits: Any, crop: int) -> dict[str, Any]:
         "layout_found": f"{meta.get('layout')} layout", "dtype": "image files, decoded as they are streamed",
         "values_train": [], "values_test": [],
     }
-    if meta.get("n_train_available", info["n_train"]) > info["n_train"] or \
-            meta.get("n_test_available", info["n_test"]) > info["n_test"]:
-        info["subset"] = {"n_train_available": meta["n_train_available"],
-                          "n_test_available": meta["n_test_available"], "seed": meta["subset_seed"]}
-    names = [n for n in PAPER_ORDER if n in CORRUPTIONS] + [n for n in CORRUPTIONS.names() if n not in PAPER_ORDER]
-    info["effects"] = {n: corruption_effect(n, "image", shape, k) for n in names}
+    subset = _subset(meta, info["n_train"], info["n_test"])
+    if subset is not None:
+        info["subset"] = subset
+    info["effects"] = _effects("image", shape, k)
     return info
 
 
