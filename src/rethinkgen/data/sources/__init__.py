@@ -67,6 +67,9 @@ class DatasetSpec:
     defaults: dict = field(default_factory=dict)  # keys among "lr", "epochs", "lr_decay_every"
     index: Callable[..., Any] | None = None  # streamed sources: index(data_dir, seed, n_train=, n_test=) -> file
     # lists (imagenet.ImagenetSplits); their ``load`` refuses, the trainer streams (rethinkgen.data.stream)
+    ready: Callable[[Path], Any] | None = None  # for a run of several processes: raises (naming the command
+    #   that does it) when the data still needs a long preparation (imagenet: archives to extract), which rank
+    #   0 alone would make while the others time out waiting; None: nothing to prepare
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -109,7 +112,7 @@ _register(DatasetSpec(
 ))
 _register(DatasetSpec(
     name="imagenet", load=imagenet.load, layout="image", needs_files=True, fetch=imagenet.fetch,
-    locate=imagenet.locate,
+    locate=imagenet.locate, ready=functools.partial(imagenet.locate, extracted=True),
     description="ILSVRC-2012 (Table 2): 1,281,167/50,000 images, 1,000 classes, from your local copy "
                 "(torchvision's ImageNet root or train/<wnid>/, val/<wnid>/), streamed from disk; never downloaded",
     crop=299, standardize="inception", index=imagenet.index,

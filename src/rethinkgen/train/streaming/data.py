@@ -95,15 +95,14 @@ def _index(config: TrainConfig) -> Any:
 
 
 def check_ready(config: TrainConfig) -> None:
-    """For a run of several processes: the streamed data's own check (``locate(..., extracted=True)``) that it
-    needs no long preparation, which rank 0 alone would make while the others time out waiting."""
-    import inspect
-
+    """For a run of several processes: the streamed data's own check (``DatasetSpec.ready``, imagenet:
+    ``locate(..., extracted=True)``) that it needs no long preparation, which rank 0 alone would make while
+    the others time out waiting."""
     from rethinkgen.data.sources import DATASETS, _resolve_dir
 
     spec = DATASETS.get(config.data)
-    if spec.locate is not None and "extracted" in inspect.signature(spec.locate).parameters:
-        spec.locate(_resolve_dir(config.data_dir), extracted=True)
+    if spec.ready is not None:
+        spec.ready(_resolve_dir(config.data_dir))
 
 
 def _moments(splits: Any, transform: ImageTransform, seed: int, workers: int) -> tuple[list[float], list[float]]:
